@@ -1,0 +1,341 @@
+"""Implicit long filters: a small FFN of a positional embedding generates the long-convolution kernels.
+
+``HyenaFilter`` gives 1D kernels, (C, L) causal or (C, 2L-1) bidirectional (lag 0 in the middle), and
+``HyenaFilter2d`` gives centred 2D kernels (C, 2H-1, 2W-1). Both hold the skip term D (``bias``) and mark their
+parameters with optimizer hints (their own lr, weight decay 0; see ``layers.optim``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .optim import set_optim_hints
+
+__all__ = ["PositionalEmbedding", "Sin", "ExponentialModulation", "ImplicitFFN", "HyenaFilter", "HyenaFilter2d"]
+
+
+def _check_emb_dim(emb_dim: int) -> None:
+    if emb_dim < 3 or emb_dim % 2 == 0:
+        raise ValueError(f"emb_dim must be odd and >= 3 (time, then cosine/sine bands), got {emb_dim}")
+
+
+class PositionalEmbedding(nn.Module):
+    """Features of each filter position: ``z = [t, cos(f w), -sin(f w)]`` with ``(emb_dim-1)//2`` bands.
+
+    Causal: positions i = 0..seq_len-1, ``t = i/(seq_len-1)``, ``w = 2 pi i / seq_len``,
+    ``f = linspace(1e-4, bands-1, bands)`` (the original's embedding). Bidirectional: signed lags
+    i = -(seq_len-1)..seq_len-1 with the same formulas (t in [-1, 1]). ``decay_t`` is the distance |t| the decay
+    modulation uses. ``z`` is trained with its own lr (``lr_pos_emb``, weight decay 0) unless that lr is 0.
+    """
+
+    def __init__(
+        self,
+        emb_dim: int,
+        seq_len: int,
+        *,
+        bidirectional: bool = False,
+        lr_pos_emb: float = 1e-5,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        _check_emb_dim(emb_dim)
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        self.seq_len = seq_len
+        self.bidirectional = bidirectional
+        lags = torch.arange(-(seq_len - 1) if bidirectional else 0, seq_len, dtype=torch.float64)
+        t = lags / max(seq_len - 1, 1)  # (n,)
+        bands = (emb_dim - 1) // 2
+        freqs = torch.linspace(1e-4, bands - 1, bands, dtype=torch.float64)  # (bands,)
+        angle = 2 * math.pi * lags[:, None] / seq_len * freqs  # (n, bands)
+        z = torch.cat([t[:, None], torch.cos(angle), -torch.sin(angle)], dim=-1)  # (n, emb_dim)
+        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        if lr_pos_emb == 0:
+            self.register_buffer("z", z.to(**factory))
+        else:
+            self.z = nn.Parameter(z.to(**factory))
+            set_optim_hints(self.z, lr=lr_pos_emb, weight_decay=0.0)
+        self.register_buffer("t", t.abs()[:, None].to(**factory))  # (n, 1)
+
+    def forward(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (n, emb_dim) and decay distances (n, 1); n = length, or 2*length-1 centred if bidirectional."""
+        if not 1 <= length <= self.seq_len:
+            raise ValueError(f"length must be in [1, l_max={self.seq_len}], got {length}")
+        if not self.bidirectional:
+            return self.z[:length], self.t[:length]
+        centre = self.seq_len - 1
+        window = slice(centre - (length - 1), centre + length)
+        return self.z[window], self.t[window]
+
+
+class Sin(nn.Module):
+    """``sin(freq * x)`` with a learnable frequency per feature (initialised to ``w``)."""
+
+    def __init__(self, dim: int, w: float = 1.0, *, train_freq: bool = True, device=None, dtype=None):
+        super().__init__()
+        freq = torch.full((dim,), float(w), device=device, dtype=dtype)
+        if train_freq:
+            self.freq = nn.Parameter(freq)
+        else:
+            self.register_buffer("freq", freq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.freq * x)
+
+
+class ExponentialModulation(nn.Module):
+    """``h * (exp(-t |delta_c|) + shift)``, decay rates spread linearly over the channels.
+
+    ``delta = linspace(ln(target)/slow_decay_pct, ln(target)/fast_decay_pct, channels)``: the slowest channel
+    decays to ``target`` at t = slow_decay_pct, the fastest at t = fast_decay_pct. ``deltas`` is a saved buffer
+    so that weights converted from other channel layouts keep their rates.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+        modulate: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if not 0 < target < 1:
+            raise ValueError(f"target must be in (0, 1), got {target}")
+        if fast_decay_pct <= 0 or slow_decay_pct <= 0:
+            raise ValueError(f"decay pcts must be > 0, got fast={fast_decay_pct}, slow={slow_decay_pct}")
+        self.shift = shift
+        self.modulate = modulate
+        deltas = torch.linspace(
+            math.log(target) / slow_decay_pct, math.log(target) / fast_decay_pct, channels, dtype=torch.float64
+        )
+        self.register_buffer("deltas", deltas.to(device=device, dtype=dtype or torch.get_default_dtype()))
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """t (..., 1) distances, h (..., C) filter values."""
+        if not self.modulate:
+            return h
+        return h * (torch.exp(-t * self.deltas.abs()) + self.shift)
+
+
+class ImplicitFFN(nn.Module):
+    """Linear(in, W) -> Sin -> [Linear(W, W) -> Sin] x num_inner_mlps -> Linear(W, out, bias=False).
+
+    One ``Sin`` (one frequency vector) is shared by all its uses, as in the original.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        width: int = 64,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.sin = Sin(width, w, **factory)
+        self.input = nn.Linear(in_features, width, **factory)
+        self.inner = nn.ModuleList(nn.Linear(width, width, **factory) for _ in range(num_inner_mlps))
+        self.output = nn.Linear(width, out_features, bias=False, **factory)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.sin(self.input(z))
+        for layer in self.inner:
+            h = self.sin(layer(h))
+        return self.output(h)
+
+
+class _ImplicitFilterBase(nn.Module):
+    """What 1D and 2D filters share: FFN, modulation, normalization, dropout, the skip term and the hints."""
+
+    def __init__(
+        self,
+        channels: int,
+        emb_features: int,
+        *,
+        filter_order: int,
+        num_inner_mlps: int,
+        w: float,
+        fast_decay_pct: float,
+        slow_decay_pct: float,
+        target: float,
+        shift: float,
+        modulate: bool,
+        normalized: bool,
+        use_bias: bool,
+        filter_dropout: float,
+        lr: float | None,
+        device,
+        dtype,
+    ):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if not 0 <= filter_dropout < 1:
+            raise ValueError(f"filter_dropout must be in [0, 1), got {filter_dropout}")
+        self.channels = channels
+        self.normalized = normalized
+        self.filter_dropout = filter_dropout
+        self.ffn = ImplicitFFN(
+            emb_features, channels, width=filter_order, num_inner_mlps=num_inner_mlps, w=w, **factory
+        )
+        self.modulation = ExponentialModulation(
+            channels,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            shift=shift,
+            modulate=modulate,
+            **factory,
+        )
+        self.bias = nn.Parameter(torch.randn(channels, **factory)) if use_bias else None  # D, the skip term
+        for param in self.ffn.parameters():
+            set_optim_hints(param, lr=lr, weight_decay=0.0)
+
+    def _generate(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """z (..., E), t (..., 1) -> filter values (..., C), modulated, normalized, dropped out."""
+        h = self.modulation(t, self.ffn(z))
+        if self.normalized:
+            h = h / h.abs().sum(dim=-1, keepdim=True)  # L1 over the channel axis, as in the original
+        return F.dropout(h, self.filter_dropout, self.training)
+
+
+class HyenaFilter(_ImplicitFilterBase):
+    """Implicit 1D filter: ``forward(L)`` gives ``k`` (C, L), or (C, 2L-1) when ``bidirectional``.
+
+    For L < l_max the first L samples (causal) or the centred 2L-1 lags (bidirectional) of the l_max filter are
+    used, so a causal model's outputs on a prefix do not depend on the sequence's total length.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        l_max: int,
+        *,
+        bidirectional: bool = False,
+        emb_dim: int = 3,
+        filter_order: int = 64,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+        modulate: bool = True,
+        normalized: bool = False,
+        use_bias: bool = True,
+        filter_dropout: float = 0.0,
+        lr: float | None = 1e-3,
+        lr_pos_emb: float = 1e-5,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            channels,
+            emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            shift=shift,
+            modulate=modulate,
+            normalized=normalized,
+            use_bias=use_bias,
+            filter_dropout=filter_dropout,
+            lr=lr,
+            device=device,
+            dtype=dtype,
+        )
+        self.l_max = l_max
+        self.bidirectional = bidirectional
+        self.pos_emb = PositionalEmbedding(
+            emb_dim, l_max, bidirectional=bidirectional, lr_pos_emb=lr_pos_emb, device=device, dtype=dtype
+        )
+
+    def forward(self, length: int) -> torch.Tensor:
+        if length > self.l_max:
+            raise ValueError(f"sequence length {length} exceeds the filter's l_max={self.l_max}")
+        z, t = self.pos_emb(length)  # (n, E), (n, 1)
+        return self._generate(z, t).transpose(0, 1)  # (C, n)
+
+
+class HyenaFilter2d(_ImplicitFilterBase):
+    """Implicit 2D filter: ``forward((H, W))`` gives centred kernels (C, 2H-1, 2W-1).
+
+    The FFN reads a 2D positional embedding, the concatenation of a bidirectional 1D embedding of the row lag and
+    one of the column lag (2 * emb_dim features); the decay window is ``exp(-r |delta_c|)`` over the normalised
+    distance from the centre ``r = sqrt(ty^2 + tx^2)``, its rate varying across channels.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        l_max: tuple[int, int],
+        *,
+        emb_dim: int = 3,
+        filter_order: int = 64,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+        modulate: bool = True,
+        normalized: bool = False,
+        use_bias: bool = True,
+        filter_dropout: float = 0.0,
+        lr: float | None = 1e-3,
+        lr_pos_emb: float = 1e-5,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            channels,
+            2 * emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            shift=shift,
+            modulate=modulate,
+            normalized=normalized,
+            use_bias=use_bias,
+            filter_dropout=filter_dropout,
+            lr=lr,
+            device=device,
+            dtype=dtype,
+        )
+        height, width = l_max
+        self.l_max = (height, width)
+        factory = {"bidirectional": True, "lr_pos_emb": lr_pos_emb, "device": device, "dtype": dtype}
+        self.pos_emb_y = PositionalEmbedding(emb_dim, height, **factory)
+        self.pos_emb_x = PositionalEmbedding(emb_dim, width, **factory)
+
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
+        height, width = size
+        if height > self.l_max[0] or width > self.l_max[1]:
+            raise ValueError(f"input size {(height, width)} exceeds the filter's l_max={self.l_max}")
+        zy, ty = self.pos_emb_y(height)  # (2H-1, E), (2H-1, 1)
+        zx, tx = self.pos_emb_x(width)  # (2W-1, E), (2W-1, 1)
+        ny, nx = zy.shape[0], zx.shape[0]
+        z = torch.cat([zy[:, None].expand(ny, nx, -1), zx[None].expand(ny, nx, -1)], dim=-1)  # (2H-1, 2W-1, 2E)
+        r = torch.sqrt(ty[:, None] ** 2 + tx[None] ** 2)  # (2H-1, 2W-1, 1)
+        return self._generate(z, r).permute(2, 0, 1)  # (C, 2H-1, 2W-1)

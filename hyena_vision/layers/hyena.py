@@ -1,0 +1,250 @@
+"""The Hyena operator: projections, a short depthwise convolution, then gates interleaved with implicit long convs.
+
+Order N (the original's counting): N gates x0..x_{N-1}, a value v and N-1 long convolutions::
+
+    x0, ..., x_{N-1}, v = split(short_conv(in_proj(u)))
+    for o, x_i in enumerate(reversed([x1, ..., x_{N-1}])):   # filter o pairs with x_{N-1-o}
+        v = long_conv(dropout(v * x_i), k_o) + D_o * (v * x_i)
+    y = out_proj(v * x0)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops import fftconv, fftconv2d
+from ..ops.fftconv import BACKENDS
+from .filters import HyenaFilter, HyenaFilter2d
+
+__all__ = ["HyenaOperator", "HyenaOperator2d"]
+
+
+def _check_common(d_model: int, order: int, dropout: float, fftconv_backend: str) -> None:
+    if d_model < 1:
+        raise ValueError(f"d_model must be >= 1, got {d_model}")
+    if order < 2:
+        raise ValueError(f"order must be >= 2 (N gates, N-1 long convolutions), got {order}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if fftconv_backend not in BACKENDS:
+        raise ValueError(f"fftconv_backend must be one of {BACKENDS}, got {fftconv_backend!r}")
+
+
+class HyenaOperator(nn.Module):
+    """1D Hyena operator, (B, L, d_model) -> (B, L, d_model).
+
+    ``causal=True`` is the language-model operator (causal short conv, causal long filters of length l_max);
+    ``causal=False`` the bidirectional one for vision (centred short conv, filters over lags -(L-1)..L-1).
+    Channels are ``d_inner = d_model * inner_factor`` wide; ``num_heads`` splits them into heads of
+    ``d_inner / num_heads`` channels that share one set of long filters. ``dropout`` acts on each gated input of
+    a long convolution, ``filter_dropout`` on the generated filters. Inputs longer than ``l_max`` raise.
+    The remaining keyword arguments configure the implicit filter (see ``HyenaFilter``); ``filter_lr`` and
+    ``lr_pos_emb`` are its optimizer hints.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        l_max: int,
+        *,
+        order: int = 2,
+        filter_order: int = 64,
+        num_heads: int = 1,
+        inner_factor: int = 1,
+        short_filter_order: int = 3,
+        causal: bool = True,
+        dropout: float = 0.0,
+        filter_dropout: float = 0.0,
+        emb_dim: int = 3,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+        modulate: bool = True,
+        normalized: bool = False,
+        filter_lr: float | None = 1e-3,
+        lr_pos_emb: float = 1e-5,
+        fftconv_backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        _check_common(d_model, order, dropout, fftconv_backend)
+        if inner_factor < 1:
+            raise ValueError(f"inner_factor must be >= 1, got {inner_factor}")
+        d_inner = d_model * inner_factor
+        if num_heads < 1 or d_inner % num_heads:
+            raise ValueError(f"num_heads must divide d_model * inner_factor = {d_inner}, got {num_heads}")
+        if short_filter_order < 1 or (not causal and short_filter_order % 2 == 0):
+            raise ValueError(f"short_filter_order must be >= 1 (and odd when causal=False), got {short_filter_order}")
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.l_max, self.order, self.causal = d_model, l_max, order, causal
+        self.d_inner, self.num_heads, self.head_dim = d_inner, num_heads, d_inner // num_heads
+        self.fftconv_backend = fftconv_backend
+        self.in_proj = nn.Linear(d_model, (order + 1) * d_inner, **factory)
+        self.short_filter = nn.Conv1d(
+            (order + 1) * d_inner,
+            (order + 1) * d_inner,
+            short_filter_order,
+            groups=(order + 1) * d_inner,
+            padding=short_filter_order - 1 if causal else short_filter_order // 2,
+            **factory,
+        )
+        self.filter = HyenaFilter(
+            self.head_dim * (order - 1),  # channel o * head_dim + d: filter o, channel d ("o-major")
+            l_max,
+            bidirectional=not causal,
+            emb_dim=emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            shift=shift,
+            modulate=modulate,
+            normalized=normalized,
+            filter_dropout=filter_dropout,
+            lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
+            **factory,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(d_inner, d_model, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, l_max={self.l_max}, order={self.order}, causal={self.causal}, "
+            f"num_heads={self.num_heads}, d_inner={self.d_inner}"
+        )
+
+    def long_filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step kernels (N-1, d_inner, n) and skips (N-1, d_inner), n = length or 2*length-1."""
+        k = self.filter(length)  # (O * head_dim, n)
+        k = k.view(self.order - 1, self.head_dim, -1).repeat(1, self.num_heads, 1)  # (O, d_inner, n)
+        skip = self.filter.bias.view(self.order - 1, self.head_dim).repeat(1, self.num_heads)  # (O, d_inner)
+        return k, skip
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if u.ndim != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"input must be (B, L, d_model={self.d_model}), got shape {tuple(u.shape)}")
+        length = u.shape[1]
+        if length > self.l_max:
+            raise ValueError(f"sequence length {length} exceeds l_max={self.l_max}; build the layer with a larger l_max")
+        z = self.in_proj(u).transpose(1, 2)  # (B, (N+1) * d_inner, L)
+        z = self.short_filter(z)[..., :length]
+        *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
+        k, skip = self.long_filters(length)
+        gates = x[:0:-1]  # x_{N-1}, ..., x_1
+        fuse_gate = not (self.training and self.dropout.p > 0)
+        for o, x_i in enumerate(gates):
+            if not fuse_gate:
+                v = self.dropout(v * x_i)
+            v = fftconv(
+                v,
+                k[o],
+                skip[o],
+                causal=self.causal,
+                pre_gate=x_i if fuse_gate else None,
+                post_gate=x[0] if o == len(gates) - 1 else None,
+                backend=self.fftconv_backend,
+            )
+        return self.out_proj(v.transpose(1, 2))  # (B, L, d_model)
+
+
+class HyenaOperator2d(nn.Module):
+    """2D Hyena operator on channels-last images, (B, H, W, d_model) -> (B, H, W, d_model).
+
+    ``gated=True``: the Hyena recurrence of ``HyenaOperator`` with a centred depthwise ``short_filter_order`` x
+    ``short_filter_order`` conv and 2D implicit long filters (C, 2H-1, 2W-1), linear (zero-padded) convolution.
+    ``gated=False`` (the paper's Hyena-ISO option): no projections and no gates, only the implicit long
+    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        l_max: tuple[int, int],
+        *,
+        order: int = 2,
+        gated: bool = True,
+        filter_order: int = 64,
+        short_filter_order: int = 3,
+        dropout: float = 0.0,
+        filter_dropout: float = 0.0,
+        emb_dim: int = 3,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        shift: float = 0.0,
+        modulate: bool = True,
+        normalized: bool = False,
+        filter_lr: float | None = 1e-3,
+        lr_pos_emb: float = 1e-5,
+        fftconv_backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        _check_common(d_model, order, dropout, fftconv_backend)
+        if not gated and order != 2:
+            raise ValueError(f"gated=False has one long convolution and needs order=2, got order={order}")
+        if short_filter_order < 1 or short_filter_order % 2 == 0:
+            raise ValueError(f"short_filter_order must be odd and >= 1, got {short_filter_order}")
+        if len(l_max) != 2 or min(l_max) < 1:
+            raise ValueError(f"l_max must be (H, W) with H, W >= 1, got {l_max}")
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.l_max, self.order, self.gated = d_model, tuple(l_max), order, gated
+        self.fftconv_backend = fftconv_backend
+        if gated:
+            width = (order + 1) * d_model
+            self.in_proj = nn.Linear(d_model, width, **factory)
+            self.short_filter = nn.Conv2d(
+                width, width, short_filter_order, padding=short_filter_order // 2, groups=width, **factory
+            )
+            self.out_proj = nn.Linear(d_model, d_model, **factory)
+        self.filter = HyenaFilter2d(
+            d_model * (order - 1),
+            self.l_max,
+            emb_dim=emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            shift=shift,
+            modulate=modulate,
+            normalized=normalized,
+            filter_dropout=filter_dropout,
+            lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
+            **factory,
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, l_max={self.l_max}, order={self.order}, gated={self.gated}"
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if u.ndim != 4 or u.shape[-1] != self.d_model:
+            raise ValueError(f"input must be channels-last (B, H, W, d_model={self.d_model}), got {tuple(u.shape)}")
+        height, width = u.shape[1:3]
+        if height > self.l_max[0] or width > self.l_max[1]:
+            raise ValueError(f"input size {(height, width)} exceeds l_max={self.l_max}")
+        k = self.filter((height, width)).view(self.order - 1, self.d_model, 2 * height - 1, 2 * width - 1)
+        skip = self.filter.bias.view(self.order - 1, self.d_model)
+        if not self.gated:
+            y = fftconv2d(u.permute(0, 3, 1, 2), k[0], skip[0], backend=self.fftconv_backend)  # (B, D, H, W)
+            return y.permute(0, 2, 3, 1)  # (B, H, W, D)
+        z = self.short_filter(self.in_proj(u).permute(0, 3, 1, 2))  # (B, (N+1) * D, H, W)
+        *x, v = z.split(self.d_model, dim=1)
+        for o, x_i in enumerate(x[:0:-1]):
+            v = self.dropout(v * x_i)
+            v = fftconv2d(v, k[o], skip[o], backend=self.fftconv_backend)
+        return self.out_proj((v * x[0]).permute(0, 2, 3, 1))  # (B, H, W, D)

@@ -1,0 +1,205 @@
+"""FFT long convolution: the reference (pure torch) backend and the backend switch.
+
+Conventions (all linear convolutions, zero-padded, never circular):
+
+* causal 1D: ``u`` (B, C, L), ``k`` (C, Lk) with ``Lk <= L``::
+
+      y[b, c, t] = sum_{s=0..min(t, Lk-1)} k[c, s] * u[b, c, t-s] + D[c] * u[b, c, t]
+
+* bidirectional 1D: ``k`` (C, 2M-1) with ``M <= L``, index ``M-1`` is lag 0 (so ``(C, 2L-1)`` covers every lag)::
+
+      y[b, c, t] = sum_{s=-(M-1)..M-1} k[c, M-1+s] * u[b, c, t-s] + D[c] * u[b, c, t]
+
+* 2D: ``u`` (B, C, H, W), ``k`` (C, 2Mh-1, 2Mw-1) centred at (Mh-1, Mw-1), ``Mh <= H``, ``Mw <= W``.
+
+Optional gates give ``y = post_gate * (k * (pre_gate * u) + D * (pre_gate * u))``, the form a fused kernel computes.
+The FFT runs in float32 for half-precision inputs (float64 stays float64); the output has ``u``'s dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+__all__ = ["fftconv", "fftconv2d", "fft_size", "BACKENDS"]
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.lru_cache(maxsize=512)
+def fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: every such size is fast in cuFFT / pocketfft, and at most ~1.25x n."""
+    if n < 1:
+        raise ValueError(f"fft_size: n must be >= 1, got {n}")
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    dtypes = [t.dtype for t in tensors if t is not None]
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _check_float(name: str, t: torch.Tensor) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {t.dtype}")
+
+
+def _check_gate(name: str, gate: torch.Tensor | None, u: torch.Tensor) -> None:
+    if gate is None:
+        return
+    _check_float(name, gate)
+    if gate.shape != u.shape:
+        raise ValueError(f"{name} must have u's shape {tuple(u.shape)}, got {tuple(gate.shape)}")
+
+
+def _check_skip(D: torch.Tensor | None, channels: int) -> None:
+    if D is None:
+        return
+    _check_float("D", D)
+    if D.shape != (channels,):
+        raise ValueError(f"D must have shape (C,) = ({channels},), got {tuple(D.shape)}")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _triton_module():
+    """The Triton backend module, or None when Triton (or its kernels) cannot be imported here."""
+    try:
+        from . import triton_fftconv
+    except ImportError:
+        return None
+    return triton_fftconv
+
+
+def _use_triton(backend: str, u: torch.Tensor) -> bool:
+    if backend == "torch":
+        return False
+    module = _triton_module()
+    if backend == "triton":
+        if module is None:
+            raise RuntimeError("backend='triton' requested but the Triton kernels cannot be imported (is triton installed?)")
+        return True
+    return module is not None and module.supports(u)  # backend == "auto"
+
+
+def _check_1d(u: torch.Tensor, k: torch.Tensor, causal: bool) -> int:
+    """Validate the 1D arguments; returns the index of lag 0 in k (0 when causal, M-1 when bidirectional)."""
+    _check_float("u", u)
+    _check_float("k", k)
+    if u.ndim != 3:
+        raise ValueError(f"u must be (B, C, L), got shape {tuple(u.shape)}")
+    if k.ndim != 2:
+        raise ValueError(f"k must be (C, Lk), got shape {tuple(k.shape)}")
+    _, channels, length = u.shape
+    if k.shape[0] != channels:
+        raise ValueError(f"k has {k.shape[0]} channels but u has C={channels}")
+    if length == 0:
+        raise ValueError("u must have L >= 1")
+    klen = k.shape[1]
+    if causal:
+        if not 1 <= klen <= length:
+            raise ValueError(f"causal k must be (C, Lk) with 1 <= Lk <= L={length}, got Lk={klen}")
+        return 0
+    if klen % 2 == 0 or not 1 <= (klen + 1) // 2 <= length:
+        raise ValueError(
+            f"bidirectional k must be (C, 2M-1) with 1 <= M <= L={length} (lag 0 at index M-1), got length {klen}"
+        )
+    return (klen - 1) // 2
+
+
+def fftconv(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    causal: bool = True,
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Long 1D convolution of ``u`` (B, C, L) with per-channel filters ``k`` by FFT (see the module docstring).
+
+    ``backend``: "torch" (reference), "triton" (fused kernel; error if unavailable) or "auto" (Triton on CUDA
+    tensors when it is available, the reference otherwise). Differentiable in every tensor argument.
+    """
+    _check_backend(backend)
+    lag0 = _check_1d(u, k, causal)
+    _check_skip(D, u.shape[1])
+    _check_gate("pre_gate", pre_gate, u)
+    _check_gate("post_gate", post_gate, u)
+    if _use_triton(backend, u):
+        return _triton_module().fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate)
+    return _fftconv_torch(u, k, D, lag0, pre_gate, post_gate)
+
+
+def _fftconv_torch(u, k, D, lag0, pre_gate, post_gate):
+    length = u.shape[-1]
+    dtype = _compute_dtype(u, k, D, pre_gate, post_gate)
+    x = u.to(dtype)
+    if pre_gate is not None:
+        x = x * pre_gate.to(dtype)
+    n = fft_size(length + k.shape[-1] - 1 - lag0)  # every output free of wrap-around
+    k_f = torch.fft.rfft(k.to(dtype), n=n)  # (C, n//2+1)
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * k_f, n=n)  # (B, C, n)
+    y = y[..., lag0 : lag0 + length]  # (B, C, L)
+    if D is not None:
+        y = y + x * D.to(dtype)[:, None]
+    if post_gate is not None:
+        y = y * post_gate.to(dtype)
+    return y.to(u.dtype)
+
+
+def fftconv2d(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Linear 2D convolution of ``u`` (B, C, H, W) with centred per-channel kernels ``k`` (C, 2Mh-1, 2Mw-1).
+
+    Output has u's shape: ``y[b,c,i,j] = sum_{p,q} k[c, Mh-1+p, Mw-1+q] u[b,c,i-p,j-q] + D[c] u[b,c,i,j]``.
+    """
+    _check_backend(backend)
+    _check_float("u", u)
+    _check_float("k", k)
+    if u.ndim != 4:
+        raise ValueError(f"u must be (B, C, H, W), got shape {tuple(u.shape)}")
+    if k.ndim != 3:
+        raise ValueError(f"k must be (C, 2Mh-1, 2Mw-1), got shape {tuple(k.shape)}")
+    _, channels, height, width = u.shape
+    if k.shape[0] != channels:
+        raise ValueError(f"k has {k.shape[0]} channels but u has C={channels}")
+    kh, kw = k.shape[1:]
+    if kh % 2 == 0 or kw % 2 == 0 or (kh + 1) // 2 > height or (kw + 1) // 2 > width:
+        raise ValueError(
+            f"k must be (C, 2Mh-1, 2Mw-1) with Mh <= H={height}, Mw <= W={width} (odd sizes, centred), "
+            f"got {tuple(k.shape[1:])}"
+        )
+    _check_skip(D, channels)
+    if _use_triton(backend, u):
+        return _triton_module().fftconv2d(u, k, D)
+    mh, mw = (kh + 1) // 2, (kw + 1) // 2
+    dtype = _compute_dtype(u, k, D)
+    x = u.to(dtype)
+    size = (fft_size(height + mh - 1), fft_size(width + mw - 1))
+    y = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * torch.fft.rfft2(k.to(dtype), s=size), s=size)  # (B, C, *size)
+    y = y[..., mh - 1 : mh - 1 + height, mw - 1 : mw - 1 + width]  # (B, C, H, W)
+    if D is not None:
+        y = y + x * D.to(dtype)[:, None, None]
+    return y.to(u.dtype)
