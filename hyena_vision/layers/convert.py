@@ -45,7 +45,12 @@ def convert_safari_state_dict(state_dict: dict, order: int, *, layout: str = "hy
         raise ValueError(f"layout must be one of {SAFARI_LAYOUTS}, got {layout!r}")
     if order < 2:
         raise ValueError(f"order must be >= 2, got {order}")
-    known = set(_COPIED) | {"filter_fn.bias", "filter_fn.modulation.deltas", "filter_fn.pos_emb.z", "filter_fn.pos_emb.t"}
+    known = set(_COPIED) | {
+        "filter_fn.bias",
+        "filter_fn.modulation.deltas",
+        "filter_fn.pos_emb.z",
+        "filter_fn.pos_emb.t",
+    }
     mlp = {}  # index -> {param: tensor}
     for key, value in state_dict.items():
         match = _MLP_KEY.fullmatch(key)

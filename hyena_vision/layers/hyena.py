@@ -133,7 +133,9 @@ class HyenaOperator(nn.Module):
             raise ValueError(f"input must be (B, L, d_model={self.d_model}), got shape {tuple(u.shape)}")
         length = u.shape[1]
         if length > self.l_max:
-            raise ValueError(f"sequence length {length} exceeds l_max={self.l_max}; build the layer with a larger l_max")
+            raise ValueError(
+                f"sequence length {length} exceeds l_max={self.l_max}; build the layer with a larger l_max"
+            )
         z = self.in_proj(u).transpose(1, 2)  # (B, (N+1) * d_inner, L)
         z = self.short_filter(z)[..., :length]
         *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)

@@ -92,7 +92,9 @@ def _use_triton(backend: str, u: torch.Tensor) -> bool:
     module = _triton_module()
     if backend == "triton":
         if module is None:
-            raise RuntimeError("backend='triton' requested but the Triton kernels cannot be imported (is triton installed?)")
+            raise RuntimeError(
+                "backend='triton' requested but the Triton kernels cannot be imported (is triton installed?)"
+            )
         return True
     return module is not None and module.supports(u)  # backend == "auto"
 

@@ -1,0 +1,246 @@
+"""Benchmark the FFT long convolution: Triton kernel vs the torch reference (and FlashFFTConv when installed).
+
+Gated causal convolution y = post * (k * (pre * u) + D * (pre * u)) with u, gates (B, C, L), k (C, L) fp32, D (C,).
+Times forward and forward+backward with CUDA events after warm-up, reports the speedup over the torch reference and
+the fraction of the HBM floor reached (bytes that must cross memory / bandwidth of a device-to-device copy measured in
+the same run). Writes a Markdown table and a PNG plot to --out.
+
+Without a GPU only the torch reference runs (on the CPU, wall-clock timing), which the output states.
+
+    python eval/bench_fftconv.py                          # B=64 C=768, L = 256 .. 64K, bf16 and fp32
+    python eval/bench_fftconv.py --long                   # adds L = 1M
+    python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import math
+import pathlib
+import time
+
+import torch
+
+from hyena_vision.ops import fftconv
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DEFAULT_LENGTHS = [256 << (2 * i) for i in range(5)]  # 256, 1K, 4K, 16K, 64K
+LONG_LENGTH = 1 << 20
+FWD_TENSORS = 4  # u, pre, post read; y written
+FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, dpost written
+
+
+@dataclasses.dataclass
+class Result:
+    dtype: str
+    length: int
+    impl: str
+    fwd_ms: float | None  # None: not run (out of memory, unsupported)
+    fwd_bwd_ms: float | None
+    note: str = ""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=768)
+    parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS)
+    parser.add_argument("--long", action="store_true", help=f"also L = {LONG_LENGTH}")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench_fftconv"))
+    args = parser.parse_args()
+    if args.long and LONG_LENGTH not in args.lengths:
+        args.lengths.append(LONG_LENGTH)
+    for name in ("batch", "channels", "warmup", "iters"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    if min(args.lengths) < 1:
+        parser.error("--lengths must all be >= 1")
+    return args
+
+
+def time_ms(fn, warmup: int, iters: int, device: str) -> float:
+    """Mean milliseconds per call: CUDA events on the GPU, wall clock on the CPU."""
+    for _ in range(warmup):
+        fn()
+    if device != "cuda":
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - start) * 1e3 / iters
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def copy_bandwidth(device: str, warmup: int, iters: int) -> float:
+    """Bytes per ms of a 1 GiB device-to-device copy (read + write counted)."""
+    src = torch.empty(1 << 28, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), warmup, iters, device)
+    return 2 * src.numel() * src.element_size() / ms
+
+
+def make_inputs(batch, channels, length, dtype, device):
+    u, pre, post = (torch.randn(batch, channels, length, device=device, dtype=dtype) for _ in range(3))
+    k = torch.randn(channels, length, device=device) / math.sqrt(length)
+    D = torch.randn(channels, device=device)
+    return u, k, D, pre, post
+
+
+def conv_with_backend(backend):
+    def run(u, k, D, pre, post):
+        return fftconv(u, k, D, pre_gate=pre, post_gate=post, backend=backend)
+
+    return run
+
+
+def flashfftconv_impl(length, dtype, device):
+    """FlashFFTConv's gated convolution (D added outside it), or None when the package is missing or unfit."""
+    if device != "cuda" or dtype == torch.float32 or importlib.util.find_spec("flashfftconv") is None:
+        return None
+    from flashfftconv import FlashFFTConv
+
+    conv = FlashFFTConv(2 * length, dtype=dtype).to(device)
+
+    def run(u, k, D, pre, post):
+        x = u * pre
+        return conv(u, k, pre, post) + D[:, None].to(dtype) * x * post
+
+    return run
+
+
+def measure(impl, inputs, warmup, iters, device) -> tuple[float, float]:
+    u, k, D, pre, post = inputs
+    fwd_ms = time_ms(lambda: impl(u, k, D, pre, post), warmup, iters, device)
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    grad_y = torch.randn_like(u)
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None
+        impl(*leaves).backward(grad_y)
+
+    return fwd_ms, time_ms(forward_backward, warmup, iters, device)
+
+
+def run_case(name, impl, inputs, args, device, dtype_name, length) -> Result:
+    try:
+        fwd_ms, fwd_bwd_ms = measure(impl, inputs, args.warmup, args.iters, device)
+    except (torch.cuda.OutOfMemoryError, NotImplementedError) as error:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        return Result(dtype_name, length, name, None, None, type(error).__name__)
+    return Result(dtype_name, length, name, fwd_ms, fwd_bwd_ms)
+
+
+def benchmark(args, device) -> list[Result]:
+    results = []
+    for dtype_name in args.dtypes:
+        dtype = DTYPES[dtype_name]
+        for length in args.lengths:
+            impls = {"torch": conv_with_backend("torch")}
+            if device == "cuda":
+                impls["triton"] = conv_with_backend("triton")
+                flash = flashfftconv_impl(length, dtype, device)
+                if flash is not None:
+                    impls["flashfftconv"] = flash
+            try:
+                inputs = make_inputs(args.batch, args.channels, length, dtype, device)
+            except torch.cuda.OutOfMemoryError:
+                results.extend(Result(dtype_name, length, name, None, None, "OutOfMemoryError") for name in impls)
+                continue
+            for name, impl in impls.items():
+                results.append(run_case(name, impl, inputs, args, device, dtype_name, length))
+                print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
+            del inputs
+    return results
+
+
+def floor_ms(result: Result, args, bandwidth: float, tensors: int) -> float:
+    element_size = torch.tensor([], dtype=DTYPES[result.dtype]).element_size()
+    return tensors * args.batch * args.channels * result.length * element_size / bandwidth
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def markdown_table(results: list[Result], args, bandwidth: float | None) -> str:
+    reference = {(r.dtype, r.length): r for r in results if r.impl == "torch"}
+    lines = [
+        "| dtype | L | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup | fwd HBM floor "
+        "| fwd+bwd HBM floor |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        ref = reference[(r.dtype, r.length)]
+        speedups = [
+            None if mine is None or base is None else base / mine
+            for mine, base in ((r.fwd_ms, ref.fwd_ms), (r.fwd_bwd_ms, ref.fwd_bwd_ms))
+        ]
+        floors = [
+            None if bandwidth is None or ms is None else floor_ms(r, args, bandwidth, tensors) / ms
+            for ms, tensors in ((r.fwd_ms, FWD_TENSORS), (r.fwd_bwd_ms, FWD_BWD_TENSORS))
+        ]
+        lines.append(
+            f"| {r.dtype} | {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | {fmt(r.fwd_ms, '{:.3f}')} | "
+            f"{fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | {fmt(speedups[1], '{:.2f}x')} | "
+            f"{fmt(floors[0], '{:.0%}')} | {fmt(floors[1], '{:.0%}')} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    for ax, dtype_name in zip(axes[0], dtypes, strict=True):
+        for impl in dict.fromkeys(r.impl for r in results):
+            rows = [r for r in results if r.dtype == dtype_name and r.impl == impl and r.fwd_ms is not None]
+            lengths = [r.length for r in rows]
+            ax.plot(lengths, [r.fwd_ms for r in rows], marker="o", label=f"{impl} fwd")
+            ax.plot(lengths, [r.fwd_bwd_ms for r in rows], marker="s", linestyle="--", label=f"{impl} fwd+bwd")
+        ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="ms", title=dtype_name)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        header = f"GPU: {torch.cuda.get_device_name()}; B={args.batch} C={args.channels}, gated, CUDA-event timing."
+        bandwidth = copy_bandwidth(device, args.warmup, args.iters)
+        header += f" Device-to-device copy bandwidth: {bandwidth * 1e3 / 1e9:.0f} GB/s."
+    else:
+        header = (
+            f"NO CUDA DEVICE: only the torch reference was timed, on the CPU (wall clock), B={args.batch} "
+            f"C={args.channels}, gated. Triton / FlashFFTConv columns and HBM-floor fractions need a GPU."
+        )
+        bandwidth = None
+    print(header, flush=True)
+    results = benchmark(args, device)
+    table = markdown_table(results, args, bandwidth)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_fftconv.md").write_text(f"# FFT long convolution benchmark\n\n{header}\n\n{table}\n")
+    plot(results, args.dtypes, args.out / "bench_fftconv.png")
+    print(f"wrote {args.out / 'bench_fftconv.md'} and {args.out / 'bench_fftconv.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Implicit filters: positional embedding, Sin, decay modulation, kernel shapes and crops, optimizer hints."""
+
+import math
+
+import pytest
+import torch
+
+from hyena_vision.layers import (
+    ExponentialModulation,
+    HyenaFilter,
+    HyenaFilter2d,
+    PositionalEmbedding,
+    Sin,
+    get_optim_hints,
+    no_weight_decay_names,
+    param_groups,
+)
+
+f64 = torch.float64
+
+
+def test_positional_embedding_formula():
+    emb = PositionalEmbedding(7, 10, dtype=f64)
+    z, t = emb(10)
+    assert z.shape == (10, 7) and t.shape == (10, 1)
+    i = torch.arange(10, dtype=f64)
+    f = torch.linspace(1e-4, 2, 3, dtype=f64)
+    w = 2 * math.pi * i[:, None] / 10 * f
+    assert torch.allclose(z[:, 0], i / 9)
+    assert torch.allclose(z[:, 1:4], torch.cos(w)) and torch.allclose(z[:, 4:], -torch.sin(w))
+    assert torch.allclose(emb(4)[0], z[:4])
+
+
+def test_bidirectional_embedding_is_centred():
+    emb = PositionalEmbedding(3, 6, bidirectional=True, dtype=f64)
+    z, t = emb(6)
+    assert z.shape == (11, 3)
+    assert torch.allclose(t[:, 0], torch.arange(-5, 6, dtype=f64).abs() / 5)
+    assert torch.allclose(z[:, 0], torch.arange(-5, 6, dtype=f64) / 5)
+    z3, t3 = emb(3)
+    assert torch.equal(z3, z[3:8]) and torch.equal(t3, t[3:8])
+
+
+def test_embedding_trainable_unless_lr_zero():
+    assert isinstance(PositionalEmbedding(3, 8).z, torch.nn.Parameter)
+    assert get_optim_hints(PositionalEmbedding(3, 8, lr_pos_emb=2e-5).z) == {"lr": 2e-5, "weight_decay": 0.0}
+    frozen = PositionalEmbedding(3, 8, lr_pos_emb=0.0)
+    assert "z" in dict(frozen.named_buffers()) and not list(frozen.parameters())
+
+
+@pytest.mark.parametrize("emb_dim", [1, 2, 4])
+def test_embedding_dim_must_be_odd_and_at_least_3(emb_dim):
+    with pytest.raises(ValueError, match="emb_dim must be odd and >= 3"):
+        PositionalEmbedding(emb_dim, 8)
+
+
+def test_sin_learnable_frequency():
+    sin = Sin(4)
+    assert torch.equal(sin.freq, torch.ones(4))
+    x = torch.randn(3, 4)
+    assert torch.allclose(Sin(4, 14.0)(x), torch.sin(14 * x))
+    sin(x).sum().backward()
+    assert sin.freq.grad is not None
+
+
+def test_modulation_rates_and_formula():
+    mod = ExponentialModulation(5, dtype=f64)
+    assert math.isclose(mod.deltas[0].item(), math.log(1e-2) / 1.5)  # about -3.07
+    assert math.isclose(mod.deltas[-1].item(), math.log(1e-2) / 0.3)  # about -15.35
+    t, h = torch.rand(7, 1, dtype=f64), torch.randn(7, 5, dtype=f64)
+    assert torch.allclose(mod(t, h), h * torch.exp(-t * mod.deltas.abs()))
+    shifted = ExponentialModulation(5, shift=0.5, dtype=f64)
+    assert torch.allclose(shifted(t, h), h * (torch.exp(-t * mod.deltas.abs()) + 0.5))
+    assert torch.equal(ExponentialModulation(5, modulate=False)(t.float(), h.float()), h.float())
+    # the slowest channel has decayed to `target` at t = slow_decay_pct
+    assert math.isclose(math.exp(-1.5 * abs(mod.deltas[0].item())), 1e-2)
+
+
+def test_causal_filter_shapes_and_prefix():
+    filt = HyenaFilter(6, 32, emb_dim=5, filter_order=16, dtype=f64)
+    k = filt(32)
+    assert k.shape == (6, 32)
+    assert torch.equal(filt(20), k[:, :20])  # shorter inputs use the first samples
+    with pytest.raises(ValueError, match="exceeds the filter's l_max=32"):
+        filt(33)
+
+
+def test_bidirectional_filter_centre_crop_and_decay():
+    filt = HyenaFilter(4, 16, bidirectional=True, dtype=f64)
+    k = filt(16)
+    assert k.shape == (4, 31)
+    assert torch.equal(filt(5), k[:, 11:20])
+    # the decay window is symmetric: the envelope at lag +s and -s is the same
+    assert torch.allclose(filt.pos_emb.t[:15].flip(0), filt.pos_emb.t[16:])
+
+
+def test_filter_dropout_and_normalization():
+    filt = HyenaFilter(8, 64, filter_dropout=0.5)
+    filt.train()
+    assert (filt(64) == 0).float().mean() > 0.3
+    filt.eval()
+    assert (filt(64) == 0).float().mean() < 0.01
+    normed = HyenaFilter(8, 16, normalized=True, dtype=f64)
+    assert torch.allclose(normed(16).abs().sum(0), torch.ones(16, dtype=f64))
+
+
+def test_filter2d_shapes_crop_and_distance():
+    filt = HyenaFilter2d(4, (8, 6), emb_dim=3, filter_order=16, dtype=f64)
+    k = filt((8, 6))
+    assert k.shape == (4, 15, 11)
+    assert torch.equal(filt((3, 4)), k[:, 5:10, 2:9])
+    with pytest.raises(ValueError, match=r"exceeds the filter's l_max=\(8, 6\)"):
+        filt((9, 6))
+    # no modulation, no MLP: the decay envelope alone peaks at the centre and decreases with distance
+    envelope = filt.modulation(torch.tensor([[0.0], [0.5], [1.0]], dtype=f64), torch.ones(3, 4, dtype=f64))
+    assert torch.all(envelope[0] > envelope[1]) and torch.all(envelope[1] > envelope[2])
+
+
+def test_optim_hints_and_param_groups():
+    filt = HyenaFilter(4, 8, lr=1e-3, lr_pos_emb=1e-5)
+    for name, param in filt.ffn.named_parameters():
+        assert get_optim_hints(param) == {"lr": 1e-3, "weight_decay": 0.0}, name
+    assert get_optim_hints(filt.bias) == {}
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), filt)
+    groups = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in param_groups(model, lr=0.1, weight_decay=0.05)}
+    n_ffn = len(list(filt.ffn.parameters()))
+    assert groups == {(0.1, 0.05): 1, (0.1, 0.0): 2, (1e-3, 0.0): n_ffn, (1e-5, 0.0): 1}
+    names = no_weight_decay_names(model)
+    assert "1.pos_emb.z" in names and "1.ffn.input.weight" in names and "0.weight" not in names
+    exclude = param_groups(model, lr=0.1, weight_decay=0.05, no_weight_decay={"0.weight"})
+    assert all(g["weight_decay"] == 0.0 for g in exclude if g["lr"] == 0.1)

@@ -1,0 +1,211 @@
+"""Triton FFT long convolution vs independent float64 references (direct convolution) and the torch backend.
+
+Runs on the GPU when there is one, else in the Triton interpreter on the CPU (tiny sizes: the interpreter is slow).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyena_vision.ops import fftconv, fftconv2d
+
+triton_fftconv = pytest.importorskip("hyena_vision.ops.triton_fftconv")
+
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 5e-3}
+DTYPES = list(TOLERANCE)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.double()
+    return ((actual.double() - expected).norm() / expected.norm()).item()
+
+
+def direct_conv1d(u, k, D, lag0, pre_gate=None, post_gate=None):
+    """float64 direct (no FFT) y = post * (k * x + D x), x = pre * u; k[lag0] is lag 0."""
+    x = u.double() if pre_gate is None else u.double() * pre_gate.double()  # (B, C, L)
+    klen = k.shape[-1]
+    padded = F.pad(x, (klen - 1 - lag0, lag0))  # (B, C, L + klen - 1)
+    y = F.conv1d(padded, k.double().flip(-1)[:, None, :], groups=k.shape[0])  # (B, C, L)
+    y = y + D.double()[:, None] * x
+    return y if post_gate is None else y * post_gate.double()
+
+
+def direct_conv2d(u, k, D):
+    """float64 direct 2D convolution with the centred kernel k (C, 2Mh-1, 2Mw-1)."""
+    x = u.double()  # (B, C, H, W)
+    kh, kw = k.shape[1:]
+    padded = F.pad(x, ((kw - 1) // 2, (kw - 1) // 2, (kh - 1) // 2, (kh - 1) // 2))  # (B, C, H + kh - 1, W + kw - 1)
+    y = F.conv2d(padded, k.double().flip(-1, -2)[:, None], groups=k.shape[0])  # (B, C, H, W)
+    return y + D.double()[:, None, None] * x
+
+
+def random_inputs(device, dtype, batch, channels, length, klen, gates):
+    u = torch.randn(batch, channels, length, device=device).to(dtype)
+    k = torch.randn(channels, klen, device=device) / klen**0.5
+    D = torch.randn(channels, device=device)
+    pre = torch.randn(batch, channels, length, device=device).to(dtype) if gates else None
+    post = torch.randn(batch, channels, length, device=device).to(dtype) if gates else None
+    return u, k, D, pre, post
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("length,klen", [(37, 37), (64, 64), (50, 7)])
+@pytest.mark.parametrize("gates", [False, True], ids=["plain", "gated"])
+def test_causal_forward_matches_float64(device, dtype, length, klen, gates):
+    u, k, D, pre, post = random_inputs(device, dtype, 2, 3, length, klen, gates)
+    y = fftconv(u, k, D, pre_gate=pre, post_gate=post, backend="triton")
+    assert y.shape == u.shape and y.dtype == dtype
+    assert relative_error(y, direct_conv1d(u, k, D, 0, pre, post)) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("length,half_width", [(37, 37), (64, 64), (40, 6)])
+def test_bidirectional_forward_matches_float64(device, dtype, length, half_width):
+    u, k, D, pre, post = random_inputs(device, dtype, 2, 3, length, 2 * half_width - 1, gates=True)
+    y = fftconv(u, k, D, causal=False, pre_gate=pre, post_gate=post, backend="triton")
+    assert relative_error(y, direct_conv1d(u, k, D, half_width - 1, pre, post)) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,kshape", [((7, 9), (13, 5)), ((8, 8), (15, 15)), ((5, 20), (3, 39))])
+def test_2d_forward_matches_float64(device, dtype, shape, kshape):
+    u = torch.randn(2, 3, *shape, device=device).to(dtype)
+    k = torch.randn(3, *kshape, device=device) / (kshape[0] * kshape[1]) ** 0.5
+    D = torch.randn(3, device=device)
+    y = fftconv2d(u, k, D, backend="triton")
+    assert y.shape == u.shape and y.dtype == dtype
+    assert relative_error(y, direct_conv2d(u, k, D)) < TOLERANCE[dtype]
+
+
+def test_without_skip_matches_torch_backend(device):
+    u, k, _, pre, post = random_inputs(device, torch.float32, 3, 2, 33, 33, gates=True)
+    expected = fftconv(u, k, pre_gate=pre, post_gate=post, backend="torch")
+    assert relative_error(fftconv(u, k, pre_gate=pre, post_gate=post, backend="triton"), expected) < 1e-5
+
+
+def float64_gradients(forward, inputs, grad_y):
+    leaves = [None if t is None else t.detach().double().requires_grad_() for t in inputs]
+    forward(*leaves).backward(grad_y.double())
+    return [None if t is None else t.grad for t in leaves]
+
+
+def triton_gradients(forward, inputs, grad_y):
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    forward(*leaves).backward(grad_y)
+    return [None if t is None else t.grad for t in leaves]
+
+
+def assert_gradients_close(inputs, actual, expected, tolerance):
+    names = ["u", "k", "D", "pre_gate", "post_gate"]
+    for name, t, got, want in zip(names, inputs, actual, expected, strict=False):
+        if t is None:
+            continue
+        assert got.dtype == t.dtype, name
+        assert relative_error(got, want) < tolerance, f"gradient of {name}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("causal,length,klen", [(True, 37, 37), (True, 48, 11), (False, 30, 59), (False, 33, 9)])
+@pytest.mark.parametrize("gates", [False, True], ids=["plain", "gated"])
+def test_1d_gradients_match_float64(device, dtype, causal, length, klen, gates):
+    inputs = random_inputs(device, dtype, 3, 2, length, klen, gates)
+    grad_y = torch.randn(3, 2, length, device=device).to(dtype)
+    lag0 = 0 if causal else (klen - 1) // 2
+
+    def triton_forward(u, k, D, pre, post):
+        return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
+
+    def reference_forward(u, k, D, pre, post):
+        return direct_conv1d(u, k, D, lag0, pre, post)
+
+    actual = triton_gradients(triton_forward, inputs, grad_y)
+    expected = float64_gradients(reference_forward, inputs, grad_y)
+    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_2d_gradients_match_float64(device, dtype):
+    inputs = (
+        torch.randn(2, 3, 6, 10, device=device).to(dtype),
+        torch.randn(3, 7, 19, device=device) / 10,
+        torch.randn(3, device=device),
+    )
+    grad_y = torch.randn(2, 3, 6, 10, device=device).to(dtype)
+    actual = triton_gradients(lambda u, k, D: fftconv2d(u, k, D, backend="triton"), inputs, grad_y)
+    expected = float64_gradients(direct_conv2d, inputs, grad_y)
+    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype])
+
+
+def test_gradients_match_torch_backend(device):
+    inputs = random_inputs(device, torch.float32, 2, 3, 40, 79, gates=True)
+    grad_y = torch.randn(2, 3, 40, device=device)
+
+    def forward(backend):
+        return lambda u, k, D, pre, post: fftconv(u, k, D, causal=False, pre_gate=pre, post_gate=post, backend=backend)
+
+    actual = triton_gradients(forward("triton"), inputs, grad_y)
+    expected = triton_gradients(forward("torch"), inputs, grad_y)
+    assert_gradients_close(inputs, actual, expected, 1e-5)
+
+
+def test_custom_op_passes_opcheck(device):
+    u, k, D, pre, post = random_inputs(device, torch.float32, 2, 2, 20, 20, gates=True)
+    args = [t.requires_grad_() for t in (u, k, D, pre, post)] + [True]
+    torch.library.opcheck(torch.ops.hyena_vision.fftconv.default, args)
+
+
+def test_fake_registration_gives_shapes_and_dtypes(device):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        u = torch.empty(4, 3, 100, dtype=torch.bfloat16, device=device)
+        k = torch.empty(3, 199, device=device)
+        y = torch.ops.hyena_vision.fftconv(u, k, None, u, None, False)
+        grads = torch.ops.hyena_vision.fftconv_backward(y, u, k, None, u, None, False)
+    assert y.shape == u.shape and y.dtype == torch.bfloat16
+    assert [tuple(g.shape) for g in grads] == [(4, 3, 100), (3, 199), (0,), (4, 3, 100), (0,)]
+
+
+class GatedConv(torch.nn.Module):
+    def __init__(self, channels, length):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.randn(channels, length) / length**0.5)
+        self.D = torch.nn.Parameter(torch.randn(channels))
+
+    def forward(self, u):
+        return torch.tanh(fftconv(u, self.k, self.D, pre_gate=u.sigmoid(), post_gate=u.cos(), backend="triton"))
+
+
+def test_torch_compile_keeps_the_op(device):
+    torch.manual_seed(0)
+    module = GatedConv(2, 24).to(device)
+    u = torch.randn(2, 2, 24, device=device, requires_grad=True)
+    eager = module(u)
+    eager.sum().backward()
+    eager_grads = [u.grad.clone(), module.k.grad.clone()]
+    u.grad = None
+    module.zero_grad()
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)(u)
+    compiled.sum().backward()
+    assert relative_error(compiled, eager) < 1e-6
+    assert relative_error(u.grad, eager_grads[0]) < 1e-6
+    assert relative_error(module.k.grad, eager_grads[1]) < 1e-6
+
+
+def test_rejects_float64_inputs(device):
+    u = torch.randn(1, 2, 16, device=device, dtype=torch.float64)
+    with pytest.raises(TypeError, match="u"):
+        fftconv(u, torch.randn(2, 16, device=device), backend="triton")
+
+
+def test_auto_backend_picks_triton_only_on_cuda(device):
+    u = torch.randn(1, 2, 16, device=device)
+    assert triton_fftconv.supports(u) == (device == "cuda")
+    assert not triton_fftconv.supports(u.double())
+
+
+def test_plans_leave_room_for_linear_convolution():
+    assert triton_fftconv.plan_1d(37, 37, causal=True).fft_shape == (256,)
+    plan = triton_fftconv.plan_1d(1000, 1999, causal=False)
+    assert plan.fft_shape == (2048,) and (plan.n1, plan.n2) == (32, 64) and plan.lag0 == (999,)
+    assert triton_fftconv.plan_2d(14, 14, 27, 27).fft_shape == (32, 32)
