@@ -3,7 +3,8 @@
 Gated causal convolution y = post * (k * (pre * u) + D * (pre * u)) with u, gates (B, C, L), k (C, L) fp32, D (C,).
 Times forward and forward+backward with CUDA events after warm-up, reports the speedup over the torch reference and
 the fraction of the HBM floor reached (bytes that must cross memory / bandwidth of a device-to-device copy measured in
-the same run). Writes a Markdown table and a PNG plot to --out.
+the same run). Writes a Markdown table and a PNG plot to --out; the Triton rows name the path that ran (fused-register,
+fused-L2 or multi-pass, see hyena_vision.ops.triton_fftconv.variant).
 
 Without a GPU only the torch reference runs (on the CPU, wall-clock timing), which the output states.
 
@@ -132,13 +133,22 @@ def measure(impl, inputs, warmup, iters, device) -> tuple[float, float]:
 
 
 def run_case(name, impl, inputs, args, device, dtype_name, length) -> Result:
+    """Times one implementation; out-of-memory and unsupported sizes become a note in the table, not a crash."""
     try:
         fwd_ms, fwd_bwd_ms = measure(impl, inputs, args.warmup, args.iters, device)
-    except (torch.cuda.OutOfMemoryError, NotImplementedError) as error:
+    except (torch.cuda.OutOfMemoryError, NotImplementedError, RuntimeError) as error:
+        print(f"{dtype_name} L={length} {name} failed: {type(error).__name__}: {error}", flush=True)
         if device == "cuda":
             torch.cuda.empty_cache()
         return Result(dtype_name, length, name, None, None, type(error).__name__)
     return Result(dtype_name, length, name, fwd_ms, fwd_bwd_ms)
+
+
+def triton_variant(length: int) -> str:
+    """The Triton path for the benchmark's causal (C, L) filter: fused-register, fused-L2 or multi-pass."""
+    from hyena_vision.ops import triton_fftconv
+
+    return triton_fftconv.variant(triton_fftconv.plan_1d(length, length, causal=True))
 
 
 def benchmark(args, device) -> list[Result]:
@@ -159,6 +169,8 @@ def benchmark(args, device) -> list[Result]:
                 continue
             for name, impl in impls.items():
                 results.append(run_case(name, impl, inputs, args, device, dtype_name, length))
+                if name == "triton":
+                    results[-1].note = ", ".join(filter(None, (triton_variant(length), results[-1].note)))
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
             del inputs
     return results

@@ -49,7 +49,7 @@ def random_inputs(device, dtype, batch, channels, length, klen, gates):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("length,klen", [(37, 37), (64, 64), (50, 7)])
+@pytest.mark.parametrize("length,klen", [(37, 37), (64, 64), (50, 7), (1, 1)])
 @pytest.mark.parametrize("gates", [False, True], ids=["plain", "gated"])
 def test_causal_forward_matches_float64(device, dtype, length, klen, gates):
     u, k, D, pre, post = random_inputs(device, dtype, 2, 3, length, klen, gates)
@@ -59,7 +59,7 @@ def test_causal_forward_matches_float64(device, dtype, length, klen, gates):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("length,half_width", [(37, 37), (64, 64), (40, 6)])
+@pytest.mark.parametrize("length,half_width", [(37, 37), (64, 64), (40, 6), (5, 1)])
 def test_bidirectional_forward_matches_float64(device, dtype, length, half_width):
     u, k, D, pre, post = random_inputs(device, dtype, 2, 3, length, 2 * half_width - 1, gates=True)
     y = fftconv(u, k, D, causal=False, pre_gate=pre, post_gate=post, backend="triton")
@@ -148,6 +148,132 @@ def test_gradients_match_torch_backend(device):
     assert_gradients_close(inputs, actual, expected, 1e-5)
 
 
+# Fused-L2 variant (1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS). On the CPU the thresholds are lowered
+# so that grids of 512 / 1024 points take it, with P = 4, 8 (N / FUSED_L2_ROW) or 16 columns and two persistent
+# programs looping over 6 rows (forward) / 3 channels (backward); tl.dot tiles then go below 16, which only
+# the interpreter accepts, so on the GPU the real thresholds run at real lengths (N = 8K, 16K, 32K) instead.
+FUSED_L2_CPU_THRESHOLDS = {
+    "MAX_FFT_POINTS": 256,
+    "MAX_FUSED_L2_POINTS": 1024,
+    "FUSED_L2_ROW": 128,
+}
+FUSED_L2_CASES = [  # causal, CPU length, GPU length, CPU columns P, gates, dtype; N on the CPU / GPU in comments
+    (True, 300, 16384, 8, True, torch.float32),  # 1024 / 32768
+    (True, 300, 16384, 8, True, torch.bfloat16),
+    (True, 181, 5001, 16, True, torch.float32),  # 512 / 16384
+    (True, 181, 5001, 4, True, torch.bfloat16),
+    (False, 200, 3000, 4, True, torch.float32),  # 512 / 8192
+    (False, 200, 3000, 4, True, torch.bfloat16),
+    (False, 201, 4999, 4, True, torch.float32),  # 512 / 16384
+    (False, 201, 4999, 4, True, torch.bfloat16),
+    (True, 181, 5000, 4, False, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    "causal,cpu_length,cuda_length,columns,gates,dtype",
+    FUSED_L2_CASES,
+    ids=[
+        f"{'causal' if c[0] else 'bidir'}-L{c[1]}-P{c[3]}-{'gated' if c[4] else 'plain'}-{c[5]}" for c in FUSED_L2_CASES
+    ],
+)
+def test_fused_l2_matches_float64_and_torch(
+    device, monkeypatch, causal, cpu_length, cuda_length, columns, gates, dtype
+):
+    if device == "cuda":
+        length = cuda_length
+    else:
+        length = cpu_length
+        for name, value in {**FUSED_L2_CPU_THRESHOLDS, "FUSED_L2_MIN_COLUMN": 16 if columns == 16 else 4}.items():
+            monkeypatch.setattr(triton_fftconv, name, value)
+        monkeypatch.setattr(triton_fftconv, "_programs", lambda work, slot_bytes: min(work, 2))
+    klen = length if causal else 2 * length - 1
+    plan = triton_fftconv.plan_1d(length, klen, causal)
+    assert triton_fftconv.variant(plan) == "fused-L2" and (device == "cuda" or plan.n1 == columns)
+    inputs = random_inputs(device, dtype, 2, 3, length, klen, gates)
+    grad_y = torch.randn(2, 3, length, device=device).to(dtype)
+
+    def forward(backend):
+        return lambda u, k, D, pre, post: fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend=backend)
+
+    def reference_forward(u, k, D, pre, post):
+        return direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
+
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    y = forward("triton")(*leaves)
+    y.backward(grad_y)
+    actual = [None if t is None else t.grad for t in leaves]
+    assert y.dtype == dtype
+    assert relative_error(y, reference_forward(*inputs)) < TOLERANCE[dtype]
+    assert relative_error(y, forward("torch")(*inputs)) < TOLERANCE[dtype]
+    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), TOLERANCE[dtype])
+    assert_gradients_close(inputs, actual, triton_gradients(forward("torch"), inputs, grad_y), TOLERANCE[dtype])
+
+
+def test_fused_l2_tiles_fit_tl_dot():
+    """At the real thresholds every tl.dot side of the fused-L2 kernels is >= 16, as the GPU requires."""
+    for length in (2049, 3000, 4097, 8192, 8193, 16384):
+        for causal in (True, False):
+            plan = triton_fftconv.plan_1d(length, length if causal else 2 * length - 1, causal)
+            assert triton_fftconv.variant(plan) == "fused-L2"
+            _, sizes = triton_fftconv._fused_l2_setup(plan, torch.device("cpu"))
+            assert min(sizes["P"], sizes["Q1"], sizes["Q2"], sizes["BQ"]) >= triton_fftconv.MIN_SIDE
+    slot_bytes = 300_000
+    assert triton_fftconv._programs(10**6, slot_bytes) * slot_bytes <= triton_fftconv.L2_SCRATCH_BYTES
+    assert triton_fftconv._programs(3, slot_bytes) == 3 and triton_fftconv._programs(1, 1 << 40) == 1
+
+
+# Multi-pass scheme (FFT grids above MAX_FUSED_L2_POINTS). The interpreter is too slow for the real thresholds, so on
+# the CPU they are lowered to reach both column variants at L ~ 100; tl.dot tiles then go below 16, which only the
+# interpreter accepts, so on the GPU the real thresholds run at real lengths instead.
+MULTIPASS_CASES = {
+    "direct-columns": ({"MAX_FFT_POINTS": 256, "MAX_FUSED_L2_POINTS": 256, "MAX_ROW_POINTS": 256}, 200, 20_000),
+    "four-step-columns": (
+        {
+            "MAX_FFT_POINTS": 16,
+            "MAX_FUSED_L2_POINTS": 16,
+            "MAX_ROW_POINTS": 16,
+            "MAX_DIRECT_COLUMN": 1,
+            "MIN_FOUR_STEP_COLUMN": 16,
+        },
+        100,
+        200_000,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "case,causal", [("direct-columns", True), ("direct-columns", False), ("four-step-columns", True)]
+)
+def test_multipass_matches_float64(device, monkeypatch, case, causal):
+    thresholds, cpu_length, cuda_length = MULTIPASS_CASES[case]
+    length = cuda_length if device == "cuda" else cpu_length
+    if device != "cuda":
+        for name, value in thresholds.items():
+            monkeypatch.setattr(triton_fftconv, name, value)
+    klen = length if causal else 2 * length - 1
+    plan = triton_fftconv.plan_1d(length, klen, causal)
+    assert triton_fftconv.variant(plan) == "multi-pass" and plan.direct == (case == "direct-columns")
+    inputs = random_inputs(device, torch.float32, 1, 2, length, klen, gates=True)
+    grad_y = torch.randn(1, 2, length, device=device)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    y = fftconv(*leaves[:3], causal=causal, pre_gate=leaves[3], post_gate=leaves[4], backend="triton")
+    y.backward(grad_y)
+
+    def reference_forward(u, k, D, pre, post):  # float64 FFT reference: direct convolution is too slow at 200K
+        return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="torch")
+
+    assert relative_error(y, reference_forward(*(t.double() for t in inputs))) < 1e-5
+    expected = float64_gradients(reference_forward, inputs, grad_y)
+    assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5)
+
+
+def test_too_large_2d_grid_is_refused(device):
+    u = torch.randn(1, 1, 100, 100, device=device)
+    with pytest.raises(NotImplementedError, match="u of shape"):
+        fftconv2d(u, torch.randn(1, 199, 199, device=device), backend="triton")
+
+
 def test_custom_op_passes_opcheck(device):
     u, k, D, pre, post = random_inputs(device, torch.float32, 2, 2, 20, 20, gates=True)
     args = [t.requires_grad_() for t in (u, k, D, pre, post)] + [True]
@@ -209,3 +335,17 @@ def test_plans_leave_room_for_linear_convolution():
     plan = triton_fftconv.plan_1d(1000, 1999, causal=False)
     assert plan.fft_shape == (2048,) and (plan.n1, plan.n2) == (32, 64) and plan.lag0 == (999,)
     assert triton_fftconv.plan_2d(14, 14, 27, 27).fft_shape == (32, 32)
+    assert triton_fftconv.variant(triton_fftconv.plan_1d(2048, 2048, causal=True)) == "fused-register"
+    plan = triton_fftconv.plan_1d(3000, 3000, causal=True)
+    assert plan.fft_shape == (8192,) and (plan.n1, plan.n2) == (16, 512) and triton_fftconv.variant(plan) == "fused-L2"
+    plan = triton_fftconv.plan_1d(5000, 5000, causal=True)
+    assert plan.fft_shape == (16384,) and (plan.n1, plan.n2) == (32, 512) and triton_fftconv.variant(plan) == "fused-L2"
+    plan = triton_fftconv.plan_1d(16384, 16384 * 2 - 1, causal=False)
+    assert (
+        plan.fft_shape == (32768,) and (plan.n1, plan.n2) == (32, 1024) and triton_fftconv.variant(plan) == "fused-L2"
+    )
+    plan = triton_fftconv.plan_1d(16385, 16385, causal=True)
+    assert plan.fft_shape == (65536,) and (plan.n1, plan.n2, plan.direct) == (16, 4096, True)
+    assert triton_fftconv.variant(plan) == "multi-pass"
+    plan = triton_fftconv.plan_1d(1 << 20, 1 << 20, causal=True)
+    assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (512, 4096, False)

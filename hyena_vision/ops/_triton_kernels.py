@@ -13,8 +13,6 @@ Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precis
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 """
 
-from __future__ import annotations
-
 import triton
 import triton.language as tl
 
@@ -113,6 +111,7 @@ def conv_fwd_kernel(
     dft2_ptr,
     tw_ptr,
     y_ptr,  # (B, C, LIMIT) out
+    B,
     C,
     ROWS,
     COLS,
@@ -125,9 +124,13 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
 ):
-    """One program per (b, c) row: y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once."""
-    row = tl.program_id(0).to(tl.int64)
-    c = row % C
+    """One program per (b, c) row: y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once.
+
+    Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    c = pid // B
+    row = (pid % B) * C + c
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
     x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (N1, N2)
     if HAS_PRE:
@@ -222,3 +225,508 @@ def conv_bwd_kernel(
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     tl.store(grad_k_ptr + c * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+
+
+# Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
+#   X[fp + P fq] = sum_q W_Q^(q fq) * W_N^(q fp) * sum_p W_P^(p fp) x[Q p + q]
+# Pass 1 (one program per (row, q)): length-P FFT of column q, times the twiddle W_N^(q fp), into a complex scratch.
+# Pass 2 (one program per (row, column-spectrum row s)): length-Q FFT of a scratch row, multiply by the filter
+# spectrum, inverse length-Q FFT, in place. Pass 3 (per (row, q)): conjugate twiddle, inverse length-P FFT, skip and
+# gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows
+# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = a + P1 * b), scratch columns by q.
+
+
+@triton.jit
+def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi):
+    """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile (xr, xi) in natural order."""
+    ar = _dot(f1r, xr) - _dot(f1i, xi)  # (N1, N2), indexed [k1, n2]
+    ai = _dot(f1r, xi) + _dot(f1i, xr)
+    ar, ai = _cmul(ar, ai, twr, twi)
+    return _dot(ar, f2r) - _dot(ai, f2i), _dot(ar, f2i) + _dot(ai, f2r)
+
+
+@triton.jit
+def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi):
+    """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
+    cr = _dot(zr, f2r) + _dot(zi, f2i)  # (N1, N2), indexed [k1, n2]
+    ci = _dot(zi, f2r) - _dot(zr, f2i)
+    cr, ci = _cmul_conj(cr, ci, twr, twi)
+    return _dot(f1r, cr) + _dot(f1i, ci), _dot(f1r, ci) - _dot(f1i, cr)
+
+
+@triton.jit
+def _unit_root(exponent, N):
+    """(cos, sin) of -2 pi exponent / N, the integer exponent reduced to (-N/2, N/2] first for accurate angles."""
+    reduced = exponent % N
+    reduced = tl.where(reduced > N // 2, reduced - N, reduced)
+    angle = reduced.to(tl.float32) * (-6.283185307179586 / N)
+    return tl.cos(angle), tl.sin(angle)
+
+
+@triton.jit
+def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
+    """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = a + P1 * b."""
+    fp = tl.arange(0, P1)[:, None] + P1 * tl.arange(0, P2)[None, :]  # (P1, P2)
+    return _unit_root(q * fp.to(tl.int64), N)
+
+
+@triton.jit
+def column_fft_kernel(
+    u_ptr,  # (rows, LIMIT) real signal
+    pre_ptr,  # (rows, LIMIT) or dummy
+    scratch_ptr,  # (rows, 2, P, Q) fp32 out
+    dftp1_ptr,
+    dftp2_ptr,
+    twp_ptr,
+    LIMIT,
+    Q,
+    P1: tl.constexpr,
+    P2: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+):
+    """Pass 1: scratch[row, :, s, q] = W_N^(q fp) * FFT_P(pre * u)[fp] for column q of the (P, Q) view."""
+    row = tl.program_id(0).to(tl.int64)
+    q = tl.program_id(1).to(tl.int64)
+    n_points = P1 * P2 * Q
+    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): p, or s on output
+    offs = grid * Q + q
+    mask = offs < LIMIT
+    x = _load_signal(u_ptr + row * LIMIT, offs, mask)
+    if HAS_PRE:
+        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+    f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
+    f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
+    twr, twi = _load_complex(twp_ptr, P1, P2)
+    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True)
+    wr, wi = _outer_twiddle(q, P1, P2, n_points)
+    xr, xi = _cmul(xr, xi, wr, wi)
+    tl.store(scratch_ptr + row * 2 * n_points + offs, xr)
+    tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi)
+
+
+@triton.jit
+def row_fft_kernel(
+    scratch_ptr,  # (rows, 2, P, Q) fp32, updated in place
+    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N, or dummy
+    dftq1_ptr,
+    dftq2_ptr,
+    twq_ptr,
+    C,
+    ROW0,
+    P,
+    scale,
+    Q1: tl.constexpr,
+    Q2: tl.constexpr,
+    FORWARD: tl.constexpr,
+    MULTIPLY: tl.constexpr,
+    CONJ: tl.constexpr,
+    INVERSE: tl.constexpr,
+):
+    """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale."""
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    n_points = P * Q1 * Q2
+    offs = s * Q1 * Q2 + tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]  # (Q1, Q2)
+    base = scratch_ptr + row * 2 * n_points
+    zr = tl.load(base + offs)
+    zi = tl.load(base + n_points + offs)
+    f1r, f1i = _load_complex(dftq1_ptr, Q1, Q1)
+    f2r, f2i = _load_complex(dftq2_ptr, Q2, Q2)
+    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    if FORWARD:
+        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+    if MULTIPLY:
+        spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points
+        kr = tl.load(spec + offs)
+        ki = tl.load(spec + n_points + offs)
+        if CONJ:
+            zr, zi = _cmul_conj(zr, zi, kr, ki)
+        else:
+            zr, zi = _cmul(zr, zi, kr, ki)
+    if INVERSE:
+        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+    tl.store(base + offs, zr * scale)
+    tl.store(base + n_points + offs, zi * scale)
+
+
+@triton.jit
+def column_ifft_kernel(
+    scratch_ptr,  # (rows, 2, P, Q) fp32
+    u_ptr,  # (rows, LIMIT) or dummy: the skip term D * pre * u
+    pre_ptr,
+    post_ptr,
+    d_ptr,  # (C,) fp32 or dummy
+    y_ptr,  # (rows, LIMIT) out
+    dftp1_ptr,
+    dftp2_ptr,
+    twp_ptr,
+    C,
+    ROW0,
+    LIMIT,
+    Q,
+    scale,
+    P1: tl.constexpr,
+    P2: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """Pass 3: y[row, Q p + q] = post * (scale * Re IFFT_P(conj twiddle * scratch[row, :, :, q]) + D * pre * u)."""
+    row = tl.program_id(0).to(tl.int64)
+    q = tl.program_id(1).to(tl.int64)
+    n_points = P1 * P2 * Q
+    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s on input, p on output
+    offs = grid * Q + q
+    zr = tl.load(scratch_ptr + row * 2 * n_points + offs)
+    zi = tl.load(scratch_ptr + row * 2 * n_points + n_points + offs)
+    wr, wi = _outer_twiddle(q, P1, P2, n_points)
+    zr, zi = _cmul_conj(zr, zi, wr, wi)
+    f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
+    f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
+    twr, twi = _load_complex(twp_ptr, P1, P2)
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True) * scale
+    mask = offs < LIMIT
+    if HAS_D:
+        x = _load_signal(u_ptr + row * LIMIT, offs, mask)
+        if HAS_PRE:
+            x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+        y = y + tl.load(d_ptr + (ROW0 + row) % C) * x
+    if HAS_POST:
+        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+    tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+# Short columns (P <= 64): pass 1 and pass 3 as one DFT-matrix product on a (PP, BQ) tile of BQ adjacent columns
+# (coalesced loads), PP = P padded up to tl.dot's minimum with zero rows / columns. Scratch rows are then fp itself.
+
+
+@triton.jit
+def _column_block(Q, LIMIT, P, PP: tl.constexpr, BQ: tl.constexpr):
+    """Indices of the (PP, BQ) tile of columns q0 .. q0 + BQ - 1 of the (P, Q) view: p, q, offsets, masks."""
+    p = tl.arange(0, PP)[:, None]
+    q = tl.program_id(1).to(tl.int64) * BQ + tl.arange(0, BQ)[None, :]
+    offs = p * Q + q  # (PP, BQ)
+    return p, q, offs, p < P, (p < P) & (offs < LIMIT)
+
+
+@triton.jit
+def _direct_twiddle(p, q, N):
+    return _unit_root(q * p, N)  # (PP, BQ)
+
+
+@triton.jit
+def column_dft_kernel(
+    u_ptr,  # (rows, LIMIT) real signal
+    pre_ptr,  # (rows, LIMIT) or dummy
+    scratch_ptr,  # (rows, 2, P, Q) fp32 out
+    dftp_ptr,  # (2, PP, PP) fp32, DFT of size P padded with zeros
+    LIMIT,
+    P,
+    Q,
+    PP: tl.constexpr,
+    BQ: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+):
+    """Pass 1 for short columns: scratch[row, :, fp, q] = W_N^(q fp) * sum_p F_P[fp, p] * (pre * u)[Q p + q]."""
+    row = tl.program_id(0).to(tl.int64)
+    n_points = P * Q
+    p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
+    x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (PP, BQ)
+    if HAS_PRE:
+        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+    fr, fi = _load_complex(dftp_ptr, PP, PP)
+    wr, wi = _direct_twiddle(p, q, n_points)
+    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    tl.store(scratch_ptr + row * 2 * n_points + offs, xr, mask=rows_ok)
+    tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi, mask=rows_ok)
+
+
+@triton.jit
+def column_idft_kernel(
+    scratch_ptr,  # (rows, 2, P, Q) fp32
+    u_ptr,  # (rows, LIMIT) or dummy: the skip term D * pre * u
+    pre_ptr,
+    post_ptr,
+    d_ptr,  # (C,) fp32 or dummy
+    y_ptr,  # (rows, LIMIT) out
+    dftp_ptr,  # (2, PP, PP) fp32
+    C,
+    ROW0,
+    LIMIT,
+    P,
+    Q,
+    scale,
+    PP: tl.constexpr,
+    BQ: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """Pass 3 for short columns: y = post * (scale * Re(conj(F_P) @ (conj twiddle * scratch)) + D * pre * u)."""
+    row = tl.program_id(0).to(tl.int64)
+    n_points = P * Q
+    p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
+    zr = tl.load(scratch_ptr + row * 2 * n_points + offs, mask=rows_ok, other=0.0)  # (PP, BQ), indexed [fp, q]
+    zi = tl.load(scratch_ptr + row * 2 * n_points + n_points + offs, mask=rows_ok, other=0.0)
+    wr, wi = _direct_twiddle(p, q, n_points)
+    zr, zi = _cmul_conj(zr, zi, wr, wi)
+    fr, fi = _load_complex(dftp_ptr, PP, PP)
+    y = (_dot(fr, zr) + _dot(fi, zi)) * scale  # (PP, BQ), indexed [p, q]
+    if HAS_D:
+        x = _load_signal(u_ptr + row * LIMIT, offs, mask)
+        if HAS_PRE:
+            x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+        y = y + tl.load(d_ptr + (ROW0 + row) % C) * x
+    if HAS_POST:
+        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+    tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+# Fused-L2 variant (1D grids above MAX_FFT_POINTS, up to MAX_FUSED_L2_POINTS): the multi-pass (P, Q) view with short
+# columns (P = 16 or 32, so a column DFT is one (P, P) @ (P, BQ) tl.dot), all three passes in one program per (b, c)
+# row. The program writes its row's column DFTs to its own fp32 scratch, transforms, multiplies and inverts each
+# scratch row in registers in place, then reads the columns back for the inverse column DFTs, the skip and the gates.
+# Every signal is real, so only the column-spectrum rows fp <= P / 2 are kept (scratch (2, P / 2 + 1, Q)) and
+# row-transformed: the spectrum of a real signal is Hermitian, X[N - f] = conj(X[f]), and after the row inverse and
+# the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft).
+# Assumption (GPU): the scratch is written and re-read by the same program right away and reused for its next row, and
+# the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
+# L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
+# gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent (grid = number of scratch
+# slots, each looping over its rows); tl.debug_barrier orders one pass's scratch stores before the next pass's loads,
+# which other threads of the program make, and the last pass's loads before the next row's stores.
+
+
+@triton.jit
+def _column_tile(q0, Q: tl.constexpr, P: tl.constexpr, BQ: tl.constexpr):
+    """p (P, 1), q (1, BQ) and offsets p * Q + q (P, BQ) of columns q0 .. q0 + BQ - 1 of the (P, Q) view."""
+    p = tl.arange(0, P)[:, None]
+    q = q0 + tl.arange(0, BQ)[None, :]
+    return p, q, p * Q + q
+
+
+@triton.jit
+def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr):
+    """dst[:, fp, q] = W_N^(q fp) * (F_P @ x)[fp, q] for the real (P, BQ) tile x and fp <= P / 2; dst is a
+    (2, P / 2 + 1, Q) fp32 scratch with planes HALF apart."""
+    wr, wi = _unit_root(q * p, N)
+    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    kept = p <= fr.shape[0] // 2  # (P, 1)
+    tl.store(dst + offs, xr, mask=kept)
+    tl.store(dst + HALF + offs, xi, mask=kept)
+
+
+@triton.jit
+def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr):
+    """Real (P, BQ) tile [p, q] of conj(F_P) @ Z, Z[fp, q] = conj(W_N^(q fp)) * src[:, fp, q]: the unnormalised column
+    inverse. src holds rows fp <= P / 2 (planes HALF apart); row P - fp is conj(Z[fp, q]) (Hermitian symmetry)."""
+    mirrored = p > fr.shape[0] // 2  # (P, 1)
+    source = tl.where(mirrored, fr.shape[0] - p, p)
+    offs = source * Q + q  # (P, BQ)
+    wr, wi = _unit_root(q * source, N)
+    zr, zi = _cmul_conj(tl.load(src + offs), tl.load(src + HALF + offs), wr, wi)
+    return _dot(fr, zr) + _dot(fi, tl.where(mirrored, -zi, zi))
+
+
+@triton.jit
+def _row_offsets(fp, Q1: tl.constexpr, Q2: tl.constexpr):
+    """Offsets of scratch row fp as a (Q1, Q2) tile (the row FFT's grid)."""
+    return fp * Q1 * Q2 + tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]
+
+
+@triton.jit
+def _load_row(src, offs, PLANE: tl.constexpr):
+    """(real, imag) at offs of a complex tensor whose planes are PLANE apart."""
+    return tl.load(src + offs), tl.load(src + PLANE + offs)
+
+
+@triton.jit
+def _store_row(dst, offs, zr, zi, PLANE: tl.constexpr):
+    tl.store(dst + offs, zr)
+    tl.store(dst + PLANE + offs, zi)
+
+
+@triton.jit
+def conv_fwd_l2_kernel(
+    u_ptr,  # (B, C, LIMIT) any float dtype
+    pre_ptr,  # (B, C, LIMIT) or dummy
+    post_ptr,  # (B, C, LIMIT) or dummy
+    d_ptr,  # (C,) fp32 or dummy
+    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N, multi-pass layout
+    dftp_ptr,  # (2, P, P) fp32
+    dftq1_ptr,  # (2, Q1, Q1) fp32
+    dftq2_ptr,  # (2, Q2, Q2) fp32
+    twq_ptr,  # (2, Q1, Q2) fp32
+    scratch_ptr,  # (programs, 2, P / 2 + 1, Q) fp32 work space
+    y_ptr,  # (B, C, LIMIT) out
+    B,
+    C,
+    LIMIT,
+    P: tl.constexpr,
+    Q1: tl.constexpr,
+    Q2: tl.constexpr,
+    BQ: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
+    Q: tl.constexpr = Q1 * Q2
+    N: tl.constexpr = P * Q
+    HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
+    work = scratch_ptr + tl.program_id(0).to(tl.int64) * 2 * HALF
+    fr, fi = _load_complex(dftp_ptr, P, P)
+    g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
+    g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
+    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
+        c = i // B
+        row = (i % B) * C + c
+        for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x into the scratch
+            p, q, offs = _column_tile(q0, Q, P, BQ)
+            x = _load_signal(u_ptr + row * LIMIT, offs, offs < LIMIT)  # (P, BQ)
+            if HAS_PRE:
+                x = x * _load_signal(pre_ptr + row * LIMIT, offs, offs < LIMIT)
+            _store_column_dft(x, fr, fi, p, q, work, offs, N, HALF)
+        tl.debug_barrier()
+        for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
+            offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
+            zr, zi = _load_row(work, offs, HALF)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
+            zr, zi = _cmul(zr, zi, kr, ki)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            _store_row(work, offs, zr, zi, HALF)
+        tl.debug_barrier()
+        for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
+            p, q, offs = _column_tile(q0, Q, P, BQ)
+            mask = offs < LIMIT
+            y = _column_idft(work, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
+            if HAS_D:
+                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # re-read from L2 (read by pass 1)
+                if HAS_PRE:
+                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                y = y + tl.load(d_ptr + c) * x
+            if HAS_POST:
+                y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+            tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.debug_barrier()
+
+
+@triton.jit
+def conv_bwd_l2_kernel(
+    grad_y_ptr,  # (B, C, LIMIT)
+    u_ptr,
+    pre_ptr,
+    post_ptr,
+    d_ptr,  # (C,) fp32 or dummy
+    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N, multi-pass layout
+    dftp_ptr,
+    dftq1_ptr,
+    dftq2_ptr,
+    twq_ptr,
+    scratch_ptr,  # (programs, 3, 2, P / 2 + 1, Q) fp32 work space: x columns, h columns, sum_b H conj(X)
+    grad_u_ptr,  # (B, C, LIMIT) out
+    grad_pre_ptr,  # (B, C, LIMIT) out or dummy
+    grad_post_ptr,  # (B, C, LIMIT) out or dummy
+    grad_k_ptr,  # (C, P * Q) fp32 out: circular cross-correlation, natural order
+    grad_d_ptr,  # (C,) fp32 out
+    B,
+    C,
+    LIMIT,
+    P: tl.constexpr,
+    Q1: tl.constexpr,
+    Q2: tl.constexpr,
+    BQ: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """Persistent programs, each looping over channels and, per channel, over the batch: conv_bwd_kernel's gradients.
+
+    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy; pass 2 turns each pair of scratch rows
+    into X, H, adds H conj(X) to the channel's accumulator, and replaces them in place by the row inverses of X K (for
+    s, only with a post-gate) and H conj(K) (for d x); pass 3 finishes both inverses and writes the row's gradients.
+    After the batch, the accumulator is inverted in place (rows, then columns) into the filter's gradient.
+    """
+    Q: tl.constexpr = Q1 * Q2
+    N: tl.constexpr = P * Q
+    HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
+    work_x = scratch_ptr + tl.program_id(0).to(tl.int64) * 6 * HALF
+    work_h = work_x + 2 * HALF
+    work_acc = work_h + 2 * HALF
+    fr, fi = _load_complex(dftp_ptr, P, P)
+    g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
+    g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
+    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    for c in range(tl.program_id(0).to(tl.int64), C, tl.num_programs(0)):  # int64 channel indices
+        d = tl.load(d_ptr + c) if HAS_D else 0.0
+        zeros = tl.zeros((Q1, Q2), dtype=tl.float32)
+        for fp in range(P // 2 + 1):
+            _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
+        acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x, summed over column blocks too
+        for b in range(B):
+            row = b * C + c
+            for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x and h
+                p, q, offs = _column_tile(q0, Q, P, BQ)
+                mask = offs < LIMIT
+                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                if HAS_PRE:
+                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                if HAS_POST:
+                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                acc_d += h * x
+                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF)
+                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF)
+            tl.debug_barrier()
+            for fp in range(P // 2 + 1):  # pass 2: row FFTs, cross spectrum, row inverses
+                offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
+                xr, xi = _load_row(work_x, offs, HALF)
+                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi)
+                hr, hi = _load_row(work_h, offs, HALF)
+                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi)
+                kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
+                pr, pi = _cmul_conj(hr, hi, xr, xi)
+                ar, ai = _load_row(work_acc, offs, HALF)
+                _store_row(work_acc, offs, ar + pr, ai + pi, HALF)
+                if HAS_POST:
+                    zr, zi = _cmul(xr, xi, kr, ki)
+                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+                    _store_row(work_x, offs, zr, zi, HALF)
+                zr, zi = _cmul_conj(hr, hi, kr, ki)
+                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+                _store_row(work_h, offs, zr, zi, HALF)
+            tl.debug_barrier()
+            for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
+                p, q, offs = _column_tile(q0, Q, P, BQ)
+                mask = offs < LIMIT
+                u = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                x = u
+                if HAS_PRE:
+                    pre = _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                    x = u * pre
+                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                if HAS_POST:
+                    s = _column_idft(work_x, fr, fi, p, q, Q, N, HALF) + d * x
+                    tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
+                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                grad_x = _column_idft(work_h, fr, fi, p, q, Q, N, HALF) + d * h
+                if HAS_PRE:
+                    tl.store(
+                        grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
+                    )
+                    grad_x = grad_x * pre
+                tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
+            tl.debug_barrier()
+        for fp in range(P // 2 + 1):  # grad_k: row inverses of the accumulated cross spectrum, in place
+            offs = _row_offsets(fp, Q1, Q2)
+            zr, zi = _load_row(work_acc, offs, HALF)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            _store_row(work_acc, offs, zr, zi, HALF)
+        tl.debug_barrier()
+        for q0 in range(0, Q, BQ):  # then column inverses, scaled by 1 / N
+            p, q, offs = _column_tile(q0, Q, P, BQ)
+            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_acc, fr, fi, p, q, Q, N, HALF) * (1.0 / N))
+        tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+        tl.debug_barrier()

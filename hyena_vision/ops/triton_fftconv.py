@@ -6,11 +6,19 @@ implementations and a registered autograd formula), so ``torch.compile`` keeps t
 
 Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch), then one program
 per (b, c) row runs gate -> FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers
-(see ``_triton_kernels``). The backward is one program per channel looping over the batch; it recomputes the
-input's spectrum instead of storing it and produces every gradient in the same pass.
+(see ``_triton_kernels``), so u, the gates and y cross memory once. The backward is one program per channel looping
+over the batch; it recomputes the input's spectrum instead of storing it and produces every gradient in one pass.
+
+1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
+same one-program-per-row (forward) / per-channel (backward) fusion, but the FFT runs as column DFTs, row FFTs and
+inverse column DFTs through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates
+and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
+inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
+SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
 All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes).
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -19,26 +27,46 @@ import torch
 
 from . import _triton_kernels as kernels
 
-__all__ = ["supports", "fftconv", "fftconv2d", "plan_1d", "plan_2d", "MAX_FFT_POINTS"]
+__all__ = ["supports", "fftconv", "fftconv2d", "plan_1d", "plan_2d", "variant", "MAX_FFT_POINTS", "MAX_FUSED_L2_POINTS"]
 
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
-MAX_FFT_POINTS = 1 << 14  # largest grid (N1 * N2) one program holds in registers
+MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
+MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
+# Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
+# column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot in fp32 "ieee" runs on FMA units with
+# its operand panels in registers, so columns P > 32 or row grids (Q1, Q2) above (16, 32) spill.
+FUSED_L2_ROW = 1 << 9
+FUSED_L2_MIN_COLUMN = MIN_SIDE
+FUSED_L2_MAX_COLUMN = 2 * MIN_SIDE
+FUSED_L2_TILE = 1 << 11  # fused-L2: elements of a (P, BQ) column tile
+L2_SCRATCH_BYTES = 32 << 20  # fused-L2: cap on all programs' scratch plus re-read input rows (H100 L2: 50 MB)
+MAX_ROW_POINTS = 1 << 12  # multi-pass: longest row FFT (Q), done in registers like the fused kernel
+MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
+MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
+COLUMN_BLOCK = 32  # columns per program in the direct column passes
+SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Where a signal and its filter sit on the (n1, n2) FFT grid."""
+    """Where a signal and its filter sit on the (n1, n2) FFT grid.
+
+    Fused plans (n1 * n2 <= MAX_FFT_POINTS) hold the whole grid in one program; 1D fused-L2 and multi-pass plans
+    split N into P = n1 columns and Q = n2 rows of the (P, Q) view.
+    """
 
     n1: int
     n2: int
     fft_shape: tuple[int, ...]  # (N,) for 1D, (Nh, Nw) for 2D; n1 * n2 == prod(fft_shape)
     lag0: tuple[int, ...]  # index of lag 0 in k along each filter axis
-    rows: int  # the signal occupies grid rows < rows, columns < cols, flat offsets row * stride + col < limit
+    rows: int  # fused kernels: the signal occupies rows < rows, columns < cols, offsets row * stride + col < limit
     cols: int
     stride: int
     limit: int
     twiddle: bool  # True: 1D four-step FFT; False: 2D DFT of the grid
+    direct: bool = False  # fused-L2 / multi-pass: column DFTs as one matrix product (see MAX_DIRECT_COLUMN)
+    fused_l2: bool = False  # the fused-L2 variant
 
 
 def _pow2_at_least(n: int) -> int:
@@ -49,8 +77,19 @@ def plan_1d(length: int, klen: int, causal: bool) -> Plan:
     """FFT grid for u (B, C, length) and k (C, klen): N >= length + (reach of k) - 1 so nothing wraps around."""
     lag0 = 0 if causal else (klen - 1) // 2
     n = max(MIN_SIDE * MIN_SIDE, _pow2_at_least(length + klen - 1 - lag0))
-    n1 = 1 << (n.bit_length() - 1) // 2
-    return Plan(n1, n // n1, (n,), (lag0,), n1, n // n1, n // n1, length, twiddle=True)
+    if n <= MAX_FFT_POINTS:
+        n1, n2 = _split(n)
+        return Plan(n1, n2, (n,), (lag0,), n1, n2, n2, length, twiddle=True)
+    if n <= MAX_FUSED_L2_POINTS:
+        columns = min(FUSED_L2_MAX_COLUMN, max(FUSED_L2_MIN_COLUMN, n // FUSED_L2_ROW))
+        rows = n // columns
+        return Plan(columns, rows, (n,), (lag0,), columns, rows, rows, length, True, direct=True, fused_l2=True)
+    columns = n // MAX_ROW_POINTS  # multi-pass: N = P * Q, P = columns, Q <= MAX_ROW_POINTS
+    if columns <= MAX_DIRECT_COLUMN:
+        columns = max(columns, 1)
+        return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, True, True)
+    columns = max(columns, MIN_FOUR_STEP_COLUMN)
+    return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, twiddle=True)
 
 
 def plan_2d(height: int, width: int, kh: int, kw: int) -> Plan:
@@ -67,16 +106,25 @@ def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
 
 
 def supports(u: torch.Tensor) -> bool:
-    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype."""
-    return u.is_cuda and u.dtype in KERNEL_DTYPES
+    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype (2D: any centred filter fits)."""
+    if not (u.is_cuda and u.dtype in KERNEL_DTYPES):
+        return False
+    if u.ndim == 4:
+        full = plan_2d(u.shape[2], u.shape[3], 2 * u.shape[2] - 1, 2 * u.shape[3] - 1)
+        return full.n1 * full.n2 <= MAX_FFT_POINTS
+    return True
 
 
 @functools.lru_cache(maxsize=64)
-def _dft_matrix(n: int, device: torch.device) -> torch.Tensor:
-    """(2, n, n) fp32: real and imaginary parts of exp(-2 pi i j k / n), computed in float64."""
+def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
+    """(2, m, m) fp32, m = max(n, padded): real and imaginary parts of exp(-2 pi i j k / n) (float64-accurate) for
+    j, k < n, zero elsewhere."""
     j = torch.arange(n, dtype=torch.int64)
     angle = (j[:, None] * j[None, :] % n).double() * (-2 * math.pi / n)  # (n, n)
-    return torch.stack((angle.cos(), angle.sin())).float().to(device)
+    size = max(n, padded)
+    matrix = torch.zeros(2, size, size, dtype=torch.float64)
+    matrix[:, :n, :n] = torch.stack((angle.cos(), angle.sin()))
+    return matrix.float().to(device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,8 +140,32 @@ def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return _dft_matrix(plan.n1, device), _dft_matrix(plan.n2, device), _twiddles(plan.n1, plan.n2, plan.twiddle, device)
 
 
-def _num_warps(plan: Plan) -> int:
-    return 4 if plan.n1 * plan.n2 <= 1024 else 8
+def _num_warps(points: int) -> int:
+    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: about 96 registers per thread."""
+    return max(4, min(16, points // 256))
+
+
+def _split(n: int) -> tuple[int, int]:
+    """n = n1 * n2 with n1 <= n2 as close as possible (powers of two)."""
+    n1 = 1 << (n.bit_length() - 1) // 2
+    return n1, n // n1
+
+
+def variant(plan: Plan) -> str:
+    """The kernels that run a plan: "fused-register", "fused-L2" or "multi-pass"."""
+    if plan.fused_l2:
+        return "fused-L2"
+    return "fused-register" if plan.n1 * plan.n2 <= MAX_FFT_POINTS else "multi-pass"
+
+
+def _checked_variant(plan: Plan, u: torch.Tensor) -> str:
+    """variant(plan), refusing 2D grids too large for one program."""
+    if plan.n1 * plan.n2 > MAX_FFT_POINTS and not plan.twiddle:
+        raise NotImplementedError(
+            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points; u of shape {tuple(u.shape)} needs "
+            f"{plan.fft_shape} (use backend='torch')"
+        )
+    return variant(plan)
 
 
 def _circular_filter(k: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -113,6 +185,12 @@ def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -
     return grid[(slice(None), *(slice(0, size) for size in kshape))]
 
 
+def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
+    """Gradients of k and D in their own shapes and dtypes (an empty tensor for an absent D)."""
+    grad_k = _filter_from_grid(grad_k_grid, plan, tuple(k.shape[1:])).to(k.dtype).contiguous()
+    return grad_k, grad_d.to(D.dtype) if D is not None else grad_d.new_empty(0)
+
+
 def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
     """Spectrum of k divided by N, (C, 2, n1, n2) fp32, in the kernels' [k1, k2] layout."""
     dft1, dft2, twiddles = _constants(plan, k.device)
@@ -127,17 +205,9 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
         N1=plan.n1,
         N2=plan.n2,
         TWIDDLE=plan.twiddle,
-        num_warps=_num_warps(plan),
+        num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return spectrum
-
-
-def _check_size(plan: Plan, u: torch.Tensor) -> None:
-    if plan.n1 * plan.n2 > MAX_FFT_POINTS:
-        raise NotImplementedError(
-            f"backend='triton' handles FFT grids up to {MAX_FFT_POINTS} points; u of shape {tuple(u.shape)} needs "
-            f"{plan.n1 * plan.n2} (use backend='torch')"
-        )
 
 
 def _contiguous(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -149,6 +219,260 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like if D is None else D.float().contiguous()
 
 
+# Multi-pass scheme (1D grids above MAX_FFT_POINTS): plan.n1 = P and plan.n2 = Q are the outer factors of N, each
+# transformed in registers on its own (P1, P2) / (Q1, Q2) grid; see _triton_kernels for the passes.
+
+
+def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    n1, n2 = _split(n)
+    return n1, n2, _dft_matrix(n1, device), _dft_matrix(n2, device), _twiddles(n1, n2, True, device)
+
+
+def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: torch.Tensor, plan: Plan) -> None:
+    """Pass 1 on rows of signal (rows, limit) [times pre_gate] into scratch (rows, 2, P, Q)."""
+    pre = _contiguous(pre_gate, signal)
+    if plan.direct:
+        padded = max(MIN_SIDE, plan.n1)
+        kernels.column_dft_kernel[(signal.shape[0], plan.n2 // COLUMN_BLOCK)](
+            signal,
+            pre,
+            scratch,
+            _dft_matrix(plan.n1, signal.device, padded),
+            signal.shape[1],
+            plan.n1,
+            plan.n2,
+            PP=padded,
+            BQ=COLUMN_BLOCK,
+            HAS_PRE=pre_gate is not None,
+            num_warps=4,
+        )
+        return
+    p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, signal.device)
+    kernels.column_fft_kernel[(signal.shape[0], plan.n2)](
+        signal,
+        pre,
+        scratch,
+        dft1,
+        dft2,
+        twiddles,
+        signal.shape[1],
+        plan.n2,
+        P1=p1,
+        P2=p2,
+        HAS_PRE=pre_gate is not None,
+        num_warps=_num_warps(plan.n1),
+    )
+
+
+def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multiply, conj, inverse) -> None:
+    """Pass 2, in place on scratch (rows, 2, P, Q); row r multiplies by spectrum[(row0 + r) % channels]."""
+    q1, q2, dft1, dft2, twiddles = _inner_constants(plan.n2, scratch.device)
+    kernels.row_fft_kernel[(scratch.shape[0], plan.n1)](
+        scratch,
+        scratch if spectrum is None else spectrum,
+        dft1,
+        dft2,
+        twiddles,
+        channels,
+        row0,
+        plan.n1,
+        scale,
+        Q1=q1,
+        Q2=q2,
+        FORWARD=forward,
+        MULTIPLY=multiply,
+        CONJ=conj,
+        INVERSE=inverse,
+        num_warps=_num_warps(plan.n2),
+    )
+
+
+def _column_ifft(
+    scratch, out, plan, *, channels, row0, scale, skip=None, pre_gate=None, D=None, post_gate=None
+) -> None:
+    """Pass 3: out (rows, limit) = post_gate * (scale * inverse of scratch + D * pre_gate * skip), all optional."""
+    tensors = (
+        scratch,
+        _contiguous(skip, out),
+        _contiguous(pre_gate, out),
+        _contiguous(post_gate, out),
+        _skip_fp32(D, out),
+        out,
+    )
+    flags = {"HAS_PRE": pre_gate is not None, "HAS_POST": post_gate is not None, "HAS_D": D is not None}
+    if plan.direct:
+        padded = max(MIN_SIDE, plan.n1)
+        kernels.column_idft_kernel[(scratch.shape[0], plan.n2 // COLUMN_BLOCK)](
+            *tensors,
+            _dft_matrix(plan.n1, scratch.device, padded),
+            channels,
+            row0,
+            out.shape[1],
+            plan.n1,
+            plan.n2,
+            scale,
+            PP=padded,
+            BQ=COLUMN_BLOCK,
+            num_warps=4,
+            **flags,
+        )
+        return
+    p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, scratch.device)
+    kernels.column_ifft_kernel[(scratch.shape[0], plan.n2)](
+        *tensors,
+        dft1,
+        dft2,
+        twiddles,
+        channels,
+        row0,
+        out.shape[1],
+        plan.n2,
+        scale,
+        P1=p1,
+        P2=p2,
+        num_warps=_num_warps(plan.n1),
+        **flags,
+    )
+
+
+def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """Spectrum of k divided by N, (C, 2, P, Q) fp32, in the multi-pass layout."""
+    spectrum = torch.empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32, device=k.device)
+    _column_fft(_circular_filter(k, plan).view(k.shape[0], -1), None, spectrum, plan)
+    scale = 1.0 / (plan.n1 * plan.n2)
+    _row_pass(
+        spectrum, None, plan, channels=1, row0=0, scale=scale, forward=True, multiply=False, conj=False, inverse=False
+    )
+    return spectrum
+
+
+def _row_chunks(rows: int, plan: Plan) -> list[slice]:
+    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES."""
+    step = max(1, SCRATCH_BYTES // (8 * plan.n1 * plan.n2))
+    return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, C, L) -> (B * C, L) view of a contiguous tensor."""
+    return None if t is None else t.contiguous().view(-1, t.shape[-1])
+
+
+def _scratch(rows: slice, plan: Plan, device: torch.device) -> torch.Tensor:
+    return torch.empty((rows.stop - rows.start, 2, plan.n1, plan.n2), dtype=torch.float32, device=device)
+
+
+def _piece(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if t is None else t[rows]
+
+
+def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan, *, channels, row0, conj):
+    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk of rows; k conjugated for correlation."""
+    scratch = _scratch(slice(0, u.shape[0]), plan, u.device)  # (rows, 2, P, Q)
+    _column_fft(u, pre_gate, scratch, plan)
+    _row_pass(
+        scratch,
+        spectrum,
+        plan,
+        channels=channels,
+        row0=row0,
+        scale=1.0,
+        forward=True,
+        multiply=True,
+        conj=conj,
+        inverse=True,
+    )
+    _column_ifft(
+        scratch,
+        out,
+        plan,
+        channels=channels,
+        row0=row0,
+        scale=1.0,
+        skip=u,
+        pre_gate=pre_gate,
+        D=D,
+        post_gate=post_gate,
+    )
+
+
+def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
+    """Unscaled spectra (rows, 2, P, Q) of pre_gate * u for a chunk of rows."""
+    scratch = _scratch(slice(0, u.shape[0]), plan, u.device)
+    _column_fft(u, pre_gate, scratch, plan)
+    _row_pass(
+        scratch, None, plan, channels=1, row0=0, scale=1.0, forward=True, multiply=False, conj=False, inverse=False
+    )
+    return scratch
+
+
+def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
+    spectrum = _multipass_spectrum(k, plan)
+    y = torch.empty_like(u)
+    u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
+    for rows in _row_chunks(u_rows.shape[0], plan):
+        _multipass_conv(
+            u_rows[rows],
+            _piece(pre_rows, rows),
+            spectrum,
+            D,
+            _piece(post_rows, rows),
+            y_rows[rows],
+            plan,
+            channels=u.shape[1],
+            row0=rows.start,
+            conj=False,
+        )
+    return y
+
+
+def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
+    channels = u.shape[1]
+    spectrum = _multipass_spectrum(k, plan)
+    cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
+    grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
+    grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
+    u_rows, pre_rows, post_rows, g_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(grad_y)  # (B * C, L)
+    for rows in _row_chunks(u_rows.shape[0], plan):
+        u_piece, pre_piece, g_piece = u_rows[rows], _piece(pre_rows, rows), g_rows[rows].float()  # (rows, L)
+        row_channels = torch.arange(rows.start, rows.stop, device=u.device) % channels  # (rows,)
+        x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece
+        h = g_piece
+        if post_gate is not None:
+            conv = torch.empty_like(x)  # k * x + D x
+            _multipass_conv(
+                u_piece, pre_piece, spectrum, D, None, conv, plan, channels=channels, row0=rows.start, conj=False
+            )
+            _rows(grad_post)[rows] = g_piece * conv
+            h = g_piece * post_rows[rows]
+        x_spectra = _multipass_spectra(u_piece, pre_piece, plan)  # (rows, 2, P, Q)
+        h_spectra = _multipass_spectra(h, None, plan)
+        xr, xi, hr, hi = x_spectra[:, 0], x_spectra[:, 1], h_spectra[:, 0], h_spectra[:, 1]
+        cross_spectrum.index_add_(0, row_channels, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
+        grad_d.index_add_(0, row_channels, (h * x).sum(-1))
+        grad_x = torch.empty_like(x)  # corr(h, k) + D h
+        _multipass_conv(h, None, spectrum, D, None, grad_x, plan, channels=channels, row0=rows.start, conj=True)
+        _rows(grad_u)[rows] = grad_x if pre_piece is None else grad_x * pre_piece
+        if pre_gate is not None:
+            _rows(grad_pre)[rows] = grad_x * u_piece
+    _row_pass(
+        cross_spectrum,
+        None,
+        plan,
+        channels=1,
+        row0=0,
+        scale=1.0,
+        forward=False,
+        multiply=False,
+        conj=False,
+        inverse=True,
+    )
+    grad_k_grid = torch.empty((channels, plan.n1 * plan.n2), dtype=torch.float32, device=u.device)
+    _column_ifft(cross_spectrum, grad_k_grid, plan, channels=channels, row0=0, scale=1.0 / (plan.n1 * plan.n2))
+    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
+    return grad_u, grad_k, grad_d, grad_pre, grad_post
+
+
 _OP_SCHEMA = "(Tensor u, Tensor k, Tensor? D, Tensor? pre_gate, Tensor? post_gate, bool causal) -> Tensor"
 _BACKWARD_SCHEMA = (
     "(Tensor grad_y, Tensor u, Tensor k, Tensor? D, Tensor? pre_gate, Tensor? post_gate, bool causal)"
@@ -156,12 +480,12 @@ _BACKWARD_SCHEMA = (
 )
 
 
-@torch.library.custom_op("hyena_vision::fftconv", mutates_args=(), schema=_OP_SCHEMA)
-def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
-    """y = post * (k * (pre * u) + D * (pre * u)); 1D when u is (B, C, L), 2D when u is (B, C, H, W)."""
-    plan = _plan(u, k, causal)
-    _check_size(plan, u)
-    u = u.contiguous()
+def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Makes u's GPU the current one, so kernels launch where the tensors are (no-op for CPU tensors)."""
+    return torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext()
+
+
+def _fused_forward(u, k, D, pre_gate, post_gate, plan):
     y = torch.empty_like(u)
     dft1, dft2, twiddles = _constants(plan, u.device)
     kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](
@@ -174,6 +498,7 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         dft2,
         twiddles,
         y,
+        u.shape[0],
         u.shape[1],
         plan.rows,
         plan.cols,
@@ -185,9 +510,107 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
-        num_warps=_num_warps(plan),
+        num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return y
+
+
+# Fused-L2 variant (1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS): plan.n1 = P short columns (one direct
+# DFT-matrix product each), plan.n2 = Q rows transformed by the in-register four-step on (Q1, Q2). Real sizes:
+# N = 8K: P = 16, Q = 512 (16 x 32), 8 warps; 16K: P = 32, Q = 512, 16 warps; 32K: P = 32, Q = 1024 (32 x 32), 16 warps.
+
+
+def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
+    """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
+    q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
+    sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2)}
+    sizes["num_warps"] = 16 if plan.n1 > MIN_SIDE else 8  # P = 32: twice the column DFT's operand panels per tile
+    return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
+
+
+def _programs(work: int, slot_bytes: int) -> int:
+    """Persistent fused-L2 programs: as many as keep their scratch and re-read input rows within L2_SCRATCH_BYTES."""
+    return max(1, min(work, L2_SCRATCH_BYTES // slot_bytes))
+
+
+def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.device) -> torch.Tensor:
+    """(programs, planes, P / 2 + 1, Q) fp32: complex column spectra, the rows fp <= P / 2 a real signal needs."""
+    return torch.empty((programs, planes, plan.n1 // 2 + 1, plan.n2), dtype=torch.float32, device=device)
+
+
+def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
+    batch, channels, length = u.shape
+    half = (plan.n1 // 2 + 1) * plan.n2
+    # per program: its scratch and its u, pre, post rows (a channel's spectrum is shared by the programs of its batch)
+    programs = _programs(batch * channels, 8 * half + 3 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 2, plan, u.device)
+    constants, sizes = _fused_l2_setup(plan, u.device)
+    y = torch.empty_like(u)
+    kernels.conv_fwd_l2_kernel[(programs,)](
+        u,
+        _contiguous(pre_gate, u),
+        _contiguous(post_gate, u),
+        _skip_fp32(D, u),
+        _multipass_spectrum(k, plan),
+        *constants,
+        scratch,
+        y,
+        batch,
+        channels,
+        length,
+        HAS_PRE=pre_gate is not None,
+        HAS_POST=post_gate is not None,
+        HAS_D=D is not None,
+        **sizes,
+    )
+    return y
+
+
+def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    batch, channels, length = u.shape
+    points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
+    # per program: 3 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
+    programs = _programs(channels, 32 * half + 4 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 6, plan, u.device)
+    constants, sizes = _fused_l2_setup(plan, u.device)
+    grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
+    grad_k_grid = torch.empty((channels, points), dtype=torch.float32, device=u.device)
+    grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
+    kernels.conv_bwd_l2_kernel[(programs,)](
+        grad_y,
+        u,
+        _contiguous(pre_gate, u),
+        _contiguous(post_gate, u),
+        _skip_fp32(D, u),
+        _multipass_spectrum(k, plan),
+        *constants,
+        scratch,
+        grad_u,
+        grad_pre if pre_gate is not None else u,
+        grad_post if post_gate is not None else u,
+        grad_k_grid,
+        grad_d,
+        batch,
+        channels,
+        length,
+        HAS_PRE=pre_gate is not None,
+        HAS_POST=post_gate is not None,
+        HAS_D=D is not None,
+        **sizes,
+    )
+    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
+    return grad_u, grad_k, grad_d, grad_pre, grad_post
+
+
+@torch.library.custom_op("hyena_vision::fftconv", mutates_args=(), schema=_OP_SCHEMA)
+def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
+    """y = post * (k * (pre * u) + D * (pre * u)); 1D when u is (B, C, L), 2D when u is (B, C, H, W)."""
+    plan = _plan(u, k, causal)
+    forward = {"fused-register": _fused_forward, "fused-L2": _fused_l2_forward, "multi-pass": _multipass_forward}[
+        _checked_variant(plan, u)
+    ]
+    with _device_of(u):
+        return forward(u.contiguous(), k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_op.register_fake
@@ -200,11 +623,7 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hyena_vision::fftconv_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
-def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
-    """Gradients (u, k, D, pre_gate, post_gate) of _fftconv_op; empty tensors stand for absent inputs."""
-    plan = _plan(u, k, causal)
-    u = u.contiguous()
+def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     channels = u.shape[1]
     grad_u = torch.empty_like(u)
     grad_pre = _empty_or_like(pre_gate, u)
@@ -213,7 +632,7 @@ def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
     grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
     dft1, dft2, twiddles = _constants(plan, u.device)
     kernels.conv_bwd_kernel[(channels,)](
-        grad_y.contiguous(),
+        grad_y,
         u,
         _contiguous(pre_gate, u),
         _contiguous(post_gate, u),
@@ -240,11 +659,21 @@ def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
-        num_warps=_num_warps(plan),
+        num_warps=_num_warps(plan.n1 * plan.n2),
     )
-    grad_k = _filter_from_grid(grad_k_grid, plan, tuple(k.shape[1:])).to(k.dtype).contiguous()
-    grad_d = grad_d.to(D.dtype) if D is not None else u.new_empty(0)
+    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
+
+
+@torch.library.custom_op("hyena_vision::fftconv_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
+def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
+    """Gradients (u, k, D, pre_gate, post_gate) of _fftconv_op; empty tensors stand for absent inputs."""
+    plan = _plan(u, k, causal)
+    backward = {"fused-register": _fused_backward, "fused-L2": _fused_l2_backward, "multi-pass": _multipass_backward}[
+        _checked_variant(plan, u)
+    ]
+    with _device_of(u):
+        return backward(grad_y.contiguous(), u.contiguous(), k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_backward_op.register_fake
