@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q tests
+	bash tests/timm_generic/run.sh   # timm's own generic model tests, on our models
 
 demo: $(STAMP)
 	$(BIN)/python eval/associative_recall.py --quick

@@ -3,7 +3,7 @@
 Importing the package registers its models with timm (``timm.create_model('hyena_vit_s')``).
 """
 
-from . import layers, ops
+from . import layers, models, ops
 
 __version__ = "0.1.0"
-__all__ = ["layers", "ops", "__version__"]
+__all__ = ["layers", "models", "ops", "__version__"]

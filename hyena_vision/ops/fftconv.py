@@ -18,8 +18,6 @@ The FFT runs in float32 for half-precision inputs (float64 stays float64); the o
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 __all__ = ["fftconv", "fftconv2d", "fft_size", "BACKENDS"]
@@ -27,23 +25,36 @@ __all__ = ["fftconv", "fftconv2d", "fft_size", "BACKENDS"]
 BACKENDS = ("auto", "torch", "triton")
 
 
-@functools.lru_cache(maxsize=512)
-def fft_size(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: every such size is fast in cuFFT / pocketfft, and at most ~1.25x n."""
-    if n < 1:
-        raise ValueError(f"fft_size: n must be >= 1, got {n}")
-    best = 1 << (n - 1).bit_length()
+def _smooth_sizes(limit: int) -> tuple[int, ...]:
+    sizes = []
     p5 = 1
-    while p5 < best:
+    while p5 <= limit:
         p35 = p5
-        while p35 < best:
+        while p35 <= limit:
             m = p35
-            while m < n:
+            while m <= limit:
+                sizes.append(m)
                 m *= 2
-            best = min(best, m)
             p35 *= 3
         p5 *= 5
-    return best
+    return tuple(sorted(sizes))
+
+
+_FFT_SIZES = _smooth_sizes(1 << 40)  # every 2^a 3^b 5^c up to 2^40 (about 10k numbers)
+
+
+def fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: every such size is fast in cuFFT / pocketfft, and at most ~1.25x n."""
+    if not 1 <= n <= _FFT_SIZES[-1]:
+        raise ValueError(f"fft_size: n must be in [1, {_FFT_SIZES[-1]}], got {n}")
+    lo, hi = 0, len(_FFT_SIZES) - 1  # binary search in plain Python (torch.compile traces it)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _FFT_SIZES[mid] < n:
+            lo = mid + 1
+        else:
+            hi = mid
+    return _FFT_SIZES[lo]
 
 
 def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:

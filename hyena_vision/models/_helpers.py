@@ -1,0 +1,82 @@
+"""What every model family here shares: the checkpoint filter and the optimizer helpers."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from timm.layers import register_notrace_function
+from torch import nn
+
+from ..layers.optim import no_weight_decay_names, param_groups
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "check_image",
+    "checkpoint_filter_fn",
+    "cifar_cfg",
+    "no_weight_decay_names",
+    "param_groups",
+]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+_logger = logging.getLogger(__name__)
+
+# Positional features of the implicit filters: fixed functions of l_max (barely trained, lr 1e-5), regenerated
+# rather than loaded when a checkpoint was trained at another size.
+_POSITIONAL_SUFFIXES = ("pos_emb.z", "pos_emb.t", "pos_emb_y.z", "pos_emb_y.t", "pos_emb_x.z", "pos_emb_x.t")
+
+
+@register_notrace_function  # Python control flow on shapes: a leaf for FX tracing
+def check_image(x: torch.Tensor, in_chans: int, max_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Validate an image batch (B, in_chans, H, W), H and W at most ``max_size`` when given; returns ``x``."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"input must be (B, in_chans={in_chans}, H, W), got shape {tuple(x.shape)}")
+    if max_size is not None and (x.shape[2] > max_size[0] or x.shape[3] > max_size[1]):
+        raise ValueError(
+            f"input size {tuple(x.shape[2:])} exceeds the {tuple(max_size)} the model's filters were built for; "
+            f"create the model with a larger img_size"
+        )
+    return x
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unwrap training checkpoints ({'model': ...}, {'state_dict': ...}, DDP 'module.' prefixes) for ``model``.
+
+    Implicit-filter positional features saved for another ``img_size`` (another l_max) are replaced by the
+    model's own, the analogue of resampling a ViT's position embedding: the filter network is kept and evaluated
+    on the new grid of lags.
+    """
+    for key in ("model", "state_dict"):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+    own = model.state_dict()
+    out = {}
+    for name, value in state_dict.items():
+        name = name.removeprefix("module.")
+        if name.endswith(_POSITIONAL_SUFFIXES) and name in own and own[name].shape != value.shape:
+            _logger.info("%s: checkpoint shape %s, using the model's %s", name, tuple(value.shape), own[name].shape)
+            value = own[name]
+        out[name] = value
+    return out
+
+
+def cifar_cfg(url: str = "", **kwargs) -> dict:
+    """Pretrained config of a 32x32 CIFAR-10 model (CIFAR mean/std, no resize or crop at evaluation)."""
+    return {
+        "url": url,
+        "num_classes": 10,
+        "input_size": (3, 32, 32),
+        "pool_size": (32, 32),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": CIFAR10_MEAN,
+        "std": CIFAR10_STD,
+        "first_conv": "stem.proj",
+        "classifier": "head.fc",
+        "license": "apache-2.0",
+        **kwargs,
+    }

@@ -1,0 +1,112 @@
+"""CIFAR-10 baselines at Hyena-ISO's size: S4ND-ISO (``s4nd_iso_cifar``) and a small ViT (``vit_iso_cifar``).
+
+S4ND-ISO is ``IsotropicNet`` (see ``hyena_iso.py``) with the S4ND layer as mixer: 4 blocks x 128, 64-dim diagonal
+state per channel and axis (32 complex modes: 16 per direction), about 268k parameters like the paper's. ViT-ISO is
+timm's ``VisionTransformer`` sized for 32x32 input: patch 4 (64 tokens), width 64, depth 6, 4 heads, MLP ratio 2,
+class token and learned position embedding (about 208k parameters).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from timm.layers import register_notrace_module
+from timm.models import build_model_with_cfg, register_model
+from timm.models._registry import generate_default_cfgs
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
+
+from ..layers.s4nd import S4ND
+from ._helpers import cifar_cfg
+from .hyena_iso import IsotropicNet, create_isotropic
+
+__all__ = ["S4ndIso"]
+
+register_notrace_module(S4ND)
+
+
+class S4ndIso(IsotropicNet):
+    """S4ND-ISO: ``IsotropicNet`` with ``S4ND`` layers (kernel, skip, GELU, dropout, GLU). Any input size works."""
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        global_pool: str = "avg",
+        embed_dim: int = 128,
+        depth: int = 4,
+        d_state: int = 64,
+        init: str = "lin",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = True,
+        ssm_lr: float = 1e-3,
+        fftconv_backend: str = "auto",
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        """
+        Args:
+            img_size: nominal input size (pretrained config; the SSM kernels are generated for any size).
+            d_state, init ('lin' | 'inv'), dt_min, dt_max, bidirectional: ``DiagonalSSMKernel`` settings.
+            ssm_lr: optimizer hint (lr, weight decay 0) of A and dt.
+            drop_rate: dropout before the classifier; proj_drop_rate: dropout after GELU in each S4ND layer;
+                drop_path_rate: stochastic depth.
+        """
+        mixer_layer = partial(
+            S4ND,
+            d_state=d_state,
+            init=init,
+            dt_min=dt_min,
+            dt_max=dt_max,
+            bidirectional=bidirectional,
+            dropout=proj_drop_rate,
+            lr=ssm_lr,
+            fftconv_backend=fftconv_backend,
+        )
+        super().__init__(
+            mixer_layer,
+            img_size=img_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            global_pool=global_pool,
+            embed_dim=embed_dim,
+            depth=depth,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            max_img_size=None,
+            device=device,
+            dtype=dtype,
+        )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "s4nd_iso_cifar": cifar_cfg(),
+        "vit_iso_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
+    }
+)
+
+
+@register_model
+def s4nd_iso_cifar(pretrained: bool = False, **kwargs) -> S4ndIso:
+    """S4ND-ISO for 32x32 CIFAR: 4 blocks x 128, S4D-Lin init, bidirectional (~268k params)."""
+    return create_isotropic(S4ndIso, "s4nd_iso_cifar", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def vit_iso_cifar(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """ViT for 32x32 CIFAR at Hyena-ISO's size: patch 4, 64 wide, 6 deep, 4 heads, MLP ratio 2 (~208k params)."""
+    model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0)
+    return build_model_with_cfg(
+        VisionTransformer,
+        "vit_iso_cifar",
+        pretrained,
+        pretrained_filter_fn=vit_checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **dict(model_args, **kwargs),
+    )

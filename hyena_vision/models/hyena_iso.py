@@ -1,0 +1,308 @@
+"""Hyena-ISO: the Hyena paper's isotropic 2D model for CIFAR-10 (4 blocks of width 128, about 202k parameters).
+
+A pixel-level embedding (a 1x1 conv, 3 -> 128), residual pre-norm blocks
+``x + drop_path(GLU(dropout(GELU(mixer(LN(x))))))`` at full resolution, a final norm, mean pooling and the
+classifier. In Hyena-ISO the mixer is the 2D Hyena long convolution (``HyenaOperator2d``) with implicit filters as
+large as the input and a decay window varying across channels; ``gated=False`` (the paper's option, the default)
+keeps only the long convolution and its skip term, ``gated=True`` adds the projections and gates. S4ND-ISO
+(``cifar_baselines.py``) is the same skeleton with the S4ND layer. Features are channels-last (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm,
+    PatchEmbed,
+    calculate_drop_path_rates,
+    register_notrace_module,
+)
+from timm.layers.helpers import get_device_dtype
+from timm.models import build_model_with_cfg, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
+from timm.models._registry import generate_default_cfgs
+from torch import nn
+
+from ..layers import HyenaOperator2d, no_weight_decay_names
+from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
+
+__all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso", "create_isotropic"]
+
+register_notrace_module(HyenaOperator2d)
+
+
+class HyenaIsoLayer(nn.Module):
+    """A 2D long-convolution operator, GELU, dropout and a GLU output projection; (B, H, W, dim) -> same."""
+
+    def __init__(
+        self,
+        dim: int,
+        operator_layer: Callable[..., nn.Module],
+        *,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.operator = operator_layer(dim, **dd)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(dim, 2 * dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(F.gelu(self.operator(x)))
+        return F.glu(self.out_proj(x), dim=-1)
+
+
+class IsoBlock(nn.Module):
+    """Pre-norm residual block ``x + drop_path(mixer(norm(x)))`` on (B, H, W, dim)."""
+
+    def __init__(
+        self,
+        dim: int,
+        mixer_layer: Callable[..., nn.Module],
+        *,
+        drop_path: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = LayerNorm,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm = norm_layer(dim, **dd)
+        self.mixer = mixer_layer(dim, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.mixer(self.norm(x)))
+
+
+class IsotropicNet(nn.Module):
+    """Isotropic image classifier: 1x1 embedding, ``depth`` ``IsoBlock`` s of ``mixer_layer``, norm, pool, head.
+
+    Subclasses build ``mixer_layer`` (a callable ``(dim, device=, dtype=) -> module`` on channels-last maps) from
+    their explicit arguments. ``forward_features`` gives (B, H, W, C) (``output_fmt = 'NHWC'``). Images larger
+    than ``max_img_size`` (None: no limit) raise.
+    """
+
+    output_fmt = "NHWC"
+
+    def __init__(
+        self,
+        mixer_layer: Callable[..., nn.Module],
+        *,
+        img_size: int | tuple[int, int],
+        in_chans: int,
+        num_classes: int,
+        global_pool: str,
+        embed_dim: int,
+        depth: int,
+        drop_rate: float,
+        drop_path_rate: float,
+        max_img_size: tuple[int, int] | None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.max_img_size = max_img_size
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.grad_checkpointing = False
+        self.stem = PatchEmbed(
+            img_size=img_size,
+            patch_size=1,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            output_fmt="NHWC",
+            strict_img_size=False,
+            **dd,
+        )
+        drop_path_rates = calculate_drop_path_rates(drop_path_rate, depth)  # linear in depth
+        self.blocks = nn.Sequential(
+            *[IsoBlock(embed_dim, mixer_layer, drop_path=drop_path_rates[i], **dd) for i in range(depth)]
+        )
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=1) for i in range(depth)]
+        self.norm = LayerNorm(embed_dim, **dd)
+        self.head = ClassifierHead(
+            embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC", **dd
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters whose optimizer hints set weight decay 0 (filter networks, SSM A and dt, ...)."""
+        return no_weight_decay_names(self)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features and the outputs of the blocks selected by ``indices``, as 'NCHW' or 'NHWC' maps."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
+            if i in take_indices:
+                y = self.norm(x) if norm else x
+                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the final norm / head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class HyenaIso(IsotropicNet):
+    """Hyena-ISO: ``IsotropicNet`` with the 2D Hyena long convolution as mixer (see the module docstring).
+
+    Inputs larger than ``img_size`` (the filters' extent) raise; smaller ones use the centred part of the filters.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        global_pool: str = "avg",
+        embed_dim: int = 128,
+        depth: int = 4,
+        gated: bool = False,
+        order: int = 2,
+        filter_order: int = 64,
+        short_filter_order: int = 3,
+        emb_dim: int = 3,
+        num_inner_mlps: int = 2,
+        w: float = 1.0,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        target: float = 1e-2,
+        modulate: bool = True,
+        filter_lr: float = 1e-3,
+        lr_pos_emb: float = 1e-5,
+        fftconv_backend: str = "auto",
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        """
+        Args:
+            img_size: input size = the 2D filters' extent (l_max).
+            gated: add the Hyena projections and gates around the long convolution (paper's Hyena-ISO: False).
+            order, filter_order, short_filter_order, emb_dim (per axis), num_inner_mlps, w, fast_decay_pct,
+                slow_decay_pct, target, modulate: ``HyenaOperator2d`` / implicit filter settings.
+            filter_lr, lr_pos_emb: optimizer hints of the filter networks and their positional features.
+            drop_rate: dropout before the classifier; proj_drop_rate: dropout after GELU in each block;
+                drop_path_rate: stochastic depth.
+        """
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        operator_layer = partial(
+            HyenaOperator2d,
+            l_max=img_size,
+            order=order,
+            gated=gated,
+            filter_order=filter_order,
+            short_filter_order=short_filter_order,
+            emb_dim=emb_dim,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            fast_decay_pct=fast_decay_pct,
+            slow_decay_pct=slow_decay_pct,
+            target=target,
+            modulate=modulate,
+            filter_lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
+            fftconv_backend=fftconv_backend,
+        )
+        super().__init__(
+            partial(HyenaIsoLayer, operator_layer=operator_layer, dropout=proj_drop_rate),
+            img_size=img_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            global_pool=global_pool,
+            embed_dim=embed_dim,
+            depth=depth,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            max_img_size=img_size,
+            device=device,
+            dtype=dtype,
+        )
+
+
+default_cfgs = generate_default_cfgs({"hyena_iso_cifar": cifar_cfg()})
+
+
+def create_isotropic(model_cls: type[IsotropicNet], variant: str, pretrained: bool = False, **kwargs):
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+@register_model
+def hyena_iso_cifar(pretrained: bool = False, **kwargs) -> HyenaIso:
+    """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (~205k params)."""
+    return create_isotropic(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)
