@@ -8,11 +8,13 @@ torchrun's environment; ``MetricsLogger`` writes JSONL, CSV and TensorBoard scal
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,14 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
 
 __all__ = [
     "ConfigError",
     "DistInfo",
     "MetricsLogger",
     "cleanup_distributed",
+    "evaluate_classifier",
     "export_safetensors",
     "init_distributed",
     "load_checkpoint",
@@ -33,6 +37,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "save_config",
+    "seed_everything",
     "set_rng_state",
     "unwrap_model",
 ]
@@ -80,9 +85,13 @@ def load_config(schema: type, path: str | os.PathLike | None, overrides: list[st
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"cannot resolve config: {e}") from e
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    # "???" in the file marks a value the user must give; merging it onto a schema default drops the mark
+    required = OmegaConf.missing_keys(sources[0][1]) if path is not None else set()
+    overridden = [source for where, source in sources if where.startswith("override")]
+    given = {k for k in required if any(OmegaConf.select(o, k, default=None) is not None for o in overridden)}
+    missing = sorted((required - given) | OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"config values required but not given: {', '.join(missing)}")
+        raise ConfigError(f"config values required but not given: {', '.join(missing)} (e.g. {missing[0]}=...)")
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -148,6 +157,14 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy (when imported) and torch (CPU and CUDA)."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
 
 
 def set_rng_state(state: dict) -> None:
@@ -228,25 +245,24 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 class MetricsLogger:
     """Scalars per step to ``metrics.jsonl``, ``metrics.csv`` and TensorBoard (``out_dir/tb``).
 
-    Only the process with ``enabled=True`` (rank 0) writes. The CSV header comes from the first row; a later row
-    with a key the header lacks raises (log every scalar from the first call, or use separate loggers).
-    Rows missing some header keys leave those cells empty. Non-finite values are written as-is (NaN shows up).
+    Only the process with ``enabled=True`` (rank 0) writes; files are appended to, so a resumed run continues them.
+    The CSV header is the union of the keys seen so far, in first-seen order: a row with a new key rewrites the CSV
+    (atomically) with the wider header; cells a row lacks stay empty.
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, enabled: bool):
         self.enabled = enabled
         self.out_dir = Path(out_dir)
-        self._csv_fields: list[str] | None = None
-        self._tb = None
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._csv_path = self.out_dir / "metrics.csv"
+        self._fields: list[str] = []
+        if self._csv_path.is_file() and self._csv_path.stat().st_size > 0:  # resumed run: keep the existing header
+            with open(self._csv_path, newline="") as f:
+                self._fields = next(csv.reader(f))
         self._jsonl = open(self.out_dir / "metrics.jsonl", "a")
-        csv_path = self.out_dir / "metrics.csv"
-        if csv_path.is_file() and csv_path.stat().st_size > 0:  # resumed run: keep the existing header
-            with open(csv_path, newline="") as f:
-                self._csv_fields = next(csv.reader(f))
-        self._csv = open(csv_path, "a", newline="")
+        self._csv = open(self._csv_path, "a", newline="")
         from torch.utils.tensorboard import SummaryWriter
 
         self._tb = SummaryWriter(log_dir=str(self.out_dir / "tb"))
@@ -259,17 +275,26 @@ class MetricsLogger:
             row[k] = v.item() if isinstance(v, torch.Tensor) else v
         self._jsonl.write(json.dumps(row) + "\n")
         self._jsonl.flush()
-        if self._csv_fields is None:
-            self._csv_fields = list(row)
-            csv.writer(self._csv).writerow(self._csv_fields)
-        unknown = [k for k in row if k not in self._csv_fields]
-        if unknown:
-            raise KeyError(f"MetricsLogger.log: keys {unknown} not in the CSV header {self._csv_fields}")
-        csv.writer(self._csv).writerow([row.get(k, "") for k in self._csv_fields])
+        new_keys = [k for k in row if k not in self._fields]
+        if new_keys:
+            self._widen_csv(self._fields + new_keys)
+        csv.writer(self._csv).writerow([row.get(k, "") for k in self._fields])
         self._csv.flush()
         for k, v in row.items():
             if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
                 self._tb.add_scalar(k, v, global_step=int(step))
+
+    def _widen_csv(self, fields: list[str]) -> None:
+        self._csv.close()
+        with open(self._csv_path, newline="") as f:
+            old = list(csv.DictReader(f))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(old)
+        _atomic_write(self._csv_path, lambda f: f.write(text.getvalue().encode()))
+        self._fields = fields
+        self._csv = open(self._csv_path, "a", newline="")
 
     def close(self) -> None:
         if not self.enabled:
@@ -295,3 +320,57 @@ def export_safetensors(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     data = save(state)
     _atomic_write(path, lambda f: f.write(data))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: torch.nn.Module,
+    loader,
+    *,
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Top-1 / top-5 accuracy (torchmetrics, micro average: the fraction of images), mean cross-entropy, image count
+    and throughput over ``loader``; under torch.distributed the metrics are summed over all ranks."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    was_training = model.training
+    model.eval()
+    top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro").to(device)
+    top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro").to(device)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, images)
+    start = time.perf_counter()
+    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)  # (B, num_classes)
+        logits = logits.float()
+        totals[0] += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+        totals[1] += targets.numel()
+        top1.update(logits, targets)
+        top5.update(logits, targets)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    model.train(was_training)
+    images = int(totals[1].item())
+    if images == 0:
+        raise ValueError("evaluation loader yielded no images")
+    return {
+        "top1": 100.0 * top1.compute().item(),
+        "top5": 100.0 * top5.compute().item(),
+        "loss": totals[0].item() / images,
+        "images": images,
+        "img_per_s": images / seconds,
+    }

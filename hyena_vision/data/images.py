@@ -1,0 +1,264 @@
+"""Image classification data: ImageFolder directories, tars of them, torchvision's CIFAR-10; transforms; samplers.
+
+An "image folder" is torchvision's layout ``<root>/<split>/<class>/<image>``; a tar (``.tar``, ``.tar.gz``, ``.tgz``)
+holding one is extracted once into a cache folder. Class indices are the sorted class folder names (ImageNet's
+sorted wnids, CIFAR-10's sorted names). Images that fail to decode are reported with their path, counted and
+replaced by the next readable image, so a long run never dies on one bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import datasets
+from torchvision import transforms as T
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "EpochSampler",
+    "RobustImageFolder",
+    "build_eval_transform",
+    "build_train_transform",
+    "extract_tar",
+    "find_split_dir",
+    "image_dataset",
+    "is_tar",
+    "shard_indices",
+    "subset_indices",
+]
+
+log = logging.getLogger(__name__)
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_tar(path: str | os.PathLike) -> bool:
+    return str(path).endswith(TAR_SUFFIXES)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HYENA_VISION_CACHE", Path.home() / ".cache" / "hyena_vision"))
+
+
+def extract_tar(tar_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Extract a tar (optionally gzipped) once into ``cache_dir`` (default ``$HYENA_VISION_CACHE`` or
+    ``~/.cache/hyena_vision``) and return the folder.
+
+    The folder name hashes the tar's absolute path, size and mtime; extraction goes to a temp folder renamed into
+    place, so an interrupted extraction is never mistaken for a finished one.
+    """
+    tar_path = Path(tar_path).resolve()
+    if not tar_path.is_file():
+        raise FileNotFoundError(f"tar_path {str(tar_path)!r} not found")
+    stat = tar_path.stat()
+    tag = f"{tar_path}|{stat.st_size}|{stat.st_mtime_ns}"
+    name = tar_path.name.split(".")[0] + "-" + hashlib.sha1(tag.encode()).hexdigest()[:12]
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = cache_dir / name
+    if dest.is_dir():
+        return dest
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{name}."))
+    try:
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(tmp, members=(m for m in tar if m.isfile() or m.isdir()), filter="data")
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def find_split_dir(root: str | os.PathLike, split: str) -> Path:
+    """``root/split`` or, for an archive with one top folder, ``root/<top>/split``."""
+    root = Path(root)
+    for candidate in (root / split, *sorted(p / split for p in root.iterdir() if p.is_dir())):
+        if candidate.is_dir():
+            return candidate
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    raise FileNotFoundError(f"split {split!r} not found under {str(root)!r} (folders there: {found})")
+
+
+class RobustImageFolder(datasets.ImageFolder):
+    """``ImageFolder`` that reports unreadable images (path, count) and serves the next readable one instead."""
+
+    max_consecutive_bad = 100
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None):
+        super().__init__(str(root), transform=transform)
+        self.num_bad = 0
+
+    def __getitem__(self, index: int):
+        for attempt in range(self.max_consecutive_bad):
+            i = (index + attempt) % len(self.samples)
+            path, target = self.samples[i]
+            try:
+                image = self.loader(path)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                self.num_bad += 1
+                log.warning(
+                    "skipping unreadable image %s (%s: %s); %d skipped so far", path, type(e).__name__, e, self.num_bad
+                )
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, target
+        raise RuntimeError(f"{self.max_consecutive_bad} unreadable images in a row from index {index} in {self.root}")
+
+
+def image_dataset(
+    kind: str,
+    root: str | os.PathLike,
+    split: str,
+    transform: Callable | None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> Dataset:
+    """A map-style dataset of (image, class index).
+
+    ``kind``: "folder" (an ImageFolder directory with split subfolders, or a tar of one) or "torchvision_cifar10"
+    (torchvision's CIFAR10 under ``root``; ``split`` "train" or "test"; ``download`` only when asked).
+    """
+    if kind == "folder":
+        root = Path(root)
+        if is_tar(root):
+            root = extract_tar(root, cache_dir)
+        elif not root.is_dir():
+            raise FileNotFoundError(f"data root {str(root)!r} is neither a folder nor a .tar/.tar.gz/.tgz file")
+        return RobustImageFolder(find_split_dir(root, split), transform=transform)
+    if kind == "torchvision_cifar10":
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test' for torchvision_cifar10, got {split!r}")
+        return datasets.CIFAR10(str(root), train=split == "train", transform=transform, download=download)
+    raise ValueError(f"kind must be 'folder' or 'torchvision_cifar10' (shards have their own reader), got {kind!r}")
+
+
+def subset_indices(n: int, size: int, seed: int) -> list[int]:
+    """``size`` distinct indices out of ``n`` drawn with ``seed`` (all of them, in order, when size is 0)."""
+    if size < 0 or size > n:
+        raise ValueError(f"subset size must be in [0, {n}], got {size}")
+    if size == 0:
+        return list(range(n))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:size].tolist())
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """Evaluation split across ranks: every index exactly once, none padded or dropped."""
+    return list(range(rank, n, world_size))
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled indices for one rank in one epoch, resumable mid-epoch.
+
+    Each epoch draws one permutation of the dataset from ``(seed, epoch)``, keeps the first
+    ``updates_per_epoch * global_batch`` indices (whole optimizer updates only) and gives this rank every
+    ``world_size``-th of them, so update u of rank r covers part of the same global batch a single process would
+    draw. ``set_epoch(epoch, start)`` skips the first ``start`` indices of this rank's list (the micro-batches
+    already consumed before a checkpoint) without touching any global RNG.
+    """
+
+    def __init__(self, num_samples: int, *, global_batch: int, rank: int, world_size: int, seed: int):
+        if num_samples < global_batch:
+            raise ValueError(f"dataset has {num_samples} samples, fewer than one global batch of {global_batch}")
+        self.num_samples, self.global_batch = num_samples, global_batch
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.updates_per_epoch = num_samples // global_batch
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.num_samples, generator=g)[: self.updates_per_epoch * self.global_batch]
+        return iter(perm[self.rank :: self.world_size][self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.updates_per_epoch * self.global_batch // self.world_size - self.start
+
+
+def build_train_transform(
+    policy: str,
+    *,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+    hflip: float = 0.5,
+    color_jitter: float = 0.0,
+    rand_augment: str | None = None,
+    re_prob: float = 0.0,
+    scale: Sequence[float] = (0.08, 1.0),
+    crop_padding: int = 4,
+) -> Callable:
+    """Training transform. ``policy``: "timm" (RandomResizedCrop + flip + optional RandAugment / colour jitter +
+    random erasing, via ``timm.data.create_transform``), "cifar" (random crop with ``crop_padding`` + flip: the
+    "basic augmentation" of CIFAR papers) or "none" (the evaluation transform at full size)."""
+    from timm.data import create_transform
+
+    if policy == "timm":
+        return create_transform(
+            tuple(input_size),
+            is_training=True,
+            scale=tuple(scale),
+            hflip=hflip,
+            color_jitter=color_jitter,
+            auto_augment=rand_augment,
+            interpolation=interpolation,
+            mean=tuple(mean),
+            std=tuple(std),
+            re_prob=re_prob,
+            re_mode="pixel",
+            re_count=1,
+        )
+    if policy == "cifar":
+        steps = [T.RandomCrop(tuple(input_size[-2:]), padding=crop_padding, padding_mode="constant")]
+        if hflip > 0:
+            steps.append(T.RandomHorizontalFlip(hflip))
+        steps += [T.ToTensor(), T.Normalize(mean, std)]
+        if re_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
+        return T.Compose(steps)
+    if policy == "none":
+        return build_eval_transform(
+            input_size=input_size, mean=mean, std=std, interpolation=interpolation, crop_pct=1.0
+        )
+    raise ValueError(f"augmentation policy must be 'timm', 'cifar' or 'none', got {policy!r}")
+
+
+def build_eval_transform(
+    *,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+    crop_pct: float = 0.875,
+) -> Callable:
+    """Resize to ``input_size / crop_pct``, centre crop, normalize (timm's evaluation transform)."""
+    from timm.data import create_transform
+
+    return create_transform(
+        tuple(input_size),
+        is_training=False,
+        interpolation=interpolation,
+        mean=tuple(mean),
+        std=tuple(std),
+        crop_pct=crop_pct,
+    )
