@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> str:
         if not (run_dir / "summary.json").is_file():
             command = [sys.executable, "-m", "train.lm", "--config", str(Path(args.config).resolve()),
                        *args.overrides, f"model.arch={arch}", f"out_dir={run_dir.resolve()}"]  # fmt: skip
+            if (run_dir / "last.pt").is_file():
+                command.append("--resume")  # an interrupted run continues where it stopped
             print("$ " + " ".join(command), flush=True)
             subprocess.run(command, cwd=root, check=True)
         runs[arch] = (

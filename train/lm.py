@@ -187,8 +187,8 @@ def check_config(cfg: LMConfig, world_size: int) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (see configs/lm/); omitted: schema defaults + overrides")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None,
-                        help="checkpoint to continue from; without a value: <out_dir>/last.pt")  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pt")
+    parser.add_argument("--resume-from", metavar="PATH", help="continue from this checkpoint (implies --resume)")
     parser.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. optim.lr=1e-3 train.steps=500")
     return parser.parse_args(argv)
 
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     micro_batch = check_config(cfg, world)
     t = cfg.train
     out_dir = Path(cfg.out_dir)
+    if not (args.resume or args.resume_from) and any((out_dir / n).exists() for n in ("last.pt", "metrics.jsonl")):
+        raise FileExistsError(f"out_dir {str(out_dir)!r} already holds a run: pass --resume or choose another out_dir")
     if is_main:
         save_config(cfg, out_dir)
 
@@ -227,8 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
     batches = torch.Generator().manual_seed(t.seed + 1 + dist_info.rank)  # training windows, per rank
 
     step, train_seconds, ckpt_path = 0, 0.0, out_dir / "last.pt"
-    if args.resume is not None:
-        state = load_checkpoint(ckpt_path if args.resume == "auto" else args.resume)
+    resume_path = Path(args.resume_from) if args.resume_from else ckpt_path if args.resume else None
+    if resume_path is not None:
+        state = load_checkpoint(resume_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
