@@ -34,6 +34,7 @@ __all__ = [
     "init_distributed",
     "load_checkpoint",
     "load_config",
+    "resume_path",
     "rng_state",
     "save_checkpoint",
     "save_config",
@@ -140,6 +141,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def resume_path(out_dir: str | os.PathLike, *, resume: bool, resume_from: str | None) -> Path | None:
+    """The checkpoint a run continues from (``resume_from``, else ``out_dir/last.pt`` when ``resume``), or None.
+
+    A fresh run refuses an ``out_dir`` that already holds a run, so nothing is overwritten by mistake.
+    """
+    out_dir = Path(out_dir)
+    if resume_from:
+        return Path(resume_from)
+    if resume:
+        return out_dir / "last.pt"
+    if any((out_dir / name).exists() for name in ("last.pt", "metrics.jsonl")):
+        raise FileExistsError(f"out_dir {str(out_dir)!r} already holds a run: pass --resume or choose another out_dir")
+    return None
 
 
 def rng_state() -> dict:

@@ -30,6 +30,7 @@ from hyena_vision.training import (
     init_distributed,
     load_checkpoint,
     load_config,
+    resume_path,
     rng_state,
     save_checkpoint,
     save_config,
@@ -420,3 +421,12 @@ def test_console_script_runs_the_trainer(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _cli.classify()
     assert exit_info.value.code == 0 and "--resume" in capsys.readouterr().out
+
+
+def test_resume_path_never_overwrites_a_run(tmp_path):
+    assert resume_path(tmp_path, resume=False, resume_from=None) is None  # fresh run, empty folder
+    assert resume_path(tmp_path, resume=True, resume_from=None) == tmp_path / "last.pt"
+    assert resume_path(tmp_path, resume=False, resume_from="x/ckpt.pt") == Path("x/ckpt.pt")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="already holds a run: pass --resume"):
+        resume_path(tmp_path, resume=False, resume_from=None)

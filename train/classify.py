@@ -42,6 +42,7 @@ from hyena_vision.training import (
     init_distributed,
     load_checkpoint,
     load_config,
+    resume_path,
     rng_state,
     save_checkpoint,
     save_config,
@@ -258,9 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     dist_info = init_distributed()
     device, is_main = dist_info.device, dist_info.is_main
     out_dir = Path(cfg.out_dir)
-    resume_path = Path(args.resume_from) if args.resume_from else out_dir / "last.pt" if args.resume else None
-    if resume_path is None and any((out_dir / name).exists() for name in ("last.pt", "metrics.jsonl")):
-        raise FileExistsError(f"out_dir {str(out_dir)!r} already holds a run: pass --resume or choose another out_dir")
+    checkpoint_path = resume_path(out_dir, resume=args.resume, resume_from=args.resume_from)
     if is_main:
         save_config(cfg, out_dir)
 
@@ -341,8 +340,8 @@ def main(argv: list[str] | None = None) -> dict:
     # resume: everything that decides the next update, including every RNG
     epoch, start_update, step, train_seconds = 0, 0, 0, 0.0
     ckpt_path = out_dir / "last.pt"
-    if resume_path is not None:
-        state = load_checkpoint(resume_path)
+    if checkpoint_path is not None:
+        state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -43,6 +43,7 @@ from hyena_vision.training import (
     init_distributed,
     load_checkpoint,
     load_config,
+    resume_path,
     rng_state,
     save_checkpoint,
     save_config,
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     micro_batch = check_config(cfg, world)
     t = cfg.train
     out_dir = Path(cfg.out_dir)
-    if not (args.resume or args.resume_from) and any((out_dir / n).exists() for n in ("last.pt", "metrics.jsonl")):
-        raise FileExistsError(f"out_dir {str(out_dir)!r} already holds a run: pass --resume or choose another out_dir")
+    checkpoint_path = resume_path(out_dir, resume=args.resume, resume_from=args.resume_from)
     if is_main:
         save_config(cfg, out_dir)
 
@@ -229,9 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
     batches = torch.Generator().manual_seed(t.seed + 1 + dist_info.rank)  # training windows, per rank
 
     step, train_seconds, ckpt_path = 0, 0.0, out_dir / "last.pt"
-    resume_path = Path(args.resume_from) if args.resume_from else ckpt_path if args.resume else None
-    if resume_path is not None:
-        state = load_checkpoint(resume_path)
+    if checkpoint_path is not None:
+        state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
