@@ -1,0 +1,54 @@
+"""Smoke runs of the comparison and benchmark scripts at tiny sizes: they run end to end and write their outputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
+    out = run_script("eval/bench_fftconv.py", "--lengths", "64", "200", "--batch", "1", "--channels", "4",
+                     "--dtypes", "fp32", "--warmup", "1", "--iters", "2", "--out", str(tmp_path))  # fmt: skip
+    rows = [line for line in (tmp_path / "bench_fftconv.md").read_text().splitlines() if line.startswith("| fp32")]
+    assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "200"]
+    assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
+    if device == "cpu":
+        assert "NO CUDA DEVICE: only the torch reference was timed" in out
+        assert all("| torch |" in row for row in rows)
+
+
+def test_compare_cifar10_tiny(tmp_path, shared_data):
+    out_dir = tmp_path / "cmp"
+    run_script("eval/compare_cifar10.py", "--budget", "demo", "--models", "hyena_iso", "vit_iso",
+               "--data", str(shared_data / "cifar10-jpg.tar.gz"), "--out", str(out_dir),
+               "data.train_subset=40", "data.val_subset=20", "train.batch_size=20", "train.epochs=1",
+               "model.kwargs.embed_dim=8", "model.kwargs.depth=1")  # fmt: skip
+    results = json.loads((out_dir / "results.json").read_text())
+    text = json.dumps(results)
+    assert "hyena_iso_cifar" in text and "vit_iso_cifar" in text
+    table = (out_dir / "results.md").read_text()
+    assert table.count("\n|") >= 3 and (out_dir / "accuracy.png").stat().st_size > 0
+
+
+def test_compare_lm_tiny(tmp_path, shared_data):
+    out_dir = tmp_path / "lm"
+    tiny = ["model.d_model=16", "model.n_layer=1", "model.d_mlp=32", "model.l_max=16", "model.hyena.filter_order=8",
+            "model.gpt.n_head=2", "train.block_size=16", "train.batch_size=4", "train.steps=4", "train.eval_every=2",
+            "train.eval_batches=1", "train.log_every=2", "optim.warmup_steps=1",
+            f"data.text={shared_data / 'tinyshakespeare.txt'}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    run_script("eval/compare_lm.py", "--config", "configs/lm/shakespeare_char_cpu.yaml", "--out", str(out_dir), *tiny)
+    table = next(out_dir.glob("*.md")).read_text()
+    assert "hyena" in table and "gpt" in table and list(out_dir.glob("*.png"))
+    for arch in ("hyena", "gpt"):  # a finished run is reused, not retrained or refused
+        assert (out_dir / arch / "summary.json").is_file()
+    run_script("eval/compare_lm.py", "--config", "configs/lm/shakespeare_char_cpu.yaml", "--out", str(out_dir), *tiny)
