@@ -5,6 +5,7 @@ import importlib.util
 import json
 import pathlib
 import sys
+import types
 
 import pytest
 import timm
@@ -53,6 +54,18 @@ def test_causal(make):
     assert a.shape == (2, 24, 13)
     assert torch.allclose(a[:, :10], b[:, :10], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_gpt_attention_matches_naive_masked_softmax():
+    """CausalSelfAttention == an explicit float64 causal softmax(q k^T / sqrt(d_head)) v over heads."""
+    torch.manual_seed(0)
+    attention = GPT(vocab_size=13, d_model=16, n_layer=1, n_head=4, d_mlp=32, l_max=24, dtype=torch.float64)
+    attention = attention.layers[0].mixer
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    q, k, v = (t.view(2, 9, 4, 4).transpose(1, 2) for t in attention.qkv(x).split(16, dim=-1))  # (B, H, L, 4)
+    scores = (q @ k.transpose(-1, -2) / 2.0).masked_fill(~torch.ones(9, 9, dtype=torch.bool).tril(), float("-inf"))
+    expected = attention.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 9, 16))
+    assert torch.allclose(attention(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_loss_decreases_on_tiny_corpus():
@@ -342,3 +355,7 @@ def test_bench_mixers_and_associative_recall_scripts(tmp_path):
     results = recall.main([*args, "--out", str(tmp_path / "recall")])
     assert [(r["model"], r["steps"]) for r in results] == [("hyena", 4), ("attention", 4)]
     assert 0 <= results[0]["accuracy"] <= 1 and "| hyena | 9 |" in (tmp_path / "recall" / "results.md").read_text()
+    # GPT-2's init std 0.02 left the width-64 attention baseline at chance (uniform attention): it uses 0.1
+    assert "attention 0.0005, init std 0.1" in (tmp_path / "recall" / "results.md").read_text()
+    gpt = recall.build_model("attention", 10, 64, types.SimpleNamespace(width=64, heads=1, attn_init_std=0.1))
+    assert 0.09 < gpt.layers[0].mixer.qkv.weight.std() < 0.11 and 0.09 < gpt.position_embeddings.weight.std() < 0.11
