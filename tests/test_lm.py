@@ -16,7 +16,7 @@ from safari_reference import random_safari_state_dict, safari_operator_forward
 from hyena_vision.data.associative_recall import associative_recall_batch
 from hyena_vision.models.gpt import GPT, create_lm
 from hyena_vision.models.hyena_lm import HyenaLM, convert_safari_lm_state_dict
-from hyena_vision.training import ConfigError, load_checkpoint, save_checkpoint
+from hyena_vision.training import ConfigError, load_checkpoint, load_config, save_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -359,3 +359,14 @@ def test_bench_mixers_and_associative_recall_scripts(tmp_path):
     assert "attention 0.0005, init std 0.1" in (tmp_path / "recall" / "results.md").read_text()
     gpt = recall.build_model("attention", 10, 64, types.SimpleNamespace(width=64, heads=1, attn_init_std=0.1))
     assert 0.09 < gpt.layers[0].mixer.qkv.weight.std() < 0.11 and 0.09 < gpt.position_embeddings.weight.std() < 0.11
+
+
+@pytest.mark.parametrize("name", ["shakespeare_char_cpu", "shakespeare_char"])
+def test_lm_configs_load_and_build(name):
+    cfg = load_config(train_lm.LMConfig, ROOT / "configs" / "lm" / f"{name}.yaml", ["optim.lr=3e-4"])
+    assert cfg.optim.lr == 3e-4 and cfg.train.steps > 0 and cfg.model.arch == "hyena"
+    with pytest.raises(ConfigError, match="n_layers"):
+        load_config(train_lm.LMConfig, ROOT / "configs" / "lm" / f"{name}.yaml", ["model.n_layers=2"])
+    with torch.device("meta"):
+        model = create_lm(cfg.model.arch, **train_lm.model_arguments(cfg, 65))
+    assert sum(p.numel() for p in model.parameters()) > 0
