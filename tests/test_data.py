@@ -33,23 +33,9 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 @pytest.fixture(scope="module")
-def cifar_folder(tmp_path_factory) -> Path:
+def cifar_folder(cifar_subset) -> Path:
     """A small real CIFAR-10 ImageFolder: 6 train and 3 test JPEGs per class, taken from the shared tar."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-    if not shared.is_file():
-        pytest.skip(f"{shared} not found")
-    root = tmp_path_factory.mktemp("cifar")
-    wanted = {
-        f"cifar10/{split}/{c}/{i:04d}.jpg"
-        for c in CLASSES
-        for split, n in (("train", 6), ("test", 3))
-        for i in range(n)
-    }
-    with tarfile.open(shared) as tar:
-        members = [m for m in tar.getmembers() if m.name in wanted]
-        tar.extractall(root, members=members, filter="data")
-    assert len(members) == len(wanted)
-    return root / "cifar10"
+    return cifar_subset(6, 3)
 
 
 def _truncate(path: Path) -> None:

@@ -12,7 +12,6 @@ import random
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from hyena_vision.training import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TINY_HYENA_ISO = [
     "model.name=hyena_iso_cifar",
     "model.kwargs.embed_dim=8",
@@ -59,21 +57,9 @@ classify = _load_script("train/classify.py")
 
 
 @pytest.fixture(scope="module")
-def cifar_folder(tmp_path_factory) -> Path:
+def cifar_folder(cifar_subset) -> Path:
     """Real CIFAR-10 JPEGs from the shared tar: the first 300 train and 50 test images of every class."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-    if not shared.is_file():
-        pytest.skip(f"{shared} not found")
-    root = tmp_path_factory.mktemp("cifar")
-    wanted = {
-        f"cifar10/{split}/{c}/{i:04d}.jpg"
-        for c in CLASSES
-        for split, n in (("train", 300), ("test", 50))
-        for i in range(n)
-    }
-    with tarfile.open(shared) as tar:
-        tar.extractall(root, members=[m for m in tar.getmembers() if m.name in wanted], filter="data")
-    return root / "cifar10"
+    return cifar_subset(300, 50)
 
 
 def _run_args(cifar_folder: Path, out_dir: Path, *extra: str) -> list[str]:
