@@ -123,9 +123,10 @@ class HyenaOperator(nn.Module):
 
     def long_filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-step kernels (N-1, d_inner, n) and skips (N-1, d_inner), n = length or 2*length-1."""
-        k = self.filter(length)  # (O * head_dim, n)
-        k = k.view(self.order - 1, self.head_dim, -1).repeat(1, self.num_heads, 1)  # (O, d_inner, n)
-        skip = self.filter.bias.view(self.order - 1, self.head_dim).repeat(1, self.num_heads)  # (O, d_inner)
+        k = self.filter(length).view(self.order - 1, self.head_dim, -1)  # (O, head_dim, n)
+        skip = self.filter.bias.view(self.order - 1, self.head_dim)  # (O, head_dim)
+        if self.num_heads > 1:  # heads share the filters
+            k, skip = k.repeat(1, self.num_heads, 1), skip.repeat(1, self.num_heads)  # (O, d_inner, n), (O, d_inner)
         return k, skip
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:

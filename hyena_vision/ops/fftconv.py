@@ -98,8 +98,8 @@ def _triton_module():
 
 
 def _use_triton(backend: str, u: torch.Tensor) -> bool:
-    if backend == "torch":
-        return False
+    if backend == "torch" or (backend == "auto" and not u.is_cuda):
+        return False  # the kernels run on CUDA tensors: no need to import triton for CPU ones
     module = _triton_module()
     if backend == "triton":
         if module is None:
