@@ -15,6 +15,21 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Relative tolerance for results of different computations (other shapes, crops, batching, thread counts): the BLAS
+# kernel picked per shape, CPU model and thread count rounds differently in the last bits.
+REL_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float | None = None) -> None:
+    """``actual`` equals ``expected`` up to ``rel`` (default: the dtype's ``REL_TOL``) of ``expected``'s largest
+    magnitude, elementwise. For results of different computations; exact equality stays for the very same one."""
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    rel = REL_TOL[expected.dtype] if rel is None else rel
+    scale = expected.abs().max().item()
+    assert scale > 0, "compare on non-zero values"
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
+
+
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

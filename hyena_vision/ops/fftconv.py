@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from . import dispatch
+
 __all__ = ["fftconv", "fftconv2d", "fft_size", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "triton")
@@ -97,7 +99,10 @@ def _triton_module():
     return triton_fftconv
 
 
-def _use_triton(backend: str, u: torch.Tensor) -> bool:
+def _use_triton(backend: str, u: torch.Tensor, kind: str, gated: bool, run) -> bool:
+    """Whether this call runs the Triton kernel; ``run(name)`` computes the call with backend ``name``."""
+    if backend == "auto":
+        backend = dispatch.forced_backend() or "auto"
     if backend == "torch" or (backend == "auto" and not u.is_cuda):
         return False  # the kernels run on CUDA tensors: no need to import triton for CPU ones
     module = _triton_module()
@@ -107,7 +112,9 @@ def _use_triton(backend: str, u: torch.Tensor) -> bool:
                 "backend='triton' requested but the Triton kernels cannot be imported (is triton installed?)"
             )
         return True
-    return module is not None and module.supports(u)  # backend == "auto"
+    if module is None or not module.supports(u):
+        return False
+    return dispatch.AUTO.choose(dispatch.ProblemKey.of(u, kind, gated), run) == "triton"
 
 
 def _check_1d(u: torch.Tensor, k: torch.Tensor, causal: bool) -> int:
@@ -147,15 +154,20 @@ def fftconv(
 ) -> torch.Tensor:
     """Long 1D convolution of ``u`` (B, C, L) with per-channel filters ``k`` by FFT (see the module docstring).
 
-    ``backend``: "torch" (reference), "triton" (fused kernel; error if unavailable) or "auto" (Triton on CUDA
-    tensors when it is available, the reference otherwise). Differentiable in every tensor argument.
+    ``backend``: "torch" (reference), "triton" (fused kernel; error if unavailable) or "auto" (the reference on the
+    CPU; on CUDA the backend measured correct and faster for this kind of problem, see ``hyena_vision.ops.dispatch``).
+    Differentiable in every tensor argument.
     """
     _check_backend(backend)
     lag0 = _check_1d(u, k, causal)
     _check_skip(D, u.shape[1])
     _check_gate("pre_gate", pre_gate, u)
     _check_gate("post_gate", post_gate, u)
-    if _use_triton(backend, u):
+    def run(name: str) -> torch.Tensor:
+        return fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate, backend=name)
+
+    gated = pre_gate is not None or post_gate is not None
+    if _use_triton(backend, u, "causal" if causal else "bidirectional", gated, run):
         return _triton_module().fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate)
     return _fftconv_torch(u, k, D, lag0, pre_gate, post_gate)
 
@@ -205,7 +217,7 @@ def fftconv2d(
             f"got {tuple(k.shape[1:])}"
         )
     _check_skip(D, channels)
-    if _use_triton(backend, u):
+    if _use_triton(backend, u, "2d", False, lambda name: fftconv2d(u, k, D, backend=name)):
         return _triton_module().fftconv2d(u, k, D)
     mh, mw = (kh + 1) // 2, (kw + 1) // 2
     dtype = _compute_dtype(u, k, D)
