@@ -1,15 +1,17 @@
 """Compare Hyena-ISO, S4ND-ISO, ViT-ISO and the Hyena sequence model on CIFAR-10 with one budget and one seed.
 
-    python eval/compare_cifar10.py --budget demo                 # a few minutes on a CPU (the `make demo` job)
-    python eval/compare_cifar10.py --budget cpu                  # reduced budget: about 20 minutes on 2 busy cores
-    python eval/compare_cifar10.py --budget paper --out out/compare_cifar10_paper   # the paper's 100 epochs (GPU)
-    python eval/compare_cifar10.py --budget cpu --reuse          # re-tabulate finished runs without training
+    hyena-compare-cifar10 --budget demo                 # a few minutes on a CPU (the `make demo` job)
+    hyena-compare-cifar10 --budget cpu                  # reduced budget: about 20 minutes on 2 busy cores
+    hyena-compare-cifar10 --budget paper --out out/compare_cifar10_paper   # the paper's 100 epochs (GPU)
+    hyena-compare-cifar10 --budget cpu --reuse          # re-tabulate finished runs without training
 
-Each model trains with train/classify.py from configs/cifar10/<model>.yaml plus the budget's overrides (and any
-extra dot-list overrides given after the options), in OUT/<model>/. The script writes OUT/results.md (a Markdown
-table: params, top-1, train time, img/s), OUT/results.json and OUT/accuracy.png (test top-1 vs epoch), and prints
-the table. Data: --data, else ../shared/data/cifar10-jpg.tar.gz beside the checkout; nothing is downloaded (no
-image set ships inside the installed packages, so without CIFAR-10 the script stops and says so).
+(``python eval/compare_cifar10.py ...`` in a source checkout.) Each model trains with the classification trainer
+(``python -m hyena_vision.engine.classify``, its own process) from the shipped config ``cifar10/<model>`` plus the
+budget's overrides (and any extra dot-list overrides given after the options), in OUT/<model>/. The script writes
+OUT/results.md (a Markdown table: params, top-1, train time, img/s), OUT/results.json and OUT/accuracy.png (test
+top-1 vs epoch), and prints the table. Data: --data, else ../shared/data/cifar10-jpg.tar.gz from the working
+directory or beside the source checkout; nothing is downloaded (no image set ships inside the installed packages,
+so without CIFAR-10 the script stops and says so).
 The CIFAR-10 copy in ../shared/data is JPEG-compressed: accuracies can sit a little below the binary release's.
 """
 
@@ -22,8 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+from .metrics import read_metrics
+
+CIFAR10_TAR = Path("shared") / "data" / "cifar10-jpg.tar.gz"
 MODELS = ("hyena_iso", "s4nd_iso", "vit_iso", "hyena_seq")
 
 # Budgets: overrides applied on top of every model's config. The same seed and data for all models.
@@ -69,8 +72,8 @@ BUDGETS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
-    p.add_argument("--data", help=f"CIFAR-10 ImageFolder or a tar of one (default: {DEFAULT_DATA})")
-    p.add_argument("--out", help="output folder (default: out/compare_cifar10_<budget>)")
+    p.add_argument("--data", help="CIFAR-10 ImageFolder or a tar of one (default: ../shared/data/cifar10-jpg.tar.gz)")
+    p.add_argument("--out", help="output folder (default: out/compare_cifar10_<budget> in the working directory)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="skip models whose run already has a summary.json")
@@ -78,22 +81,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def default_data() -> Path:
+    """../shared/data/cifar10-jpg.tar.gz from the working directory (the repository root), else beside the source
+    checkout that holds this package."""
+    candidates = [Path.cwd().parent / CIFAR10_TAR, Path(__file__).resolve().parents[3] / CIFAR10_TAR]
+    return next((path for path in candidates if path.exists()), candidates[0])
 
 
 def train(model: str, data: Path, out: Path, budget: str, seed: int, extra: list[str]) -> None:
     overrides = [f"data.root={data}", f"out_dir={out}", f"train.seed={seed}", *BUDGETS[budget]["overrides"], *extra]
-    command = [
-        sys.executable,
-        "-m",
-        "train.classify",
-        "--config",
-        str(REPO / "configs" / "cifar10" / f"{model}.yaml"),
-        *overrides,
-    ]
+    command = [sys.executable, "-m", "hyena_vision.engine.classify", "--config", f"cifar10/{model}", *overrides]
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    subprocess.run(command, check=True)
 
 
 def table(results: dict[str, dict], about: str) -> str:
@@ -135,13 +134,13 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path, about: str) -
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    data = Path(args.data) if args.data else DEFAULT_DATA
+    data = Path(args.data) if args.data else default_data()
     if not data.exists():
         sys.exit(
             f"CIFAR-10 not found at {data}: pass --data with an ImageFolder of CIFAR-10 (train/, test/) or a tar "
             "of one; no image set ships inside the installed packages, so the comparison needs it"
         )
-    out = Path(args.out) if args.out else REPO / "out" / f"compare_cifar10_{args.budget}"
+    out = Path(args.out) if args.out else Path("out") / f"compare_cifar10_{args.budget}"
     about = BUDGETS[args.budget]["about"] + (f"; overrides {' '.join(args.overrides)}" if args.overrides else "")
     results, curves = {}, {}
     for model in args.models:
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(run, ignore_errors=True)  # a fresh run: this script's own output folder
             train(model, data.resolve(), run, args.budget, args.seed, args.overrides)
         results[model] = json.loads((run / "summary.json").read_text())
-        curves[model] = [(r["epoch"], r["val_top1"]) for r in read_jsonl(run / "metrics.jsonl") if "val_top1" in r]
+        curves[model] = [(r["epoch"], r["val_top1"]) for r in read_metrics(run / "metrics.jsonl") if "val_top1" in r]
     text = table(results, about)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"about": about, "results": results, "curves": curves}, indent=1))

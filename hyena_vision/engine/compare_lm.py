@@ -1,9 +1,10 @@
 """HyenaLM vs the GPT baseline under one config: same data, steps, batch, schedule; a Markdown table and a PNG.
 
-    python eval/compare_lm.py --config configs/lm/shakespeare_char_cpu.yaml --out runs/compare_char_cpu
-    python eval/compare_lm.py --config configs/lm/shakespeare_char.yaml --out runs/compare_char train.amp=bf16
+    hyena-compare-lm --config lm/shakespeare_char_cpu --out runs/compare_char_cpu
+    hyena-compare-lm --config lm/shakespeare_char --out runs/compare_char train.amp=bf16
 
-Each architecture trains with ``python -m train.lm`` (one after the other) into ``<out>/<arch>``; an existing
+(``python eval/compare_lm.py ...`` in a source checkout.) Each architecture trains with the language-model trainer
+(``python -m hyena_vision.engine.lm``, one after the other, each in its own process) into ``<out>/<arch>``; an existing
 finished run is reused (delete it to retrain). Writes ``<out>/comparison.md`` and ``<out>/val_loss.png``.
 """
 
@@ -17,37 +18,36 @@ from pathlib import Path
 
 import matplotlib
 
+from .config import config_file
+from .metrics import read_metrics
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, help="YAML path or shipped name, e.g. lm/shakespeare_char_cpu")
     parser.add_argument("--out", required=True)
     parser.add_argument("--archs", nargs="+", default=["hyena", "gpt"], choices=["hyena", "gpt"])
     parser.add_argument("overrides", nargs="*", help="dot-list overrides for every run, e.g. train.steps=500")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    root = Path(__file__).resolve().parents[1]
+    config = config_file(args.config)
 
     runs = {}
     for arch in args.archs:
         run_dir = out / arch
         if not (run_dir / "summary.json").is_file():
-            command = [sys.executable, "-m", "train.lm", "--config", str(Path(args.config).resolve()),
-                       *args.overrides, f"model.arch={arch}", f"out_dir={run_dir.resolve()}"]  # fmt: skip
+            command = [sys.executable, "-m", "hyena_vision.engine.lm", "--config", str(config.resolve())]
+            command += [*args.overrides, f"model.arch={arch}", f"out_dir={run_dir.resolve()}"]
             if (run_dir / "last.pt").is_file():
                 command.append("--resume")  # an interrupted run continues where it stopped
             print("$ " + " ".join(command), flush=True)
-            subprocess.run(command, cwd=root, check=True)
+            subprocess.run(command, check=True)
         runs[arch] = (
             json.loads((run_dir / "summary.json").read_text()),
-            read_jsonl(run_dir / "eval" / "metrics.jsonl"),
+            read_metrics(run_dir / "eval" / "metrics.jsonl"),
         )
 
     lines = [
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> str:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for arch, (summary, rows) in runs.items():
-        ax.plot([r["step"] for r in rows], [r["val_loss"] for r in rows], marker="o", ms=3,
-                label=f"{arch} ({summary['params'] / 1e6:.2f}M)")  # fmt: skip
-    ax.set(xlabel="update", ylabel="validation loss (nats/token)", title=Path(args.config).stem)
+        label = f"{arch} ({summary['params'] / 1e6:.2f}M)"
+        ax.plot([r["step"] for r in rows], [r["val_loss"] for r in rows], marker="o", ms=3, label=label)
+    ax.set(xlabel="update", ylabel="validation loss (nats/token)", title=config.stem)
     ax.set_ylim(top=min(ax.get_ylim()[1], 3.0))
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,11 +1,12 @@
 """Evaluate an image classifier: top-1 / top-5 (torchmetrics), loss, parameters, FLOPs, throughput; JSON out.
 
-    python eval/evaluate.py --checkpoint runs/cifar10/hyena_iso/last.pt --data ../shared/data/cifar10-jpg.tar.gz
-    python eval/evaluate.py --model hyena_iso_cifar --pretrained-file runs/x/model.safetensors --data DIR --split test
-    python eval/evaluate.py --model hyena_vit_s --kind shards --shards '/data/val-{000000..000049}.tar' --out val.json
+    hyena-evaluate --checkpoint runs/cifar10/hyena_iso/last.pt --data ../shared/data/cifar10-jpg.tar.gz
+    hyena-evaluate --model hyena_iso_cifar --pretrained-file runs/x/model.safetensors --data DIR --split test
+    hyena-evaluate --model hyena_vit_s --kind shards --shards '/data/val-{000000..000049}.tar' --out val.json
 
-A checkpoint (``last.pt`` from train/classify.py) brings its model name, model kwargs and data settings; a model
-name uses the model's pretrained_cfg (input size, mean/std, crop, interpolation) unless overridden.
+(``python eval/evaluate.py ...`` in a source checkout.) A checkpoint (``last.pt`` of the classification trainer)
+brings its model name, model kwargs and data settings; a model name uses the model's pretrained_cfg (input size,
+mean/std, crop, interpolation) unless overridden.
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matmuls and convolutions but not FFTs:
 for Hyena models they are a lower bound (the output says so).
 """
@@ -22,17 +23,18 @@ import torch
 from timm.data import resolve_data_config
 
 import hyena_vision.models  # noqa: F401  (registers our models with timm, also under a namespace-package install)
-from hyena_vision.data.images import build_eval_transform
-from hyena_vision.data.loaders import eval_loader, num_classes_of
-from hyena_vision.training import evaluate_classifier, load_checkpoint
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+from ..data.images import build_eval_transform
+from ..data.loaders import eval_loader, num_classes_of
+from .checkpoint import load_checkpoint
+from .evaluation import evaluate_classifier
+from .loop import AMP_DTYPES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a last.pt written by train/classify.py")
+    src.add_argument("--checkpoint", help="a last.pt written by the classification trainer")
     src.add_argument("--model", help="a timm model name")
     p.add_argument("--pretrained-file", help="safetensors/pth weights for --model (timm pretrained_cfg_overlay)")
     p.add_argument("--model-kwargs", default="{}", help="JSON dict of extra timm.create_model kwargs for --model")

@@ -1,11 +1,11 @@
 """Turn an ImageFolder (``SRC/<class>/<image>``) into webdataset shards for training or evaluation.
 
-    python -m train.make_shards --src /data/imagenet/train --out /data/in1k-shards/train --maxcount 1000
-    python -m train.make_shards --src /data/imagenet/val --out /data/in1k-shards/val --maxcount 1000 --no-shuffle
+    hyena-make-shards --src /data/imagenet/train --out /data/in1k-shards/train --maxcount 1000
+    hyena-make-shards --src /data/imagenet/val --out /data/in1k-shards/val --maxcount 1000 --no-shuffle
 
 Writes OUT/<prefix>-NNNNNN.tar (``.jpg`` = original encoded bytes, ``.cls`` = class index) and OUT/meta.json
 (classes, sample count, shard names, skipped files). Every image is decoded first unless --no-verify; unreadable
-ones are reported with their path and left out. Point train/classify.py at them with
+ones are reported with their path and left out. Point the classification trainer at them with
 ``data.kind=shards data.train_shards='OUT/shard-{000000..NNNNNN}.tar'`` (the count is in meta.json).
 """
 
@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 
-from hyena_vision.data.shards import write_shards
+from ..data.shards import write_shards
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .._io import atomic_write
 from .distributed import mean_over_ranks
 
-__all__ = ["LogWindow", "MetricsLogger"]
+__all__ = ["LogWindow", "MetricsLogger", "read_metrics"]
 
 
 class MetricsLogger:
@@ -117,3 +117,8 @@ class LogWindow:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` that ``MetricsLogger`` wrote."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
