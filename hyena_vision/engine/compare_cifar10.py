@@ -30,6 +30,11 @@ CIFAR10_TAR = Path("shared") / "data" / "cifar10-jpg.tar.gz"
 MODELS = ("hyena_iso", "s4nd_iso", "vit_iso", "hyena_seq")
 
 # Budgets: overrides applied on top of every model's config. The same seed and data for all models.
+# Both CPU budgets: 1,000 training images, 2 epochs of batch 50, no warmup, full precision, data in the main process.
+CPU_RUN = (
+    "data.train_subset=1000 train.epochs=2 train.batch_size=50 sched.warmup_epochs=0 optim.lr=3e-3 train.amp=none "
+    "data.num_workers=0 train.log_every=5"
+).split()
 BUDGETS = {
     "paper": {
         "about": "paper budget: full train set (50k), 100 epochs, batch 128, full test set (10k), bf16",
@@ -37,34 +42,12 @@ BUDGETS = {
     },
     "cpu": {
         "about": "reduced CPU budget: full-size models, 1,000 training images, 2 epochs, batch 50, 400 test images",
-        "overrides": [
-            "data.train_subset=1000",
-            "data.val_subset=400",
-            "train.epochs=2",
-            "train.batch_size=50",
-            "sched.warmup_epochs=0",
-            "optim.lr=3e-3",
-            "train.amp=none",
-            "data.num_workers=0",
-            "train.log_every=5",
-        ],
+        "overrides": [*CPU_RUN, "data.val_subset=400"],
     },
     "demo": {
         "about": "demo budget: width-32 depth-2 variants of every model, 1,000 training images, 2 epochs, batch 50, "
         "300 test images",
-        "overrides": [
-            "model.kwargs.embed_dim=32",
-            "model.kwargs.depth=2",
-            "data.train_subset=1000",
-            "data.val_subset=300",
-            "train.epochs=2",
-            "train.batch_size=50",
-            "sched.warmup_epochs=0",
-            "optim.lr=3e-3",
-            "train.amp=none",
-            "data.num_workers=0",
-            "train.log_every=5",
-        ],
+        "overrides": ["model.kwargs.embed_dim=32", "model.kwargs.depth=2", *CPU_RUN, "data.val_subset=300"],
     },
 }
 

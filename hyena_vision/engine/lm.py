@@ -312,11 +312,9 @@ def main(argv: list[str] | None = None) -> dict:
     last = out_dir / "last.pt"
     checkpoint_info = dict(model_args=model_args, tokenizer=tokenizer)
     stop_at = min(t.steps, t.stop_after) if t.stop_after else t.steps
-    val_loss = (
-        validate(model, eval_share, eval_logger, step=step, seconds=seconds, device=device, amp=amp)
-        if step == 0
-        else float("nan")
-    )
+    val_loss = float("nan")  # the last validation loss
+    if step == 0:
+        val_loss = validate(model, eval_share, eval_logger, step=step, seconds=seconds, device=device, amp=amp)
     base_group = next(g for g in optimizer.param_groups if g["initial_lr"] == cfg.optim.lr)  # for logging the lr
     window = LogWindow(
         logger,
