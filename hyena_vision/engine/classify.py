@@ -28,8 +28,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-import hyena_vision.models  # noqa: F401  (registers our models with timm, also under a namespace-package install)
-
+from .. import models  # noqa: F401  (registers our models with timm)
 from ..data.images import build_eval_transform, build_train_transform
 from ..data.loaders import TrainStream, eval_loader, num_classes_of, train_stream
 from ..layers import param_groups

@@ -22,8 +22,7 @@ import timm
 import torch
 from timm.data import resolve_data_config
 
-import hyena_vision.models  # noqa: F401  (registers our models with timm, also under a namespace-package install)
-
+from .. import models  # noqa: F401  (registers our models with timm)
 from ..data.images import build_eval_transform
 from ..data.loaders import eval_loader, num_classes_of
 from .checkpoint import load_checkpoint

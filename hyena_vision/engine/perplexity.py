@@ -19,8 +19,7 @@ from pathlib import Path
 import timm
 import torch
 
-import hyena_vision.models  # noqa: F401  (registers hyena_lm_* with timm)
-
+from .. import models  # noqa: F401  (registers hyena_lm_* with timm)
 from ..data.text import TokenDataset, tokenizer_from_state, write_tokens
 from .evaluation import evaluate_lm
 from .lm import load_lm, prepare_corpus
