@@ -33,6 +33,7 @@ from hyena_vision.engine.checkpoint import (
 from hyena_vision.engine.config import CONFIG_DIR, ConfigError, config_file, load_config, save_config, shipped_configs
 from hyena_vision.engine.distributed import init_distributed
 from hyena_vision.engine.evaluate import main as evaluate_main
+from hyena_vision.engine.loop import amp_dtype, grad_scaler, train_update
 from hyena_vision.engine.metrics import MetricsLogger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,6 +177,54 @@ def test_schedule_counts_epochs_and_filter_groups_keep_their_lr():
         expected = [1e-6 + 0.5 * (b - 1e-6) * (1 + math.cos(math.pi * frac)) for b in bases]
         assert lrs(step) == pytest.approx(expected, rel=1e-9)
     assert lrs(10 * upe - 1)[0] < 1e-5  # the floor is reached at the last epoch, not after a few steps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shared update
+
+
+@pytest.mark.parametrize("accum_steps,clip", [(1, 0.1), (2, 0.1), (4, 0.1), (4, 0.0)])
+def test_train_update_over_micro_batches_is_one_step_on_the_whole_batch(accum_steps, clip):
+    cpu = torch.device("cpu")
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    torch.manual_seed(1)
+    model = torch.nn.Linear(5, 3)
+    reference = torch.nn.Linear(5, 3)
+    reference.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    size = 8 // accum_steps
+    micro = iter([(x[i : i + size], y[i : i + size]) for i in range(0, 8, size)])
+    loss = train_update(
+        model,
+        micro,
+        torch.nn.functional.cross_entropy,
+        accum_steps=accum_steps,
+        optimizer=optimizer,
+        scaler=grad_scaler(cpu, None),
+        clip_grad=clip,
+        device=cpu,
+        amp=None,
+    )
+    assert next(micro, None) is None  # every micro-batch drawn, none more
+    expected = torch.nn.functional.cross_entropy(reference(x), y)  # by hand: one batch, (clipped,) one SGD step
+    expected.backward()
+    grads = [p.grad for p in reference.parameters()]
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    assert norm > 0.1  # the clip, when given, is active
+    scale = 0.1 / norm if clip else 1.0
+    with torch.no_grad():
+        for p, g in zip(reference.parameters(), grads, strict=True):
+            p -= 0.5 * g * scale
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-6, atol=0)
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert a.grad is None  # gradients cleared for the next update
+
+
+def test_amp_names():
+    assert (amp_dtype("bf16"), amp_dtype("fp16"), amp_dtype("none")) == (torch.bfloat16, torch.float16, None)
+    with pytest.raises(ValueError, match=r"train\.amp must be one of \['bf16', 'fp16', 'none'\], got 'fp8'"):
+        amp_dtype("fp8")
 
 
 # ----------------------------------------------------------------------------------------------------------------
