@@ -343,6 +343,10 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(cifar_folder
     for key in ("model", "ema"):
         for name, value in full[key].items():
             assert torch.equal(value, resumed[key][name]), f"{key}.{name}"
+    ema_model, saved_cfg = classify.load_classifier(ckpt, ema=True)  # what evaluate --checkpoint --ema loads
+    assert saved_cfg["train"]["ema"] and not ema_model.training
+    for name, value in ema_model.state_dict().items():
+        assert torch.equal(value, full["ema"][f"module.{name}"]), name
 
     def losses(run):  # step -> loss; a step logged just before the kill but not checkpointed is logged again
         rows = map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())

@@ -14,6 +14,7 @@ last.pt (atomic: model, optimizer, scheduler, scaler, EMA, RNG, position), summa
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .. import models  # noqa: F401  (registers our models with timm)
 from ..data.images import build_eval_transform, build_train_transform
 from ..data.loaders import TrainStream, eval_loader, num_classes_of, train_stream
 from ..layers import param_groups
-from .checkpoint import export_safetensors, restore_run, resume_path, save_run, seed_everything
+from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run, seed_everything
 from .config import load_config, parse_args, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed, wrap_model
 from .evaluation import evaluate_classifier
@@ -311,10 +312,24 @@ def save(
     num_classes: int,
 ) -> None:
     """The classifier's ``last.pt``: ``objects``' state dicts, every rank's RNG, the position (epoch, the update
-    within it, step, training seconds), num_classes and the config (``evaluate --checkpoint`` rebuilds the model
-    from them)."""
+    within it, step, training seconds), num_classes and the config (``load_classifier`` rebuilds the model from
+    them)."""
     position = dict(epoch=epoch, update=update, step=step, seconds=seconds)
     save_run(path, dist_info, objects, **position, num_classes=num_classes, config=OmegaConf.to_container(cfg))
+
+
+def load_classifier(path: str | os.PathLike, *, ema: bool = False) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, its training config) of a ``last.pt`` that ``save`` wrote; ``ema``: the EMA weights."""
+    state = load_checkpoint(path)
+    weights = state["ema"] if ema else state["model"]
+    if weights is None:
+        raise ValueError(f"EMA weights asked for, but checkpoint {str(path)!r} holds none (train.ema was off)")
+    if ema:  # ModelEmaV3 state dict: the model's keys under "module."
+        weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    cfg = state["config"]
+    model = timm.create_model(cfg["model"]["name"], num_classes=state["num_classes"], **cfg["model"]["kwargs"])
+    model.load_state_dict(weights)
+    return model.eval(), cfg
 
 
 def check_config(cfg: ClassifyConfig) -> None:

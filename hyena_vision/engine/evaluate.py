@@ -25,7 +25,7 @@ from timm.data import resolve_data_config
 from .. import models  # noqa: F401  (registers our models with timm)
 from ..data.images import build_eval_transform
 from ..data.loaders import eval_loader, num_classes_of
-from .checkpoint import load_checkpoint
+from .classify import load_classifier
 from .evaluation import evaluate_classifier
 from .loop import AMP_DTYPES
 
@@ -63,16 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict, dict]:
     """(model in eval mode, data settings, saved training config or {})."""
     if args.checkpoint:
-        state = load_checkpoint(args.checkpoint)
-        cfg = state["config"]
-        weights = state["ema"] if args.ema else state["model"]
-        if weights is None:
-            raise ValueError(f"--ema given but checkpoint {args.checkpoint!r} holds no EMA weights")
-        if args.ema:  # ModelEmaV3 state dict: the model's keys under "module."
-            weights = {k.removeprefix("module."): v for k, v in weights.items()}
-        head = cfg["model"]
-        model = timm.create_model(head["name"], num_classes=state["num_classes"], **head["kwargs"])
-        model.load_state_dict(weights)
+        model, cfg = load_classifier(args.checkpoint, ema=args.ema)
         overrides = {k: cfg["data"][k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}
     else:
         kwargs = json.loads(args.model_kwargs)
