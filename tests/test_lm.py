@@ -316,7 +316,8 @@ def train(corpus, out, *extra, resume=False) -> dict:
 @pytest.mark.parametrize("arch", ["hyena", "gpt"])
 def test_resume_is_exact(corpus, tmp_path, arch):
     summary = train(corpus, tmp_path / "full", f"model.arch={arch}")
-    train(corpus, tmp_path / "split", f"model.arch={arch}", "train.stop_after=4")
+    # a job script that always passes --resume: the first start finds no checkpoint and starts from scratch
+    train(corpus, tmp_path / "split", f"model.arch={arch}", "train.stop_after=4", resume=True)
     assert torch.load(tmp_path / "split" / "last.pt")["step"] == 4
     train(corpus, tmp_path / "split", f"model.arch={arch}", resume=True)
     full, split = (torch.load(tmp_path / r / "last.pt") for r in ("full", "split"))
