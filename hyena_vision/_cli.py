@@ -1,38 +1,45 @@
-"""Console-script entry points: they run the scripts of a source checkout (train/, eval/ beside the package).
+"""Console-script entry points (``[project.scripts]``): each calls a command's ``main`` in ``hyena_vision.engine``.
 
-The package never imports those scripts; these functions only locate and execute them, so the commands work from an
-editable install (``pip install -e .``) of the repository.
+The commands' ``main`` return their results (summaries, metrics) for callers in Python; a console script's return
+value would become the exit status, so these wrappers drop it. The engine is imported only when a command runs.
 """
 
 from __future__ import annotations
 
-import runpy
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+import importlib
 
 
-def _run(script: str) -> None:
-    path = REPO / script
-    if not path.is_file():
-        sys.exit(f"{script} not found beside the package ({REPO}); these commands need an editable install")
-    sys.argv[0] = str(path)
-    sys.path.insert(0, str(REPO))
-    runpy.run_path(str(path), run_name="__main__")
+def _run(module: str) -> None:
+    importlib.import_module(f"hyena_vision.engine.{module}").main()
 
 
-def classify() -> None:
-    _run("train/classify.py")
+def train() -> None:
+    _run("classify")
+
+
+def train_lm() -> None:
+    _run("lm")
 
 
 def make_shards() -> None:
-    _run("train/make_shards.py")
+    _run("make_shards")
 
 
 def evaluate() -> None:
-    _run("eval/evaluate.py")
+    _run("evaluate")
+
+
+def perplexity() -> None:
+    _run("perplexity")
+
+
+def sample() -> None:
+    _run("sample")
 
 
 def compare_cifar10() -> None:
-    _run("eval/compare_cifar10.py")
+    _run("compare_cifar10")
+
+
+def compare_lm() -> None:
+    _run("compare_lm")

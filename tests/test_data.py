@@ -7,7 +7,6 @@ import io
 import itertools
 import logging
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -196,11 +195,7 @@ def test_truncated_jpeg_in_a_shard_is_reported_and_skipped(cifar_folder, tmp_pat
 
 
 def test_make_shards_command(cifar_folder, tmp_path):
-    import importlib.util
+    from hyena_vision.engine.make_shards import main
 
-    spec = importlib.util.spec_from_file_location("make_shards", Path(__file__).parents[1] / "train" / "make_shards.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and OmegaConf look the module up
-    spec.loader.exec_module(module)
-    meta = module.main(["--src", str(cifar_folder / "train"), "--out", str(tmp_path / "s"), "--maxcount", "25"])
+    meta = main(["--src", str(cifar_folder / "train"), "--out", str(tmp_path / "s"), "--maxcount", "25"])
     assert meta["num_samples"] == 60 and meta["shards"] == [f"shard-00000{i}.tar" for i in range(3)]

@@ -1,5 +1,5 @@
 """HyenaLM and the GPT baseline: causality, learning, cached generation, checkpoints, original-weight loading;
-train/lm.py (a run, exact resume, config errors), eval/perplexity.py and eval/sample.py on a tiny corpus."""
+the LM trainer (a run, exact resume, config errors), perplexity and sampling on a tiny corpus."""
 
 import importlib.util
 import json
@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from safari_reference import random_safari_state_dict, safari_operator_forward
 
 from hyena_vision.data.associative_recall import associative_recall_batch
+from hyena_vision.engine import lm as train_lm
+from hyena_vision.engine import perplexity, sample
+from hyena_vision.engine.checkpoint import load_checkpoint, save_checkpoint
+from hyena_vision.engine.config import ConfigError, load_config
 from hyena_vision.models.gpt import GPT, create_lm
 from hyena_vision.models.hyena_lm import HyenaLM, convert_safari_lm_state_dict
-from hyena_vision.training import ConfigError, load_checkpoint, load_config, save_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -280,14 +283,14 @@ def test_associative_recall_targets():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# train/lm.py, eval/perplexity.py, eval/sample.py (their main(argv) run in this process, saving interpreter start-ups)
+# The LM trainer, perplexity and sampling (their main(argv) run in this process, saving interpreter start-ups)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY_RUN = [
-    "model.d_model=16", "model.n_layer=2", "model.d_mlp=32", "model.l_max=16", "model.hyena.filter_order=8",
-    "model.gpt.n_head=2", "train.block_size=16", "train.batch_size=4", "train.steps=6", "train.eval_every=3",
-    "train.eval_batches=2", "train.log_every=2", "optim.warmup_steps=2", "model.dropout=0.1",
-]  # fmt: skip
+TINY_RUN = (
+    "model.d_model=16 model.n_layer=2 model.d_mlp=32 model.l_max=16 model.hyena.filter_order=8 model.gpt.n_head=2 "
+    "train.block_size=16 train.batch_size=4 train.steps=6 train.eval_every=3 train.eval_batches=2 train.log_every=2 "
+    "optim.warmup_steps=2 model.dropout=0.1"
+).split()
 
 
 def load_script(relative: str):
@@ -296,9 +299,6 @@ def load_script(relative: str):
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
-
-
-train_lm = load_script("train/lm.py")
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +316,8 @@ def train(corpus, out, *extra, resume=False) -> dict:
 @pytest.mark.parametrize("arch", ["hyena", "gpt"])
 def test_resume_is_exact(corpus, tmp_path, arch):
     summary = train(corpus, tmp_path / "full", f"model.arch={arch}")
-    train(corpus, tmp_path / "split", f"model.arch={arch}", "train.stop_after=4")
+    # a job script that always passes --resume: the first start finds no checkpoint and starts from scratch
+    train(corpus, tmp_path / "split", f"model.arch={arch}", "train.stop_after=4", resume=True)
     assert torch.load(tmp_path / "split" / "last.pt")["step"] == 4
     train(corpus, tmp_path / "split", f"model.arch={arch}", resume=True)
     full, split = (torch.load(tmp_path / r / "last.pt") for r in ("full", "split"))
@@ -335,10 +336,9 @@ def test_unknown_config_key_fails(tmp_path):
 
 def test_perplexity_and_sample(corpus, tmp_path, capsys):
     summary = train(corpus, tmp_path / "run")
-    result = load_script("eval/perplexity.py").main([str(tmp_path / "run"), "--json", str(tmp_path / "ppl.json")])
+    result = perplexity.main([str(tmp_path / "run"), "--json", str(tmp_path / "ppl.json")])
     assert abs(result["loss"] - summary["full_val_loss"]) < 1e-5
     assert json.loads((tmp_path / "ppl.json").read_text())["tokens"] == summary["full_val_tokens"]
-    sample = load_script("eval/sample.py")
     texts = sample.main([str(tmp_path / "run"), "--prompt", "To be", "--max-new-tokens", "30", "--seed", "0"])
     assert texts[0].startswith("To be") and len(texts[0]) == 35  # 30 > l_max - 5: the sliding window path
     assert texts[0] in capsys.readouterr().out
@@ -363,10 +363,10 @@ def test_bench_mixers_and_associative_recall_scripts(tmp_path):
 
 @pytest.mark.parametrize("name", ["shakespeare_char_cpu", "shakespeare_char"])
 def test_lm_configs_load_and_build(name):
-    cfg = load_config(train_lm.LMConfig, ROOT / "configs" / "lm" / f"{name}.yaml", ["optim.lr=3e-4"])
+    cfg = load_config(train_lm.LMConfig, f"lm/{name}", ["optim.lr=3e-4"])
     assert cfg.optim.lr == 3e-4 and cfg.train.steps > 0 and cfg.model.arch == "hyena"
     with pytest.raises(ConfigError, match="n_layers"):
-        load_config(train_lm.LMConfig, ROOT / "configs" / "lm" / f"{name}.yaml", ["model.n_layers=2"])
+        load_config(train_lm.LMConfig, f"lm/{name}", ["model.n_layers=2"])
     with torch.device("meta"):
         model = create_lm(cfg.model.arch, **train_lm.model_arguments(cfg, 65))
     assert sum(p.numel() for p in model.parameters()) > 0

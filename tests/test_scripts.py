@@ -17,8 +17,8 @@ def run_script(*args: str) -> str:
 
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
-    out = run_script("eval/bench_fftconv.py", "--lengths", "64", "200", "--batch", "1", "--channels", "4",
-                     "--dtypes", "fp32", "--warmup", "1", "--iters", "2", "--out", str(tmp_path))  # fmt: skip
+    args = "--lengths 64 200 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2".split()
+    out = run_script("eval/bench_fftconv.py", *args, "--out", str(tmp_path))
     rows = [line for line in (tmp_path / "bench_fftconv.md").read_text().splitlines() if line.startswith("| fp32")]
     assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "200"]
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
@@ -29,10 +29,10 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
 
 def test_compare_cifar10_tiny(tmp_path, shared_data):
     out_dir = tmp_path / "cmp"
-    run_script("eval/compare_cifar10.py", "--budget", "demo", "--models", "hyena_iso", "vit_iso",
-               "--data", str(shared_data / "cifar10-jpg.tar.gz"), "--out", str(out_dir),
-               "data.train_subset=40", "data.val_subset=20", "train.batch_size=20", "train.epochs=1",
-               "model.kwargs.embed_dim=8", "model.kwargs.depth=1")  # fmt: skip
+    data = ["--data", str(shared_data / "cifar10-jpg.tar.gz"), "--out", str(out_dir)]
+    tiny = "data.train_subset=40 data.val_subset=20 train.batch_size=20 train.epochs=1"
+    tiny += " model.kwargs.embed_dim=8 model.kwargs.depth=1"
+    run_script("eval/compare_cifar10.py", "--budget", "demo", "--models", "hyena_iso", "vit_iso", *data, *tiny.split())
     results = json.loads((out_dir / "results.json").read_text())
     text = json.dumps(results)
     assert "hyena_iso_cifar" in text and "vit_iso_cifar" in text
@@ -42,13 +42,15 @@ def test_compare_cifar10_tiny(tmp_path, shared_data):
 
 def test_compare_lm_tiny(tmp_path, shared_data):
     out_dir = tmp_path / "lm"
-    tiny = ["model.d_model=16", "model.n_layer=1", "model.d_mlp=32", "model.l_max=16", "model.hyena.filter_order=8",
-            "model.gpt.n_head=2", "train.block_size=16", "train.batch_size=4", "train.steps=4", "train.eval_every=2",
-            "train.eval_batches=1", "train.log_every=2", "optim.warmup_steps=1",
-            f"data.text={shared_data / 'tinyshakespeare.txt'}", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    run_script("eval/compare_lm.py", "--config", "configs/lm/shakespeare_char_cpu.yaml", "--out", str(out_dir), *tiny)
+    tiny = (
+        "model.d_model=16 model.n_layer=1 model.d_mlp=32 model.l_max=16 model.hyena.filter_order=8 model.gpt.n_head=2 "
+        "train.block_size=16 train.batch_size=4 train.steps=4 train.eval_every=2 train.eval_batches=1 "
+        "train.log_every=2 optim.warmup_steps=1"
+    ).split()
+    tiny += [f"data.text={shared_data / 'tinyshakespeare.txt'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    run_script("eval/compare_lm.py", "--config", "lm/shakespeare_char_cpu", "--out", str(out_dir), *tiny)
     table = next(out_dir.glob("*.md")).read_text()
     assert "hyena" in table and "gpt" in table and list(out_dir.glob("*.png"))
     for arch in ("hyena", "gpt"):  # a finished run is reused, not retrained or refused
         assert (out_dir / arch / "summary.json").is_file()
-    run_script("eval/compare_lm.py", "--config", "configs/lm/shakespeare_char_cpu.yaml", "--out", str(out_dir), *tiny)
+    run_script("eval/compare_lm.py", "--config", "lm/shakespeare_char_cpu", "--out", str(out_dir), *tiny)

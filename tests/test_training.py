@@ -4,7 +4,6 @@ images learns (hyena_iso_cifar, made tiny through model.kwargs)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -22,19 +21,20 @@ import torch
 from omegaconf import OmegaConf
 
 import hyena_vision.models  # noqa: F401  (registers our models with timm)
-from hyena_vision.training import (
-    ConfigError,
-    MetricsLogger,
+from hyena_vision.engine import classify
+from hyena_vision.engine.checkpoint import (
     export_safetensors,
-    init_distributed,
     load_checkpoint,
-    load_config,
     resume_path,
     rng_state,
     save_checkpoint,
-    save_config,
     set_rng_state,
 )
+from hyena_vision.engine.config import CONFIG_DIR, ConfigError, config_file, load_config, save_config, shipped_configs
+from hyena_vision.engine.distributed import init_distributed
+from hyena_vision.engine.evaluate import main as evaluate_main
+from hyena_vision.engine.loop import amp_dtype, grad_scaler, train_update
+from hyena_vision.engine.metrics import MetricsLogger
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HYENA_ISO = [
@@ -43,17 +43,6 @@ TINY_HYENA_ISO = [
     "model.kwargs.depth=1",
     "model.kwargs.filter_order=8",
 ]
-
-
-def _load_script(relative: str):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem + "_script", REPO / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and OmegaConf look the module up
-    spec.loader.exec_module(module)
-    return module
-
-
-classify = _load_script("train/classify.py")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def _run_args(cifar_folder: Path, out_dir: Path, *extra: str) -> list[str]:
 
 
 def test_every_config_loads_and_names_a_registered_model(tmp_path):
-    configs = sorted((REPO / "configs").glob("imagenet/*.yaml")) + sorted((REPO / "configs").glob("cifar10/*.yaml"))
+    configs = sorted(CONFIG_DIR.glob("imagenet/*.yaml")) + sorted(CONFIG_DIR.glob("cifar10/*.yaml"))
     assert {p.stem for p in configs} == {
         "hyena_vit_t",
         "hyena_vit_s",
@@ -95,7 +84,7 @@ def test_every_config_loads_and_names_a_registered_model(tmp_path):
             classify.main(["--config", str(path), f"out_dir={tmp_path / path.stem}"])
         cfg = load_config(classify.ClassifyConfig, path, ["data.root=/data", "optim.lr=1e-3"])
         assert cfg.optim.lr == 1e-3 and timm.is_model(cfg.model.name), path
-    imagenet = load_config(classify.ClassifyConfig, REPO / "configs/imagenet/hyena_vit_s.yaml", ["data.root=/x"])
+    imagenet = load_config(classify.ClassifyConfig, "imagenet/hyena_vit_s", ["data.root=/x"])
     assert (imagenet.optim.lr, imagenet.optim.weight_decay, imagenet.train.batch_size) == (2e-4, 0.01, 1024)
     assert (imagenet.sched.warmup_epochs, imagenet.train.epochs, imagenet.aug.rand_augment) == (
         10,
@@ -122,7 +111,7 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("model:\n  name: x\naug:\n  mixupp: 0.8\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*aug\.mixupp"):
         load_config(schema, bad, [])
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found.*shipped: cifar10/hyena_iso"):
         load_config(schema, tmp_path / "missing.yaml", [])
     required = tmp_path / "required.yaml"
     required.write_text("model:\n  name: ???\n")
@@ -188,6 +177,54 @@ def test_schedule_counts_epochs_and_filter_groups_keep_their_lr():
         expected = [1e-6 + 0.5 * (b - 1e-6) * (1 + math.cos(math.pi * frac)) for b in bases]
         assert lrs(step) == pytest.approx(expected, rel=1e-9)
     assert lrs(10 * upe - 1)[0] < 1e-5  # the floor is reached at the last epoch, not after a few steps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shared update
+
+
+@pytest.mark.parametrize("accum_steps,clip", [(1, 0.1), (2, 0.1), (4, 0.1), (4, 0.0)])
+def test_train_update_over_micro_batches_is_one_step_on_the_whole_batch(accum_steps, clip):
+    cpu = torch.device("cpu")
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    torch.manual_seed(1)
+    model = torch.nn.Linear(5, 3)
+    reference = torch.nn.Linear(5, 3)
+    reference.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    size = 8 // accum_steps
+    micro = iter([(x[i : i + size], y[i : i + size]) for i in range(0, 8, size)])
+    loss = train_update(
+        model,
+        micro,
+        torch.nn.functional.cross_entropy,
+        accum_steps=accum_steps,
+        optimizer=optimizer,
+        scaler=grad_scaler(cpu, None),
+        clip_grad=clip,
+        device=cpu,
+        amp=None,
+    )
+    assert next(micro, None) is None  # every micro-batch drawn, none more
+    expected = torch.nn.functional.cross_entropy(reference(x), y)  # by hand: one batch, (clipped,) one SGD step
+    expected.backward()
+    grads = [p.grad for p in reference.parameters()]
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    assert norm > 0.1  # the clip, when given, is active
+    scale = 0.1 / norm if clip else 1.0
+    with torch.no_grad():
+        for p, g in zip(reference.parameters(), grads, strict=True):
+            p -= 0.5 * g * scale
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-6, atol=0)
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert a.grad is None  # gradients cleared for the next update
+
+
+def test_amp_names():
+    assert (amp_dtype("bf16"), amp_dtype("fp16"), amp_dtype("none")) == (torch.bfloat16, torch.float16, None)
+    with pytest.raises(ValueError, match=r"train\.amp must be one of \['bf16', 'fp16', 'none'\], got 'fp8'"):
+        amp_dtype("fp8")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,6 +343,10 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(cifar_folder
     for key in ("model", "ema"):
         for name, value in full[key].items():
             assert torch.equal(value, resumed[key][name]), f"{key}.{name}"
+    ema_model, saved_cfg = classify.load_classifier(ckpt, ema=True)  # what evaluate --checkpoint --ema loads
+    assert saved_cfg["train"]["ema"] and not ema_model.training
+    for name, value in ema_model.state_dict().items():
+        assert torch.equal(value, full["ema"][f"module.{name}"]), name
 
     def losses(run):  # step -> loss; a step logged just before the kill but not checkpointed is logged again
         rows = map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
@@ -379,7 +420,6 @@ def test_end_to_end_train_then_evaluate_beats_chance(cifar_folder, tmp_path):
         "train.log_every=25",
     ]
     summary = classify.main(_run_args(cifar_folder, tmp_path / "run", *settings))
-    evaluate = _load_script("eval/evaluate.py")
     args = [
         "--checkpoint",
         str(tmp_path / "run" / "last.pt"),
@@ -392,7 +432,7 @@ def test_end_to_end_train_then_evaluate_beats_chance(cifar_folder, tmp_path):
         "--batch-size",
         "100",
     ]
-    result = evaluate.main(args)
+    result = evaluate_main(args)
     assert result["images"] == 500 and result["params"] == summary["params"]
     assert result["input_size"] == [3, 16, 16] and result["flops_per_image"] > 0
     # chance is 10%; this run reaches 23.6% here (500 test images: one standard error is about 2 points)
@@ -405,14 +445,45 @@ def test_console_script_runs_the_trainer(monkeypatch, capsys):
 
     monkeypatch.setattr(sys, "argv", ["hyena-train", "--help"])
     with pytest.raises(SystemExit) as exit_info:
-        _cli.classify()
+        _cli.train()
     assert exit_info.value.code == 0 and "--resume" in capsys.readouterr().out
 
 
-def test_resume_path_never_overwrites_a_run(tmp_path):
+def test_config_by_shipped_name_or_path(tmp_path):
+    names = shipped_configs()
+    assert {"cifar10/vit_iso", "imagenet/hyena_vit_s", "lm/shakespeare_char_cpu"} <= set(names) and len(names) == 10
+    assert config_file("cifar10/vit_iso") == CONFIG_DIR / "cifar10" / "vit_iso.yaml"
+    assert config_file("configs/cifar10/vit_iso.yaml") == CONFIG_DIR / "cifar10" / "vit_iso.yaml"  # old paths
+    own = tmp_path / "cifar10" / "vit_iso.yaml"  # a file that exists wins over a shipped name
+    own.parent.mkdir()
+    own.write_text("model:\n  name: vit_iso_cifar\ntrain:\n  epochs: 7\n")
+    assert load_config(classify.ClassifyConfig, own, []).train.epochs == 7
+    assert load_config(classify.ClassifyConfig, "cifar10/vit_iso", []).train.epochs == 100
+    with pytest.raises(ConfigError, match="'cifar10/vit_isoo' not found"):
+        config_file("cifar10/vit_isoo")
+
+
+def test_resume_path_never_overwrites_a_run(tmp_path, capsys):
     assert resume_path(tmp_path, resume=False, resume_from=None) is None  # fresh run, empty folder
-    assert resume_path(tmp_path, resume=True, resume_from=None) == tmp_path / "last.pt"
-    assert resume_path(tmp_path, resume=False, resume_from="x/ckpt.pt") == Path("x/ckpt.pt")
+    # --resume before any checkpoint exists (a job script that always passes it): start from scratch, and say so
+    assert resume_path(tmp_path, resume=True, resume_from=None) is None
+    out = capsys.readouterr().out
+    assert "no checkpoint" in out and "starting from scratch" in out
+    with pytest.raises(FileNotFoundError, match="--resume-from: checkpoint 'x/ckpt.pt' not found"):
+        resume_path(tmp_path, resume=False, resume_from="x/ckpt.pt")
+    save_checkpoint(tmp_path / "other.pt", {"step": 1})
+    assert resume_path(tmp_path, resume=False, resume_from=str(tmp_path / "other.pt")) == tmp_path / "other.pt"
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(FileExistsError, match="already holds a run: pass --resume"):
         resume_path(tmp_path, resume=False, resume_from=None)
+    save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    assert resume_path(tmp_path, resume=True, resume_from=None) == tmp_path / "last.pt"
+
+
+def test_resume_without_a_checkpoint_trains_from_scratch(cifar_folder, tmp_path, capsys):
+    common = ["data.train_subset=20", "data.val_subset=10", "train.epochs=1", "train.batch_size=10"]
+    summary = classify.main(["--resume", *_run_args(cifar_folder, tmp_path / "run", *common)])
+    assert "starting from scratch" in capsys.readouterr().out
+    assert summary["step"] == 2 and (tmp_path / "run" / "model.safetensors").is_file()
+    with pytest.raises(FileNotFoundError, match="--resume-from"):
+        classify.main(["--resume-from", str(tmp_path / "nothing.pt"), *_run_args(cifar_folder, tmp_path / "b")])

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._io import atomic_write
 
 __all__ = [
     "BPETokenizer",
@@ -119,21 +120,8 @@ def tokenizer_from_state(state: dict) -> Tokenizer:
     raise ValueError(f"not a tokenizer state (kind byte/char/bpe with its fields): {state!r}")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(tokenizer.state(), ensure_ascii=False)))
+    atomic_write(path, lambda f: f.write(json.dumps(tokenizer.state(), ensure_ascii=False).encode()))
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -147,13 +135,7 @@ def write_tokens(path: str | os.PathLike, ids: Sequence[int] | np.ndarray, vocab
     if array.ndim != 1 or array.size and (array.min() < 0 or array.max() >= vocab_size):
         raise ValueError(f"ids must be a 1-D sequence of ints in [0, {vocab_size})")
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array.astype(dtype))
-
-    path = Path(path)
-    _atomic_write(path, write)
-    return path
+    return atomic_write(path, lambda f: np.save(f, array.astype(dtype)))
 
 
 class TokenDataset:
@@ -236,5 +218,5 @@ def prepare_text_corpus(
     write_tokens(train_path, tok.encode(text[:split]), tok.vocab_size)
     write_tokens(val_path, tok.encode(text[split:]), tok.vocab_size)
     save_tokenizer(tok, tok_path)
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(source)))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(source).encode()))
     return train_path, val_path, tok

@@ -12,7 +12,7 @@ from torch import nn
 
 from .hyena_lm import HyenaLM, Mlp, check_generate_args, init_gpt2_weights, padded_vocab_size, sample_next_token
 
-__all__ = ["GPT", "CausalSelfAttention", "LM_ARCHITECTURES", "create_lm", "lm_from_checkpoint"]
+__all__ = ["GPT", "CausalSelfAttention", "LM_ARCHITECTURES", "create_lm"]
 
 
 class CausalSelfAttention(nn.Module):
@@ -127,10 +127,3 @@ def create_lm(arch: str, **kwargs) -> HyenaLM | GPT:
     if arch not in LM_ARCHITECTURES:
         raise ValueError(f"arch must be one of {sorted(LM_ARCHITECTURES)}, got {arch!r}")
     return LM_ARCHITECTURES[arch](**kwargs)
-
-
-def lm_from_checkpoint(state: dict) -> HyenaLM | GPT:
-    """The model of a ``train/lm.py`` checkpoint (its ``arch``, ``model_args`` and ``model`` weights), in eval mode."""
-    model = create_lm(state["arch"], **state["model_args"])
-    model.load_state_dict(state["model"])
-    return model.eval()

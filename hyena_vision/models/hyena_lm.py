@@ -33,7 +33,6 @@ __all__ = [
     "HyenaLM",
     "Mlp",
     "convert_safari_lm_state_dict",
-    "evaluate_lm",
     "init_gpt2_weights",
     "sample_next_token",
 ]
@@ -103,28 +102,6 @@ def check_generate_args(
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
-
-
-@torch.no_grad()
-def evaluate_lm(model: nn.Module, batches, *, device: torch.device, amp_dtype: torch.dtype | None = None) -> dict:
-    """Mean next-token cross-entropy (nats) and token count over ``batches`` of (x, y) (B, T) int64 windows.
-
-    Under torch.distributed the sums are reduced over all ranks (give each rank its own share of the batches).
-    """
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, tokens)
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)  # (B, T, V)
-        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
-        totals[1] += y.numel()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(totals)
-    model.train(was_training)
-    loss = (totals[0] / totals[1].clamp(min=1)).item()
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "tokens": int(totals[1].item())}
 
 
 # ----------------------------------------------------------------------------------------------------------------
