@@ -9,6 +9,7 @@ from hyena_vision.layers import (
     ExponentialModulation,
     HyenaFilter,
     HyenaFilter2d,
+    ImplicitFilterConfig,
     PositionalEmbedding,
     Sin,
     get_optim_hints,
@@ -17,6 +18,7 @@ from hyena_vision.layers import (
 )
 
 f64 = torch.float64
+Cfg = ImplicitFilterConfig
 
 
 def test_positional_embedding_formula():
@@ -77,10 +79,10 @@ def test_modulation_rates_and_formula():
 
 
 def test_causal_filter_shapes_and_prefix():
-    filt = HyenaFilter(6, 32, emb_dim=5, filter_order=16, dtype=f64)
+    filt = HyenaFilter(6, 32, filter_cfg=Cfg(emb_dim=5, filter_order=16), dtype=f64)
     k = filt(32)
     assert k.shape == (6, 32)
-    assert torch.equal(filt(20), k[:, :20])  # shorter inputs use the first samples
+    torch.testing.assert_close(filt(20), k[:, :20], rtol=1e-12, atol=1e-15)  # shorter inputs: the first samples
     with pytest.raises(ValueError, match="exceeds the filter's l_max=32"):
         filt(33)
 
@@ -89,26 +91,26 @@ def test_bidirectional_filter_centre_crop_and_decay():
     filt = HyenaFilter(4, 16, bidirectional=True, dtype=f64)
     k = filt(16)
     assert k.shape == (4, 31)
-    assert torch.equal(filt(5), k[:, 11:20])
+    torch.testing.assert_close(filt(5), k[:, 11:20], rtol=1e-12, atol=1e-15)
     # the decay window is symmetric: the envelope at lag +s and -s is the same
     assert torch.allclose(filt.pos_emb.t[:15].flip(0), filt.pos_emb.t[16:])
 
 
 def test_filter_dropout_and_normalization():
-    filt = HyenaFilter(8, 64, filter_dropout=0.5)
+    filt = HyenaFilter(8, 64, filter_cfg=Cfg(filter_dropout=0.5))
     filt.train()
     assert (filt(64) == 0).float().mean() > 0.3
     filt.eval()
     assert (filt(64) == 0).float().mean() < 0.01
-    normed = HyenaFilter(8, 16, normalized=True, dtype=f64)
+    normed = HyenaFilter(8, 16, filter_cfg=Cfg(normalized=True), dtype=f64)
     assert torch.allclose(normed(16).abs().sum(0), torch.ones(16, dtype=f64))
 
 
 def test_filter2d_shapes_crop_and_distance():
-    filt = HyenaFilter2d(4, (8, 6), emb_dim=3, filter_order=16, dtype=f64)
+    filt = HyenaFilter2d(4, (8, 6), filter_cfg=Cfg(filter_order=16), dtype=f64)
     k = filt((8, 6))
     assert k.shape == (4, 15, 11)
-    assert torch.equal(filt((3, 4)), k[:, 5:10, 2:9])
+    torch.testing.assert_close(filt((3, 4)), k[:, 5:10, 2:9], rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match=r"exceeds the filter's l_max=\(8, 6\)"):
         filt((9, 6))
     # no modulation, no MLP: the decay envelope alone peaks at the centre and decreases with distance
@@ -117,7 +119,7 @@ def test_filter2d_shapes_crop_and_distance():
 
 
 def test_optim_hints_and_param_groups():
-    filt = HyenaFilter(4, 8, lr=1e-3, lr_pos_emb=1e-5)
+    filt = HyenaFilter(4, 8, filter_cfg=Cfg(lr=1e-3, lr_pos_emb=1e-5))
     for name, param in filt.ffn.named_parameters():
         assert get_optim_hints(param) == {"lr": 1e-3, "weight_decay": 0.0}, name
     assert get_optim_hints(filt.bias) == {}
@@ -129,3 +131,32 @@ def test_optim_hints_and_param_groups():
     assert "1.pos_emb.z" in names and "1.ffn.input.weight" in names and "0.weight" not in names
     exclude = param_groups(model, lr=0.1, weight_decay=0.05, no_weight_decay={"0.weight"})
     assert all(g["weight_decay"] == 0.0 for g in exclude if g["lr"] == 0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("emb_dim", 4),
+        ("filter_order", 0),
+        ("num_inner_mlps", -1),
+        ("target", 1.5),
+        ("fast_decay_pct", 0.0),
+        ("filter_dropout", 1.0),
+        ("lr", -1e-3),
+        ("lr_pos_emb", -1.0),
+    ],
+)
+def test_filter_config_validates_and_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        ImplicitFilterConfig(**{field: value})
+
+
+def test_filter_config_is_frozen_and_shared():
+    cfg = ImplicitFilterConfig(filter_order=16, w=14.0)
+    with pytest.raises(AttributeError):
+        cfg.w = 1.0
+    assert cfg.replace(emb_dim=5) == ImplicitFilterConfig(filter_order=16, w=14.0, emb_dim=5)
+    with pytest.raises(TypeError, match="filter_ordr"):
+        cfg.replace(filter_ordr=8)
+    filt = HyenaFilter(4, 8, filter_cfg=cfg)
+    assert filt.filter_cfg is cfg and filt.ffn.input.out_features == 16 and torch.all(filt.ffn.sin.freq == 14.0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hyena_vision.layers import HyenaOperator, HyenaOperator2d
+from hyena_vision.layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig
 from hyena_vision.ops import fftconv2d
 
 f64 = torch.float64
@@ -164,3 +164,13 @@ def test_2d_errors():
         HyenaOperator2d(8, (8, 8), short_filter_order=2)
     with pytest.raises(TypeError):
         HyenaOperator2d(8, (8, 8), causal=True)
+
+
+def test_filter_cfg_is_handed_down_and_settings_override_it():
+    cfg = ImplicitFilterConfig(filter_order=8, emb_dim=5, w=14.0)
+    op = HyenaOperator(8, 16, filter_cfg=cfg)
+    assert op.filter.filter_cfg is cfg
+    op2d = HyenaOperator2d(8, (4, 4), filter_cfg=cfg, modulate=False)
+    assert op2d.filter.filter_cfg == cfg.replace(modulate=False)
+    assert op2d.filter.ffn.input.in_features == 2 * 5  # row and column features
+    assert HyenaOperator(8, 16, filter_order=4).filter.filter_cfg == ImplicitFilterConfig(filter_order=4)

@@ -103,6 +103,17 @@ def test_param_count_matches_target(name, target, tolerance):
     assert abs(_num_params(name) - target) / target < tolerance, _num_params(name)
 
 
+@pytest.mark.parametrize("name", ["hyena_vit_t", "hyena_iso_cifar"])
+def test_flat_filter_kwargs_build_one_config(name):
+    model = timm.create_model(name, device="meta", filter_order=8, emb_dim=5, depth=2)
+    cfgs = [getattr(block.mixer, "operator", block.mixer).filter.filter_cfg for block in model.blocks]
+    assert cfgs[0] is cfgs[1] and (cfgs[0].filter_order, cfgs[0].emb_dim) == (8, 5)
+    with pytest.raises(TypeError):
+        timm.create_model(name, device="meta", filter_ordr=8)
+    with pytest.raises(ValueError, match="emb_dim"):
+        timm.create_model(name, device="meta", emb_dim=4)
+
+
 # --- forward / backward, dtypes, memory formats ----------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ parameters with optimizer hints (their own lr, weight decay 0; see ``layers.opti
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -15,12 +16,76 @@ from torch import nn
 
 from .optim import set_optim_hints
 
-__all__ = ["PositionalEmbedding", "Sin", "ExponentialModulation", "ImplicitFFN", "HyenaFilter", "HyenaFilter2d"]
+__all__ = [
+    "ImplicitFilterConfig",
+    "PositionalEmbedding",
+    "Sin",
+    "ExponentialModulation",
+    "ImplicitFFN",
+    "HyenaFilter",
+    "HyenaFilter2d",
+]
 
 
 def _check_emb_dim(emb_dim: int) -> None:
     if emb_dim < 3 or emb_dim % 2 == 0:
         raise ValueError(f"emb_dim must be odd and >= 3 (time, then cosine/sine bands), got {emb_dim}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplicitFilterConfig:
+    """Settings of the implicit long filters, built once per model and handed to every operator and filter.
+
+    Attributes:
+        emb_dim: positional features per axis, ``[t, cos, -sin]`` bands (odd, >= 3).
+        filter_order: width of the filter FFN.
+        num_inner_mlps: hidden Linear layers of the FFN (2: four Linear layers, as the original).
+        w: initial frequency of the FFN's sine activation.
+        fast_decay_pct, slow_decay_pct, target: the decay window; the fastest (slowest) channel has decayed to
+            ``target`` at the normalised distance ``fast_decay_pct`` (``slow_decay_pct``).
+        shift: added to the decay window; modulate: apply the window at all.
+        normalized: L1-normalise the filter values over the channel axis at every lag.
+        filter_dropout: dropout on the generated filter values.
+        lr: optimizer hint (lr, weight decay 0) of the FFN; None: the optimizer's lr (still no weight decay).
+        lr_pos_emb: optimizer hint of the positional features ``z``; 0 makes them a fixed buffer.
+    """
+
+    emb_dim: int = 3
+    filter_order: int = 64
+    num_inner_mlps: int = 2
+    w: float = 1.0
+    fast_decay_pct: float = 0.3
+    slow_decay_pct: float = 1.5
+    target: float = 1e-2
+    shift: float = 0.0
+    modulate: bool = True
+    normalized: bool = False
+    filter_dropout: float = 0.0
+    lr: float | None = 1e-3
+    lr_pos_emb: float = 1e-5
+
+    def __post_init__(self):
+        _check_emb_dim(self.emb_dim)
+        if self.filter_order < 1:
+            raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
+        if self.num_inner_mlps < 0:
+            raise ValueError(f"num_inner_mlps must be >= 0, got {self.num_inner_mlps}")
+        if not 0 < self.target < 1:
+            raise ValueError(f"target must be in (0, 1), got {self.target}")
+        if self.fast_decay_pct <= 0 or self.slow_decay_pct <= 0:
+            raise ValueError(
+                f"fast_decay_pct and slow_decay_pct must be > 0, got {self.fast_decay_pct}, {self.slow_decay_pct}"
+            )
+        if not 0 <= self.filter_dropout < 1:
+            raise ValueError(f"filter_dropout must be in [0, 1), got {self.filter_dropout}")
+        if self.lr is not None and self.lr < 0:
+            raise ValueError(f"lr must be None or >= 0, got {self.lr}")
+        if self.lr_pos_emb < 0:
+            raise ValueError(f"lr_pos_emb must be >= 0, got {self.lr_pos_emb}")
+
+    def replace(self, **changes) -> ImplicitFilterConfig:
+        """A copy with ``changes`` (field names; unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)
 
 
 class PositionalEmbedding(nn.Module):
@@ -161,57 +226,35 @@ class ImplicitFFN(nn.Module):
 class _ImplicitFilterBase(nn.Module):
     """What 1D and 2D filters share: FFN, modulation, normalization, dropout, the skip term and the hints."""
 
-    def __init__(
-        self,
-        channels: int,
-        emb_features: int,
-        *,
-        filter_order: int,
-        num_inner_mlps: int,
-        w: float,
-        fast_decay_pct: float,
-        slow_decay_pct: float,
-        target: float,
-        shift: float,
-        modulate: bool,
-        normalized: bool,
-        use_bias: bool,
-        filter_dropout: float,
-        lr: float | None,
-        device,
-        dtype,
-    ):
+    def __init__(self, channels: int, emb_features: int, filter_cfg: ImplicitFilterConfig, *, device, dtype):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        if not 0 <= filter_dropout < 1:
-            raise ValueError(f"filter_dropout must be in [0, 1), got {filter_dropout}")
+        cfg = self.filter_cfg = filter_cfg
         self.channels = channels
-        self.normalized = normalized
-        self.filter_dropout = filter_dropout
         self.ffn = ImplicitFFN(
-            emb_features, channels, width=filter_order, num_inner_mlps=num_inner_mlps, w=w, **factory
+            emb_features, channels, width=cfg.filter_order, num_inner_mlps=cfg.num_inner_mlps, w=cfg.w, **factory
         )
         self.modulation = ExponentialModulation(
             channels,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
+            fast_decay_pct=cfg.fast_decay_pct,
+            slow_decay_pct=cfg.slow_decay_pct,
+            target=cfg.target,
+            shift=cfg.shift,
+            modulate=cfg.modulate,
             **factory,
         )
-        self.bias = nn.Parameter(torch.randn(channels, **factory)) if use_bias else None  # D, the skip term
+        self.bias = nn.Parameter(torch.randn(channels, **factory))  # D, the skip term
         for param in self.ffn.parameters():
-            set_optim_hints(param, lr=lr, weight_decay=0.0)
+            set_optim_hints(param, lr=cfg.lr, weight_decay=0.0)
 
     def _generate(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """z (..., E), t (..., 1) -> filter values (..., C), modulated, normalized, dropped out."""
         h = self.modulation(t, self.ffn(z))
-        if self.normalized:
+        if self.filter_cfg.normalized:
             h = h / h.abs().sum(dim=-1, keepdim=True)  # L1 over the channel axis, as in the original
-        return F.dropout(h, self.filter_dropout, self.training)
+        return F.dropout(h, self.filter_cfg.filter_dropout, self.training)
 
 
 class HyenaFilter(_ImplicitFilterBase):
@@ -227,45 +270,20 @@ class HyenaFilter(_ImplicitFilterBase):
         l_max: int,
         *,
         bidirectional: bool = False,
-        emb_dim: int = 3,
-        filter_order: int = 64,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        use_bias: bool = True,
-        filter_dropout: float = 0.0,
-        lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
+        filter_cfg: ImplicitFilterConfig = ImplicitFilterConfig(),
         device=None,
         dtype=None,
     ):
-        super().__init__(
-            channels,
-            emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            use_bias=use_bias,
-            filter_dropout=filter_dropout,
-            lr=lr,
-            device=device,
-            dtype=dtype,
-        )
+        super().__init__(channels, filter_cfg.emb_dim, filter_cfg, device=device, dtype=dtype)
         self.l_max = l_max
         self.bidirectional = bidirectional
         self.pos_emb = PositionalEmbedding(
-            emb_dim, l_max, bidirectional=bidirectional, lr_pos_emb=lr_pos_emb, device=device, dtype=dtype
+            filter_cfg.emb_dim,
+            l_max,
+            bidirectional=bidirectional,
+            lr_pos_emb=filter_cfg.lr_pos_emb,
+            device=device,
+            dtype=dtype,
         )
 
     def forward(self, length: int) -> torch.Tensor:
@@ -288,46 +306,16 @@ class HyenaFilter2d(_ImplicitFilterBase):
         channels: int,
         l_max: tuple[int, int],
         *,
-        emb_dim: int = 3,
-        filter_order: int = 64,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        use_bias: bool = True,
-        filter_dropout: float = 0.0,
-        lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
+        filter_cfg: ImplicitFilterConfig = ImplicitFilterConfig(),
         device=None,
         dtype=None,
     ):
-        super().__init__(
-            channels,
-            2 * emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            use_bias=use_bias,
-            filter_dropout=filter_dropout,
-            lr=lr,
-            device=device,
-            dtype=dtype,
-        )
+        super().__init__(channels, 2 * filter_cfg.emb_dim, filter_cfg, device=device, dtype=dtype)
         height, width = l_max
         self.l_max = (height, width)
-        factory = {"bidirectional": True, "lr_pos_emb": lr_pos_emb, "device": device, "dtype": dtype}
-        self.pos_emb_y = PositionalEmbedding(emb_dim, height, **factory)
-        self.pos_emb_x = PositionalEmbedding(emb_dim, width, **factory)
+        factory = {"bidirectional": True, "lr_pos_emb": filter_cfg.lr_pos_emb, "device": device, "dtype": dtype}
+        self.pos_emb_y = PositionalEmbedding(filter_cfg.emb_dim, height, **factory)
+        self.pos_emb_x = PositionalEmbedding(filter_cfg.emb_dim, width, **factory)
 
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         height, width = size

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..ops import fftconv, fftconv2d
 from ..ops.fftconv import BACKENDS
-from .filters import HyenaFilter, HyenaFilter2d
+from .filters import HyenaFilter, HyenaFilter2d, ImplicitFilterConfig
 
 __all__ = ["HyenaOperator", "HyenaOperator2d"]
 
@@ -31,6 +31,12 @@ def _check_common(d_model: int, order: int, dropout: float, fftconv_backend: str
         raise ValueError(f"fftconv_backend must be one of {BACKENDS}, got {fftconv_backend!r}")
 
 
+def resolve_filter_cfg(filter_cfg: ImplicitFilterConfig | None, filter_settings: dict) -> ImplicitFilterConfig:
+    """``filter_cfg`` (default settings if None) with ``filter_settings`` (field names; unknown ones raise)."""
+    filter_cfg = filter_cfg or ImplicitFilterConfig()
+    return filter_cfg.replace(**filter_settings) if filter_settings else filter_cfg
+
+
 class HyenaOperator(nn.Module):
     """1D Hyena operator, (B, L, d_model) -> (B, L, d_model).
 
@@ -38,9 +44,9 @@ class HyenaOperator(nn.Module):
     ``causal=False`` the bidirectional one for vision (centred short conv, filters over lags -(L-1)..L-1).
     Channels are ``d_inner = d_model * inner_factor`` wide; ``num_heads`` splits them into heads of
     ``d_inner / num_heads`` channels that share one set of long filters. ``dropout`` acts on each gated input of
-    a long convolution, ``filter_dropout`` on the generated filters. Inputs longer than ``l_max`` raise.
-    The remaining keyword arguments configure the implicit filter (see ``HyenaFilter``); ``filter_lr`` and
-    ``lr_pos_emb`` are its optimizer hints.
+    a long convolution. Inputs longer than ``l_max`` raise. ``filter_cfg`` holds the implicit filters'
+    settings (``ImplicitFilterConfig``, with its optimizer hints); keyword arguments named after its fields
+    (``filter_order=16``, ...) override them, for building a lone operator (unknown names raise TypeError).
     """
 
     def __init__(
@@ -49,30 +55,20 @@ class HyenaOperator(nn.Module):
         l_max: int,
         *,
         order: int = 2,
-        filter_order: int = 64,
         num_heads: int = 1,
         inner_factor: int = 1,
         short_filter_order: int = 3,
         causal: bool = True,
         dropout: float = 0.0,
-        filter_dropout: float = 0.0,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         fftconv_backend: str = "auto",
+        filter_cfg: ImplicitFilterConfig | None = None,
         device=None,
         dtype=None,
+        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
+        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
         if inner_factor < 1:
             raise ValueError(f"inner_factor must be >= 1, got {inner_factor}")
         d_inner = d_model * inner_factor
@@ -97,19 +93,7 @@ class HyenaOperator(nn.Module):
             self.head_dim * (order - 1),  # channel o * head_dim + d: filter o, channel d ("o-major")
             l_max,
             bidirectional=not causal,
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            filter_dropout=filter_dropout,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
+            filter_cfg=filter_cfg,
             **factory,
         )
         self.dropout = nn.Dropout(dropout)
@@ -164,7 +148,8 @@ class HyenaOperator2d(nn.Module):
     ``gated=True``: the Hyena recurrence of ``HyenaOperator`` with a centred depthwise ``short_filter_order`` x
     ``short_filter_order`` conv and 2D implicit long filters (C, 2H-1, 2W-1), linear (zero-padded) convolution.
     ``gated=False`` (the paper's Hyena-ISO option): no projections and no gates, only the implicit long
-    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2).
+    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2). ``filter_cfg`` and keyword
+    arguments named after its fields configure the implicit filters, as for ``HyenaOperator``.
     """
 
     def __init__(
@@ -174,27 +159,17 @@ class HyenaOperator2d(nn.Module):
         *,
         order: int = 2,
         gated: bool = True,
-        filter_order: int = 64,
         short_filter_order: int = 3,
         dropout: float = 0.0,
-        filter_dropout: float = 0.0,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         fftconv_backend: str = "auto",
+        filter_cfg: ImplicitFilterConfig | None = None,
         device=None,
         dtype=None,
+        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
+        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
         if not gated and order != 2:
             raise ValueError(f"gated=False has one long convolution and needs order=2, got order={order}")
         if short_filter_order < 1 or short_filter_order % 2 == 0:
@@ -214,19 +189,7 @@ class HyenaOperator2d(nn.Module):
         self.filter = HyenaFilter2d(
             d_model * (order - 1),
             self.l_max,
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            filter_dropout=filter_dropout,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
+            filter_cfg=filter_cfg,
             **factory,
         )
         self.dropout = nn.Dropout(dropout)

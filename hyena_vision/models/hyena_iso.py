@@ -1,4 +1,5 @@
-"""Hyena-ISO: the Hyena paper's isotropic 2D model for CIFAR-10 (4 blocks of width 128, about 202k parameters).
+"""Hyena-ISO: the Hyena paper's isotropic 2D model for CIFAR-10 (4 blocks of width 128, 205k parameters;
+the paper: about 202k).
 
 A pixel-level embedding (a 1x1 conv, 3 -> 128), residual pre-norm blocks
 ``x + drop_path(GLU(dropout(GELU(mixer(LN(x))))))`` at full resolution, a final norm, mean pooling and the
@@ -30,7 +31,7 @@ from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator2d, no_weight_decay_names
+from ..layers import HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
 from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
 
 __all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso", "create_isotropic"]
@@ -254,23 +255,26 @@ class HyenaIso(IsotropicNet):
                 drop_path_rate: stochastic depth.
         """
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        operator_layer = partial(
-            HyenaOperator2d,
-            l_max=img_size,
-            order=order,
-            gated=gated,
-            filter_order=filter_order,
-            short_filter_order=short_filter_order,
+        filter_cfg = ImplicitFilterConfig(
             emb_dim=emb_dim,
+            filter_order=filter_order,
             num_inner_mlps=num_inner_mlps,
             w=w,
             fast_decay_pct=fast_decay_pct,
             slow_decay_pct=slow_decay_pct,
             target=target,
             modulate=modulate,
-            filter_lr=filter_lr,
+            lr=filter_lr,
             lr_pos_emb=lr_pos_emb,
+        )
+        operator_layer = partial(
+            HyenaOperator2d,
+            l_max=img_size,
+            order=order,
+            gated=gated,
+            short_filter_order=short_filter_order,
             fftconv_backend=fftconv_backend,
+            filter_cfg=filter_cfg,
         )
         super().__init__(
             partial(HyenaIsoLayer, operator_layer=operator_layer, dropout=proj_drop_rate),
@@ -304,5 +308,5 @@ def create_isotropic(model_cls: type[IsotropicNet], variant: str, pretrained: bo
 
 @register_model
 def hyena_iso_cifar(pretrained: bool = False, **kwargs) -> HyenaIso:
-    """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (~205k params)."""
+    """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (205k params)."""
     return create_isotropic(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)

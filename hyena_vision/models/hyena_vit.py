@@ -20,9 +20,7 @@ from functools import partial
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
-    DropPath,
     LayerNorm,
-    Mlp,
     PatchEmbed,
     calculate_drop_path_rates,
     get_act_layer,
@@ -38,10 +36,11 @@ from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator, no_weight_decay_names
+from ..layers import HyenaOperator, ImplicitFilterConfig, no_weight_decay_names
+from ._blocks import PreNormBlock
 from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
 
-__all__ = ["HyenaBlock", "HyenaViT", "tokens_from_grid"]
+__all__ = ["HyenaViT", "tokens_from_grid"]
 
 GLOBAL_POOLS = ("", "avg", "max")
 
@@ -65,36 +64,6 @@ def tokens_from_grid(x: torch.Tensor, l_max: int, patch_size: tuple[int, int]) -
 def _check_global_pool(global_pool: str) -> None:
     if global_pool not in GLOBAL_POOLS:
         raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-
-
-class HyenaBlock(nn.Module):
-    """Pre-norm block: ``x + drop_path(mixer(norm1(x)))`` then ``x + drop_path(mlp(norm2(x)))``, (B, L, dim)."""
-
-    def __init__(
-        self,
-        dim: int,
-        mixer_layer: Callable[..., nn.Module],
-        *,
-        mlp_ratio: float = 4.0,
-        proj_drop: float = 0.0,
-        drop_path: float = 0.0,
-        norm_layer: Callable[..., nn.Module] = LayerNorm,
-        act_layer: Callable[..., nn.Module] = nn.GELU,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.norm1 = norm_layer(dim, **dd)
-        self.mixer = mixer_layer(dim, **dd)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 def init_weights_linear(module: nn.Module, name: str = "") -> None:
@@ -175,29 +144,32 @@ class HyenaViT(nn.Module):
             **dd,
         )
         self.l_max = self.patch_embed.num_patches
+        filter_cfg = ImplicitFilterConfig(
+            emb_dim=emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            modulate=modulate,
+            lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
+        )
         mixer_layer = partial(
             HyenaOperator,
             l_max=self.l_max,
             order=order,
-            filter_order=filter_order,
             short_filter_order=short_filter_order,
             causal=causal,
             dropout=mixer_drop_rate,
-            emb_dim=emb_dim,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            modulate=modulate,
-            filter_lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
             fftconv_backend=fftconv_backend,
+            filter_cfg=filter_cfg,
         )
         drop_path_rates = calculate_drop_path_rates(drop_path_rate, depth)  # linear in depth
         self.blocks = nn.Sequential(
             *[
-                HyenaBlock(
+                PreNormBlock(
                     embed_dim,
                     mixer_layer,
-                    mlp_ratio=mlp_ratio,
+                    mlp_hidden=int(embed_dim * mlp_ratio),
                     proj_drop=proj_drop_rate,
                     drop_path=drop_path_rates[i],
                     norm_layer=norm_layer,
@@ -350,21 +322,21 @@ def _create_hyena_vit(variant: str, pretrained: bool = False, **kwargs) -> Hyena
 
 @register_model
 def hyena_vit_t(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Tiny/16: 192 wide, 12 deep (ViT-Ti size, ~5.8M params)."""
+    """Hyena-ViT-Tiny/16: 192 wide, 12 deep (ViT-Ti size, 6.0M params)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12)
     return _create_hyena_vit("hyena_vit_t", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def hyena_vit_s(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Small/16: 384 wide, 12 deep (ViT-S size, ~22.5M params)."""
+    """Hyena-ViT-Small/16: 384 wide, 12 deep (ViT-S size, 22.5M params)."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12)
     return _create_hyena_vit("hyena_vit_s", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def hyena_vit_b(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Base/16: 768 wide, 12 deep (ViT-B size, ~87M params; the paper's 78.5% ImageNet model)."""
+    """Hyena-ViT-Base/16: 768 wide, 12 deep (ViT-B size, 87.3M params; the paper's 78.5% ImageNet model)."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12)
     return _create_hyena_vit("hyena_vit_b", pretrained=pretrained, **dict(model_args, **kwargs))
 
@@ -378,7 +350,7 @@ def hyena_vit_b_p8(pretrained: bool = False, **kwargs) -> HyenaViT:
 
 @register_model
 def hyena_seq_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Sequential CIFAR: 32x32 image as 1024 pixel tokens, 4 Hyena blocks of width 64, MLP ratio 2 (~213k)."""
+    """Sequential CIFAR: 32x32 image as 1024 pixel tokens, 4 Hyena blocks of width 64, MLP ratio 2 (214k params)."""
     model_args = dict(
         img_size=32, patch_size=1, num_classes=10, embed_dim=64, depth=4, mlp_ratio=2.0, short_filter_order=3
     )
