@@ -44,7 +44,9 @@ class HyenaOperator(nn.Module):
     ``causal=False`` the bidirectional one for vision (centred short conv, filters over lags -(L-1)..L-1).
     Channels are ``d_inner = d_model * inner_factor`` wide; ``num_heads`` splits them into heads of
     ``d_inner / num_heads`` channels that share one set of long filters. ``dropout`` acts on each gated input of
-    a long convolution. Inputs longer than ``l_max`` raise. ``filter_cfg`` holds the implicit filters'
+    a long convolution. ``l_max`` is the length the long filters are stored for: shorter inputs use their first
+    (causal) or centred samples, longer ones extend them at the same lag spacing; ``resize(l_max)`` stores them
+    for another length (``filter_cfg.resize_mode``: extend or stretch). ``filter_cfg`` holds the implicit filters'
     settings (``ImplicitFilterConfig``, with its optimizer hints); keyword arguments named after its fields
     (``filter_order=16``, ...) override them, for building a lone operator (unknown names raise TypeError).
     """
@@ -105,6 +107,11 @@ class HyenaOperator(nn.Module):
             f"num_heads={self.num_heads}, d_inner={self.d_inner}"
         )
 
+    def resize(self, l_max: int) -> None:
+        """Store the long filters for ``l_max`` (see ``PositionalEmbedding`` for extend / stretch)."""
+        self.l_max = l_max
+        self.filter.resize(l_max)
+
     def long_filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-step kernels (N-1, d_inner, n) and skips (N-1, d_inner), n = length or 2*length-1."""
         k = self.filter(length).view(self.order - 1, self.head_dim, -1)  # (O, head_dim, n)
@@ -117,10 +124,6 @@ class HyenaOperator(nn.Module):
         if u.ndim != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"input must be (B, L, d_model={self.d_model}), got shape {tuple(u.shape)}")
         length = u.shape[1]
-        if length > self.l_max:
-            raise ValueError(
-                f"sequence length {length} exceeds l_max={self.l_max}; build the layer with a larger l_max"
-            )
         z = self.in_proj(u).transpose(1, 2)  # (B, (N+1) * d_inner, L)
         z = self.short_filter(z)[..., :length]
         *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
@@ -149,7 +152,8 @@ class HyenaOperator2d(nn.Module):
     ``short_filter_order`` conv and 2D implicit long filters (C, 2H-1, 2W-1), linear (zero-padded) convolution.
     ``gated=False`` (the paper's Hyena-ISO option): no projections and no gates, only the implicit long
     convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2). ``filter_cfg`` and keyword
-    arguments named after its fields configure the implicit filters, as for ``HyenaOperator``.
+    arguments named after its fields configure the implicit filters, and ``l_max`` (H, W) is their stored
+    extent, as for ``HyenaOperator`` (other sizes crop or extend them; ``resize((H, W))``).
     """
 
     def __init__(
@@ -197,12 +201,15 @@ class HyenaOperator2d(nn.Module):
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, l_max={self.l_max}, order={self.order}, gated={self.gated}"
 
+    def resize(self, l_max: tuple[int, int]) -> None:
+        """Store the 2D filters for ``l_max`` = (H, W)."""
+        self.l_max = tuple(l_max)
+        self.filter.resize(self.l_max)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if u.ndim != 4 or u.shape[-1] != self.d_model:
             raise ValueError(f"input must be channels-last (B, H, W, d_model={self.d_model}), got {tuple(u.shape)}")
         height, width = u.shape[1:3]
-        if height > self.l_max[0] or width > self.l_max[1]:
-            raise ValueError(f"input size {(height, width)} exceeds l_max={self.l_max}")
         k = self.filter((height, width)).view(self.order - 1, self.d_model, 2 * height - 1, 2 * width - 1)
         skip = self.filter.bias.view(self.order - 1, self.d_model)
         if not self.gated:
