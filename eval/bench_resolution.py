@@ -10,23 +10,21 @@ filters over the flattened token sequence), ``hyena_vit2d_s`` (gated 2D Hyena ov
 (px / 16)^2: 196 at 224 px, 4096 at 1024 px. Attention costs O(N^2) in the tokens, Hyena O(N log N).
 
 Forward (``no_grad``, eval) and forward+backward (train, loss = mean of the logits) images/s: median over
-``--iters`` timed runs after ``--warmup`` runs, with the slowest and fastest runs as the interval. Peak memory: on
-CUDA the peak allocated beyond the weights and inputs; on the CPU the growth of the peak resident set size of a
-fresh process per (model, resolution) over what it holds after building the model and the inputs (so each cell
-costs a process start; ``--in-process`` skips that and the CPU memory). Batch: ``--batch``, or by default as many
-images as keep the tokens per batch at ``--tokens-per-batch`` (at least 1). Writes ``<out>/bench.md`` (table,
-crossover resolutions), ``bench.json`` and ``bench.png``.
+``--iters`` timed runs after ``--warmup`` runs, with the slowest and fastest runs as the interval. Peak memory of one
+more run: on CUDA the peak allocated beyond the weights and inputs; on the CPU (Linux) the peak resident set size
+beyond the resident size before the run, after returning freed heap pages (``malloc_trim``) and resetting the
+kernel's high-water mark (``/proc/self/clear_refs``). Batch: ``--batch``, or by default as many images as keep the
+tokens per batch at ``--tokens-per-batch`` (at least 1). Writes ``<out>/bench.md`` (table, crossover resolutions),
+``bench.json`` and ``bench.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -60,19 +58,39 @@ def build(name: str, img_size: int, toy: bool, device: torch.device, dtype: torc
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def _proc_status_mib(key: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key)) / 1024  # KiB -> MiB
 
 
-def measure(spec: dict) -> dict:
-    """Time (and measure the memory of) one model at one resolution; ``spec`` is JSON so a child can run it."""
-    device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
+def peak_memory_mib(fn, device: torch.device) -> float | None:
+    """Peak memory of one call of ``fn`` beyond what is held before it (None where it cannot be measured)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap pages back, so that reuse shows as growth
+        base = _proc_status_mib("VmRSS:")
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # reset the peak resident set size (VmHWM) to the current one
+    except OSError:
+        return None
+    fn()
+    return _proc_status_mib("VmHWM:") - base
+
+
+def measure(name: str, img_size: int, batch: int, *, device, dtype, toy: bool, warmup: int, iters: int) -> dict:
+    """Images/s and peak memory of one model at one resolution (forward, then forward+backward)."""
     torch.manual_seed(0)
-    model = build(spec["model"], spec["img_size"], spec["toy"], device, dtype)
-    x = torch.randn(spec["batch"], 3, spec["img_size"], spec["img_size"], device=device, dtype=dtype)
+    model = build(name, img_size, toy, device, dtype)
+    x = torch.randn(batch, 3, img_size, img_size, device=device, dtype=dtype)
 
     def forward():
         with torch.no_grad():
@@ -83,43 +101,25 @@ def measure(spec: dict) -> dict:
         model.zero_grad(set_to_none=True)
 
     result = {"params": sum(p.numel() for p in model.parameters())}
-    _sync(device)
-    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else _peak_rss_mib()
     for mode, fn in zip(MODES, (forward, forward_backward), strict=True):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         try:
-            for _ in range(spec["warmup"]):
+            for _ in range(warmup):
                 fn()
             times = []
-            for _ in range(spec["iters"]):
+            for _ in range(iters):
                 _sync(device)
                 start = time.perf_counter()
                 fn()
                 _sync(device)
                 times.append(time.perf_counter() - start)
+            mib = peak_memory_mib(fn, device)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             result[mode] = "OOM"
             continue
-        rates = sorted(spec["batch"] / t for t in times)  # images/s
-        if device.type == "cuda":
-            mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        else:
-            mib = _peak_rss_mib() - base if spec["isolated"] else None  # the high-water mark of this process
+        rates = sorted(batch / t for t in times)  # images/s
         result[mode] = {"img_s": statistics.median(rates), "low": rates[0], "high": rates[-1], "mib": mib}
     return result
-
-
-def measure_in_subprocess(spec: dict) -> dict:
-    """``measure`` in a fresh interpreter, so that its peak resident set size belongs to this cell alone."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, __file__, "--worker", json.dumps(dict(spec, isolated=True))]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker for {spec['model']} at {spec['img_size']} px failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def default_batch(img_size: int, patch: int, tokens_per_batch: int) -> int:
@@ -196,50 +196,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--in-process", action="store_true", help="no process per cell (no CPU memory figures)")
-    parser.add_argument("--quick", action="store_true", help="toy widths, 32 and 64 px, one run, in process")
+    parser.add_argument("--quick", action="store_true", help="toy widths, 32 and 64 px, one run")
     parser.add_argument("--out", default="runs/bench_resolution")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # a JSON spec: measure it and print the result
     args = parser.parse_args(argv)
-    if args.worker:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
-        print(json.dumps(measure(json.loads(args.worker))))
-        return []
     if args.quick:
-        args.sizes, args.warmup, args.iters, args.in_process = [32, 64], 0, 1, True
+        args.sizes, args.warmup, args.iters = [32, 64], 0, 1
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" and args.dtype == "bf16" else torch.float32
     tokens_per_batch = args.tokens_per_batch or (16384 if device.type == "cuda" else 1)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    run = measure if args.in_process or device.type == "cuda" else measure_in_subprocess
 
-    rows = []
-    cells = [(size, model) for size in args.sizes for model in MODELS]
-    for size, model in tqdm(cells, desc="bench_resolution", unit="cell"):
-        if not rows or rows[-1]["img_size"] != size:
-            batch = args.batch or default_batch(size, 16, tokens_per_batch)
-            rows.append({"img_size": size, "tokens": (size // 16) ** 2, "batch": batch})
-        spec = dict(model=model, img_size=size, batch=batch, device=str(device), dtype=str(dtype).split(".")[-1])
-        spec.update(toy=args.quick, warmup=args.warmup, iters=args.iters, isolated=False)
-        rows[-1][model] = run(spec)
-        result = rows[-1][model]
-        rate = "OOM" if result["fwd"] == "OOM" else f"{result['fwd']['img_s']:.2f} img/s fwd"
-        tqdm.write(f"{size} px {MODELS[model]}: {rate}")
-
-    threads = torch.get_num_threads()
     header = (
-        f"Resolution benchmark on {where}, {str(dtype).split('.')[-1]}, {threads} intra-op threads, patch 16, "
-        f"median images/s of {args.iters} runs (slowest-fastest), peak memory of fwd+bwd"
+        f"Resolution benchmark on {where}, {str(dtype).split('.')[-1]}, {torch.get_num_threads()} intra-op threads, "
+        f"patch 16, median images/s of {args.iters} runs (slowest-fastest), peak memory of fwd+bwd"
         + (" (toy widths)" if args.quick else "")
         + "."
     )
-    table = report(rows, header)
-    print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.md").write_text(table)
-    (out / "bench.json").write_text(json.dumps({"device": where, "args": vars(args), "rows": rows}, indent=1))
-    plot(rows, out / "bench.png", where)
+    rows = []
+    options = dict(device=device, dtype=dtype, toy=args.quick, warmup=args.warmup, iters=args.iters)
+    with tqdm(total=len(args.sizes) * len(MODELS), desc="bench_resolution", unit="cell") as progress:
+        for size in args.sizes:
+            batch = args.batch or default_batch(size, 16, tokens_per_batch)
+            row = {"img_size": size, "tokens": (size // 16) ** 2, "batch": batch}
+            for model in MODELS:
+                row[model] = result = measure(model, size, batch, **options)
+                rate = "OOM" if result["fwd"] == "OOM" else f"{result['fwd']['img_s']:.2f} img/s fwd"
+                progress.write(f"{size} px {MODELS[model]}: {rate}")
+                progress.update()
+            rows.append(row)
+            table = report(rows, header)  # rewritten after every resolution: a long run leaves what it measured
+            (out / "bench.md").write_text(table)
+            (out / "bench.json").write_text(json.dumps({"device": where, "args": vars(args), "rows": rows}, indent=1))
+            plot(rows, out / "bench.png", where)
+    print(table)
     return rows
 
 
