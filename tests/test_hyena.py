@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hyena_vision.layers import HyenaOperator, HyenaOperator2d
+from hyena_vision.layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig
 from hyena_vision.ops import fftconv2d
 
 f64 = torch.float64
@@ -86,8 +86,6 @@ def test_dropout_and_filter_dropout_are_applied():
 
 def test_operator_errors():
     op = HyenaOperator(8, 16)
-    with pytest.raises(ValueError, match="sequence length 17 exceeds l_max=16"):
-        op(torch.randn(1, 17, 8))
     with pytest.raises(ValueError, match=r"input must be \(B, L, d_model=8\)"):
         op(torch.randn(17, 8))
     with pytest.raises(ValueError, match=r"input must be \(B, L, d_model=8\)"):
@@ -154,8 +152,6 @@ def test_2d_translation_equivariance_away_from_borders():
 
 def test_2d_errors():
     op = HyenaOperator2d(8, (8, 8))
-    with pytest.raises(ValueError, match=r"input size \(9, 8\) exceeds l_max=\(8, 8\)"):
-        op(torch.randn(1, 9, 8, 8))
     with pytest.raises(ValueError, match=r"channels-last \(B, H, W, d_model=8\)"):
         op(torch.randn(1, 8, 8, 8, 1))
     with pytest.raises(ValueError, match="gated=False has one long convolution"):
@@ -164,3 +160,28 @@ def test_2d_errors():
         HyenaOperator2d(8, (8, 8), short_filter_order=2)
     with pytest.raises(TypeError):
         HyenaOperator2d(8, (8, 8), causal=True)
+
+
+def test_filter_cfg_is_handed_down_and_settings_override_it():
+    cfg = ImplicitFilterConfig(filter_order=8, emb_dim=5, w=14.0)
+    op = HyenaOperator(8, 16, filter_cfg=cfg)
+    assert op.filter.filter_cfg is cfg
+    op2d = HyenaOperator2d(8, (4, 4), filter_cfg=cfg, modulate=False)
+    assert op2d.filter.filter_cfg == cfg.replace(modulate=False)
+    assert op2d.filter.ffn.input.in_features == 2 * 5  # row and column features
+    assert HyenaOperator(8, 16, filter_order=4).filter.filter_cfg == ImplicitFilterConfig(filter_order=4)
+
+
+def test_longer_inputs_extend_the_filters_as_resize_does():
+    """An input longer than l_max sees the same filters as the operator resized to that length (extend)."""
+    torch.manual_seed(0)
+    op = HyenaOperator(6, 12, causal=False, short_filter_order=3, dtype=f64).eval()
+    op2d = HyenaOperator2d(6, (5, 4), dtype=f64).eval()
+    u, u2d = torch.randn(2, 20, 6, dtype=f64), torch.randn(2, 7, 9, 6, dtype=f64)
+    with torch.no_grad():
+        before, before2d = op(u), op2d(u2d)
+        op.resize(20)
+        op2d.resize((7, 9))
+        assert op.l_max == 20 and op2d.l_max == (7, 9) and op2d.filter.pos_emb_x.z.shape == (17, 3)
+        torch.testing.assert_close(op(u), before, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(op2d(u2d), before2d, rtol=1e-10, atol=1e-12)

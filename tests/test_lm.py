@@ -159,6 +159,14 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(model.eval()(ids), restored.eval()(ids))
 
 
+def test_hyena_and_gpt_share_one_block_class_with_timm_mlp():
+    hyena, gpt = tiny_hyena(), tiny_gpt()
+    assert type(hyena.layers[0]) is type(gpt.layers[0])
+    assert isinstance(hyena.layers[0].mlp, timm.layers.Mlp) and isinstance(gpt.layers[0].mlp, timm.layers.Mlp)
+    assert hyena.layers[0].mlp.act.approximate == "tanh"
+    assert hyena.layers[0].mixer.filter.filter_cfg is hyena.layers[1].mixer.filter.filter_cfg  # built once
+
+
 def test_gpt2_init():
     model = HyenaLM(vocab_size=50, d_model=64, n_layer=8, d_mlp=256, l_max=16)
     std = 0.02 / (2 * 8) ** 0.5
@@ -286,11 +294,22 @@ def test_associative_recall_targets():
 # The LM trainer, perplexity and sampling (their main(argv) run in this process, saving interpreter start-ups)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY_RUN = (
-    "model.d_model=16 model.n_layer=2 model.d_mlp=32 model.l_max=16 model.hyena.filter_order=8 model.gpt.n_head=2 "
-    "train.block_size=16 train.batch_size=4 train.steps=6 train.eval_every=3 train.eval_batches=2 train.log_every=2 "
-    "optim.warmup_steps=2 model.dropout=0.1"
-).split()
+TINY_RUN = [
+    "model.d_model=16",
+    "model.n_layer=2",
+    "model.d_mlp=32",
+    "model.l_max=16",
+    "model.hyena.filter_order=8",
+    "model.gpt.n_head=2",
+    "train.block_size=16",
+    "train.batch_size=4",
+    "train.steps=6",
+    "train.eval_every=3",
+    "train.eval_batches=2",
+    "train.log_every=2",
+    "optim.warmup_steps=2",
+    "model.dropout=0.1",
+]
 
 
 def load_script(relative: str):

@@ -32,9 +32,10 @@ from hyena_vision.models._helpers import CIFAR10_MEAN
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMPILE_BACKEND = "inductor"  # ~13 s cold (C++ build) and ~3 s with inductor's cache on 1 CPU thread
 IMAGENET_MODELS = ["hyena_vit_t", "hyena_vit_s", "hyena_vit_b", "hyena_vit_b_p8"]
-CIFAR_MODELS = ["hyena_iso_cifar", "hyena_seq_cifar", "s4nd_iso_cifar", "vit_iso_cifar"]
+IMAGENET_MODELS += ["hyena_vit2d_t", "hyena_vit2d_s", "hyena_vit2d_b"]
+CIFAR_MODELS = ["hyena_iso_cifar", "hyena_seq_cifar", "hyena_vit2d_cifar", "s4nd_iso_cifar", "vit_iso_cifar"]
 ALL_MODELS = IMAGENET_MODELS + CIFAR_MODELS
-SMALL_MODELS = ["hyena_vit_t", *CIFAR_MODELS]  # one of each class, fast enough for repeated API checks
+SMALL_MODELS = ["hyena_vit_t", *CIFAR_MODELS]  # each class and mixer, fast enough for repeated API checks
 TEST_SIZE = {"hyena_vit_b_p8": 32}  # default 64 for ImageNet models, 32 for CIFAR ones
 
 
@@ -81,6 +82,9 @@ def test_import_registers_every_model():
         ("hyena_vit_s", "vit_small_patch16_224", 0.03),
         ("hyena_vit_b", "vit_base_patch16_224", 0.03),
         ("hyena_vit_b_p8", "vit_base_patch8_224", 0.03),
+        ("hyena_vit2d_t", "vit_tiny_patch16_224", 0.06),
+        ("hyena_vit2d_s", "vit_small_patch16_224", 0.03),
+        ("hyena_vit2d_b", "vit_base_patch16_224", 0.03),
     ],
 )
 def test_param_count_matches_vit(name, reference, tolerance):
@@ -96,11 +100,23 @@ def test_param_count_matches_vit(name, reference, tolerance):
         ("hyena_iso_cifar", 202e3, 0.03),  # the paper's Hyena-ISO
         ("s4nd_iso_cifar", 268e3, 0.01),  # the paper's S4ND-ISO
         ("vit_iso_cifar", 205e3, 0.05),  # matched to Hyena-ISO
+        ("hyena_vit2d_cifar", 208_970, 0.05),  # matched to vit_iso_cifar
         ("hyena_seq_cifar", 250e3, 0.2),  # 200-300k
     ],
 )
 def test_param_count_matches_target(name, target, tolerance):
     assert abs(_num_params(name) - target) / target < tolerance, _num_params(name)
+
+
+@pytest.mark.parametrize("name", ["hyena_vit_t", "hyena_iso_cifar"])
+def test_flat_filter_kwargs_build_one_config(name):
+    model = timm.create_model(name, device="meta", filter_order=8, emb_dim=5, depth=2)
+    cfgs = [getattr(block.mixer, "operator", block.mixer).filter.filter_cfg for block in model.blocks]
+    assert cfgs[0] is cfgs[1] and (cfgs[0].filter_order, cfgs[0].emb_dim) == (8, 5)
+    with pytest.raises(TypeError):
+        timm.create_model(name, device="meta", filter_ordr=8)
+    with pytest.raises(ValueError, match="emb_dim"):
+        timm.create_model(name, device="meta", emb_dim=4)
 
 
 # --- forward / backward, dtypes, memory formats ----------------------------------------------------------------
@@ -175,20 +191,71 @@ def test_hyena_vit_other_img_size_and_dynamic_grid():
     assert features.shape == (1, 6, 192)
 
 
-def test_hyena_vit_image_too_large_raises():
+def test_hyena_vit_any_size_when_dynamic_exact_size_when_strict():
     model = _create("hyena_vit_t", img_size=64, depth=1)
-    with pytest.raises(ValueError, match=r"96x96 pixels gives 6x6 = 36 tokens, more than the l_max=16"):
-        model(torch.randn(1, 3, 96, 96))
+    assert model(torch.randn(1, 3, 96, 80)).shape == (1, 1000)  # 6x5 grid: more tokens than the 16 stored
     strict = _create("hyena_vit_t", img_size=64, dynamic_img_size=False, depth=1)
     with pytest.raises(AssertionError, match="doesn't match model"):
         strict(torch.randn(1, 3, 32, 32))
 
 
-def test_hyena_iso_image_too_large_raises_and_smaller_works():
+def test_hyena_iso_image_too_large_raises_unless_dynamic():
     model = _create("hyena_iso_cifar", img_size=16, depth=1)
     assert model(torch.randn(1, 3, 16, 12)).shape == (1, 10)
     with pytest.raises(ValueError, match=r"input size \(32, 32\) exceeds the \(16, 16\)"):
         model(torch.randn(1, 3, 32, 32))
+    assert _create("hyena_iso_cifar", img_size=16, depth=1, dynamic_img_size=True)(torch.randn(1, 3, 24, 20)).shape == (
+        1,
+        10,
+    )
+
+
+# size change: (model, kwargs, built size, other sizes); depth 1-2 and small widths keep it fast
+RESIZE_CASES = [
+    ("hyena_vit_t", dict(depth=1), 64, (32, 96)),
+    ("hyena_vit2d_cifar", dict(depth=2), 32, (16, 48)),
+    ("hyena_iso_cifar", dict(depth=1, embed_dim=16, dynamic_img_size=True), 16, (8, 24)),
+    ("hyena_seq_cifar", dict(depth=1, embed_dim=16), 16, (8, 24)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, size, others", RESIZE_CASES)
+def test_set_input_size_extends_filters_as_dynamic_input_does(name, kwargs, size, others):
+    """'extend': run time (dynamic) sizes, ``set_input_size`` and loading at another size give one model."""
+    model = _create(name, img_size=size, **kwargs).eval()
+    for other in others:  # smaller, then larger
+        x = torch.randn(2, 3, other, other)
+        with torch.no_grad():
+            dynamic = model(x)
+            resized = _create(name, img_size=size, **kwargs).eval()
+            resized.load_state_dict(model.state_dict())
+            resized.set_input_size(img_size=other)
+            torch.testing.assert_close(resized(x), dynamic, rtol=1e-4, atol=1e-5)
+            built = _create(name, img_size=other, **kwargs).eval()
+            built.load_state_dict(model.state_dict())  # weights of another size
+            torch.testing.assert_close(built(x), dynamic, rtol=1e-4, atol=1e-5)
+            back = _create(name, img_size=size, **kwargs).eval()
+            back.load_state_dict(built.state_dict())  # and back to the original size
+            torch.testing.assert_close(back(x), dynamic, rtol=1e-4, atol=1e-5)
+
+
+def test_set_input_size_patch_size_and_stretch():
+    model = _create("hyena_vit2d_cifar", depth=1, filter_resize="stretch").eval()
+    model.set_input_size(img_size=64)
+    filt = model.blocks[0].mixer.filter
+    assert filt.l_max == (16, 16) and filt.pos_emb_y.scale_len == 16 and model.patch_embed.img_size == (64, 64)
+    built = _create("hyena_vit2d_cifar", depth=1, filter_resize="stretch", img_size=64).eval()
+    built.load_state_dict(_create("hyena_vit2d_cifar", depth=1, filter_resize="stretch").state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        stretched = model(x)
+        torch.testing.assert_close(built(x), stretched, rtol=1e-4, atol=1e-5)
+        extended = _create("hyena_vit2d_cifar", depth=1).blocks[0].mixer.filter((16, 16))
+        assert _rel_err(filt((16, 16)), extended) > 0.1  # stretching is not extending
+    vit = _create("hyena_vit_t", img_size=64, depth=1)
+    vit.set_input_size(patch_size=8)
+    assert vit.l_max == 64 and vit.feature_info[0]["reduction"] == 8
+    assert vit(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
 def test_bad_input_shape_raises():
@@ -259,17 +326,19 @@ def test_pretrained_from_local_file_with_new_head(name, tmp_path):
     assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
 
 
-def test_pretrained_at_other_img_size_regenerates_positional_features(tmp_path):
-    source = _create("hyena_vit_t", img_size=64, depth=1)
+@pytest.mark.parametrize("name, size, other", [("hyena_vit_t", 64, 96), ("hyena_vit2d_cifar", 32, 16)])
+def test_pretrained_at_other_img_size(name, size, other, tmp_path):
+    source = _create(name, img_size=size, depth=1).eval()
     path = tmp_path / "weights.safetensors"
     save_file(source.state_dict(), path)
     overlay = dict(file=str(path))
-    model = timm.create_model("hyena_vit_t", pretrained=True, pretrained_cfg_overlay=overlay, img_size=96, depth=1)
-    own = model.state_dict()
-    assert own["blocks.0.mixer.filter.pos_emb.z"].shape == (2 * 36 - 1, 3)
-    torch.testing.assert_close(
-        own["blocks.0.mixer.filter.ffn.input.weight"], source.blocks[0].mixer.filter.ffn.input.weight
-    )
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, img_size=other, depth=1).eval()
+    pos_emb = model.blocks[0].mixer.filter.pos_emb if name == "hyena_vit_t" else model.blocks[0].mixer.filter.pos_emb_y
+    grid = (other // 16) ** 2 if name == "hyena_vit_t" else other // 4
+    assert pos_emb.z.shape == (2 * grid - 1, 3) and pos_emb.t.shape == (2 * grid - 1, 1)
+    x = torch.randn(1, 3, other, other)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_filter_unwraps_training_checkpoints():
@@ -306,6 +375,7 @@ def test_pretrained_cfg_drives_timm_transforms(name, mean, crop_pct, interpolati
         ("hyena_vit_t", 192, 4),
         ("hyena_iso_cifar", 128, 32),
         ("hyena_seq_cifar", 64, 32),
+        ("hyena_vit2d_cifar", 64, 8),
         ("s4nd_iso_cifar", 128, 32),
         ("vit_iso_cifar", 64, 8),
     ],
@@ -416,7 +486,7 @@ def test_timm_contract_meta_device_and_dtype(name):
     assert out.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("name", ["hyena_vit_t", "hyena_iso_cifar", "s4nd_iso_cifar"])
+@pytest.mark.parametrize("name", ["hyena_vit_t", "hyena_vit2d_cifar", "hyena_iso_cifar", "s4nd_iso_cifar"])
 def test_timm_contract_fx_trace(name):
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 

@@ -1,7 +1,15 @@
 """Layers: implicit filters, the Hyena operators (1D, 2D), S4ND, optimizer hints, weight conversion."""
 
 from .convert import SAFARI_LAYOUTS, convert_safari_state_dict
-from .filters import ExponentialModulation, HyenaFilter, HyenaFilter2d, ImplicitFFN, PositionalEmbedding, Sin
+from .filters import (
+    ExponentialModulation,
+    HyenaFilter,
+    HyenaFilter2d,
+    ImplicitFFN,
+    ImplicitFilterConfig,
+    PositionalEmbedding,
+    Sin,
+)
 from .hyena import HyenaOperator, HyenaOperator2d
 from .optim import get_optim_hints, no_weight_decay_names, param_groups, set_optim_hints
 from .s4nd import S4ND, DiagonalSSMKernel
@@ -16,6 +24,7 @@ __all__ = [
     "HyenaOperator",
     "HyenaOperator2d",
     "ImplicitFFN",
+    "ImplicitFilterConfig",
     "PositionalEmbedding",
     "Sin",
     "convert_safari_state_dict",

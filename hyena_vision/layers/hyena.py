@@ -15,7 +15,7 @@ from torch import nn
 
 from ..ops import fftconv, fftconv2d
 from ..ops.fftconv import BACKENDS
-from .filters import HyenaFilter, HyenaFilter2d
+from .filters import HyenaFilter, HyenaFilter2d, ImplicitFilterConfig
 
 __all__ = ["HyenaOperator", "HyenaOperator2d"]
 
@@ -31,6 +31,12 @@ def _check_common(d_model: int, order: int, dropout: float, fftconv_backend: str
         raise ValueError(f"fftconv_backend must be one of {BACKENDS}, got {fftconv_backend!r}")
 
 
+def resolve_filter_cfg(filter_cfg: ImplicitFilterConfig | None, filter_settings: dict) -> ImplicitFilterConfig:
+    """``filter_cfg`` (default settings if None) with ``filter_settings`` (field names; unknown ones raise)."""
+    filter_cfg = filter_cfg or ImplicitFilterConfig()
+    return filter_cfg.replace(**filter_settings) if filter_settings else filter_cfg
+
+
 class HyenaOperator(nn.Module):
     """1D Hyena operator, (B, L, d_model) -> (B, L, d_model).
 
@@ -38,9 +44,11 @@ class HyenaOperator(nn.Module):
     ``causal=False`` the bidirectional one for vision (centred short conv, filters over lags -(L-1)..L-1).
     Channels are ``d_inner = d_model * inner_factor`` wide; ``num_heads`` splits them into heads of
     ``d_inner / num_heads`` channels that share one set of long filters. ``dropout`` acts on each gated input of
-    a long convolution, ``filter_dropout`` on the generated filters. Inputs longer than ``l_max`` raise.
-    The remaining keyword arguments configure the implicit filter (see ``HyenaFilter``); ``filter_lr`` and
-    ``lr_pos_emb`` are its optimizer hints.
+    a long convolution. ``l_max`` is the length the long filters are stored for: shorter inputs use their first
+    (causal) or centred samples, longer ones extend them at the same lag spacing; ``resize(l_max)`` stores them
+    for another length (``filter_cfg.resize_mode``: extend or stretch). ``filter_cfg`` holds the implicit filters'
+    settings (``ImplicitFilterConfig``, with its optimizer hints); keyword arguments named after its fields
+    (``filter_order=16``, ...) override them, for building a lone operator (unknown names raise TypeError).
     """
 
     def __init__(
@@ -49,30 +57,20 @@ class HyenaOperator(nn.Module):
         l_max: int,
         *,
         order: int = 2,
-        filter_order: int = 64,
         num_heads: int = 1,
         inner_factor: int = 1,
         short_filter_order: int = 3,
         causal: bool = True,
         dropout: float = 0.0,
-        filter_dropout: float = 0.0,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         fftconv_backend: str = "auto",
+        filter_cfg: ImplicitFilterConfig | None = None,
         device=None,
         dtype=None,
+        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
+        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
         if inner_factor < 1:
             raise ValueError(f"inner_factor must be >= 1, got {inner_factor}")
         d_inner = d_model * inner_factor
@@ -97,19 +95,7 @@ class HyenaOperator(nn.Module):
             self.head_dim * (order - 1),  # channel o * head_dim + d: filter o, channel d ("o-major")
             l_max,
             bidirectional=not causal,
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            filter_dropout=filter_dropout,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
+            filter_cfg=filter_cfg,
             **factory,
         )
         self.dropout = nn.Dropout(dropout)
@@ -120,6 +106,11 @@ class HyenaOperator(nn.Module):
             f"d_model={self.d_model}, l_max={self.l_max}, order={self.order}, causal={self.causal}, "
             f"num_heads={self.num_heads}, d_inner={self.d_inner}"
         )
+
+    def resize(self, l_max: int) -> None:
+        """Store the long filters for ``l_max`` (see ``PositionalEmbedding`` for extend / stretch)."""
+        self.l_max = l_max
+        self.filter.resize(l_max)
 
     def long_filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-step kernels (N-1, d_inner, n) and skips (N-1, d_inner), n = length or 2*length-1."""
@@ -133,10 +124,6 @@ class HyenaOperator(nn.Module):
         if u.ndim != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"input must be (B, L, d_model={self.d_model}), got shape {tuple(u.shape)}")
         length = u.shape[1]
-        if length > self.l_max:
-            raise ValueError(
-                f"sequence length {length} exceeds l_max={self.l_max}; build the layer with a larger l_max"
-            )
         z = self.in_proj(u).transpose(1, 2)  # (B, (N+1) * d_inner, L)
         z = self.short_filter(z)[..., :length]
         *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
@@ -164,7 +151,9 @@ class HyenaOperator2d(nn.Module):
     ``gated=True``: the Hyena recurrence of ``HyenaOperator`` with a centred depthwise ``short_filter_order`` x
     ``short_filter_order`` conv and 2D implicit long filters (C, 2H-1, 2W-1), linear (zero-padded) convolution.
     ``gated=False`` (the paper's Hyena-ISO option): no projections and no gates, only the implicit long
-    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2).
+    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2). ``filter_cfg`` and keyword
+    arguments named after its fields configure the implicit filters, and ``l_max`` (H, W) is their stored
+    extent, as for ``HyenaOperator`` (other sizes crop or extend them; ``resize((H, W))``).
     """
 
     def __init__(
@@ -174,27 +163,17 @@ class HyenaOperator2d(nn.Module):
         *,
         order: int = 2,
         gated: bool = True,
-        filter_order: int = 64,
         short_filter_order: int = 3,
         dropout: float = 0.0,
-        filter_dropout: float = 0.0,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        shift: float = 0.0,
-        modulate: bool = True,
-        normalized: bool = False,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         fftconv_backend: str = "auto",
+        filter_cfg: ImplicitFilterConfig | None = None,
         device=None,
         dtype=None,
+        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
+        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
         if not gated and order != 2:
             raise ValueError(f"gated=False has one long convolution and needs order=2, got order={order}")
         if short_filter_order < 1 or short_filter_order % 2 == 0:
@@ -214,19 +193,7 @@ class HyenaOperator2d(nn.Module):
         self.filter = HyenaFilter2d(
             d_model * (order - 1),
             self.l_max,
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            shift=shift,
-            modulate=modulate,
-            normalized=normalized,
-            filter_dropout=filter_dropout,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
+            filter_cfg=filter_cfg,
             **factory,
         )
         self.dropout = nn.Dropout(dropout)
@@ -234,12 +201,15 @@ class HyenaOperator2d(nn.Module):
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, l_max={self.l_max}, order={self.order}, gated={self.gated}"
 
+    def resize(self, l_max: tuple[int, int]) -> None:
+        """Store the 2D filters for ``l_max`` = (H, W)."""
+        self.l_max = tuple(l_max)
+        self.filter.resize(self.l_max)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if u.ndim != 4 or u.shape[-1] != self.d_model:
             raise ValueError(f"input must be channels-last (B, H, W, d_model={self.d_model}), got {tuple(u.shape)}")
         height, width = u.shape[1:3]
-        if height > self.l_max[0] or width > self.l_max[1]:
-            raise ValueError(f"input size {(height, width)} exceeds l_max={self.l_max}")
         k = self.filter((height, width)).view(self.order - 1, self.d_model, 2 * height - 1, 2 * width - 1)
         skip = self.filter.bias.view(self.order - 1, self.d_model)
         if not self.gated:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from timm.layers import register_notrace_function
 from torch import nn
@@ -23,12 +21,6 @@ __all__ = [
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-_logger = logging.getLogger(__name__)
-
-# Positional features of the implicit filters: fixed functions of l_max (barely trained, lr 1e-5), regenerated
-# rather than loaded when a checkpoint was trained at another size.
-_POSITIONAL_SUFFIXES = ("pos_emb.z", "pos_emb.t", "pos_emb_y.z", "pos_emb_y.t", "pos_emb_x.z", "pos_emb_x.t")
-
 
 @register_notrace_function  # Python control flow on shapes: a leaf for FX tracing
 def check_image(x: torch.Tensor, in_chans: int, max_size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -46,22 +38,13 @@ def check_image(x: torch.Tensor, in_chans: int, max_size: tuple[int, int] | None
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Unwrap training checkpoints ({'model': ...}, {'state_dict': ...}, DDP 'module.' prefixes) for ``model``.
 
-    Implicit-filter positional features saved for another ``img_size`` (another l_max) are replaced by the
-    model's own, the analogue of resampling a ViT's position embedding: the filter network is kept and evaluated
-    on the new grid of lags.
+    Implicit-filter positional features saved for another ``img_size`` need nothing here: loading them resamples
+    them to the model's grid (``PositionalEmbedding``, the analogue of resampling a ViT's position embedding).
     """
     for key in ("model", "state_dict"):
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
-    own = model.state_dict()
-    out = {}
-    for name, value in state_dict.items():
-        name = name.removeprefix("module.")
-        if name.endswith(_POSITIONAL_SUFFIXES) and name in own and own[name].shape != value.shape:
-            _logger.info("%s: checkpoint shape %s, using the model's %s", name, tuple(value.shape), own[name].shape)
-            value = own[name]
-        out[name] = value
-    return out
+    return {name.removeprefix("module."): value for name, value in state_dict.items()}
 
 
 def cifar_cfg(url: str = "", **kwargs) -> dict:

@@ -3,7 +3,7 @@
 S4ND-ISO is ``IsotropicNet`` (see ``hyena_iso.py``) with the S4ND layer as mixer: 4 blocks x 128, 64-dim diagonal
 state per channel and axis (32 complex modes: 16 per direction), about 268k parameters like the paper's. ViT-ISO is
 timm's ``VisionTransformer`` sized for 32x32 input: patch 4 (64 tokens), width 64, depth 6, 4 heads, MLP ratio 2,
-class token and learned position embedding (about 208k parameters).
+class token and learned position embedding (209k parameters).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def s4nd_iso_cifar(pretrained: bool = False, **kwargs) -> S4ndIso:
 
 @register_model
 def vit_iso_cifar(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """ViT for 32x32 CIFAR at Hyena-ISO's size: patch 4, 64 wide, 6 deep, 4 heads, MLP ratio 2 (~208k params)."""
+    """ViT for 32x32 CIFAR at Hyena-ISO's size: patch 4, 64 wide, 6 deep, 4 heads, MLP ratio 2 (209k params)."""
     model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0)
     return build_model_with_cfg(
         VisionTransformer,

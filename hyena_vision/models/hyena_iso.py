@@ -1,4 +1,5 @@
-"""Hyena-ISO: the Hyena paper's isotropic 2D model for CIFAR-10 (4 blocks of width 128, about 202k parameters).
+"""Hyena-ISO: the Hyena paper's isotropic 2D model for CIFAR-10 (4 blocks of width 128, 205k parameters;
+the paper: about 202k).
 
 A pixel-level embedding (a 1x1 conv, 3 -> 128), residual pre-norm blocks
 ``x + drop_path(GLU(dropout(GELU(mixer(LN(x))))))`` at full resolution, a final norm, mean pooling and the
@@ -26,11 +27,12 @@ from timm.layers import (
 from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, register_model
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator2d, no_weight_decay_names
+from ..layers import HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
 from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
 
 __all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso", "create_isotropic"]
@@ -55,6 +57,10 @@ class HyenaIsoLayer(nn.Module):
         self.operator = operator_layer(dim, **dd)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(dim, 2 * dim, **dd)
+
+    def resize(self, size: tuple[int, int]) -> None:
+        """Store the operator's filters for images of ``size`` (H, W)."""
+        self.operator.resize(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(F.gelu(self.operator(x)))
@@ -89,7 +95,8 @@ class IsotropicNet(nn.Module):
 
     Subclasses build ``mixer_layer`` (a callable ``(dim, device=, dtype=) -> module`` on channels-last maps) from
     their explicit arguments. ``forward_features`` gives (B, H, W, C) (``output_fmt = 'NHWC'``). Images larger
-    than ``max_img_size`` (None: no limit) raise.
+    than ``max_img_size`` (None: no limit) raise. ``set_input_size(img_size=...)`` stores the mixers' filters
+    (those with a ``resize`` method) for a new size.
     """
 
     output_fmt = "NHWC"
@@ -135,6 +142,20 @@ class IsotropicNet(nn.Module):
         self.head = ClassifierHead(
             embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC", **dd
         )
+
+    def set_input_size(
+        self, img_size: int | tuple[int, int] | None = None, patch_size: int | tuple[int, int] | None = None
+    ) -> None:
+        """Store size-dependent state (implicit filters, the size limit) for ``img_size``; pixels stay patches."""
+        if patch_size not in (None, 1, (1, 1)):
+            raise ValueError(f"patch_size must stay 1 (the stem embeds single pixels), got {patch_size}")
+        self.stem.set_input_size(img_size=img_size)
+        if self.max_img_size is not None:
+            self.max_img_size = self.stem.img_size
+        for block in self.blocks:
+            if hasattr(block.mixer, "resize"):
+                block.mixer.resize(self.stem.img_size)
+        update_model_input_size(self, self.stem.img_size)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -212,7 +233,10 @@ class IsotropicNet(nn.Module):
 class HyenaIso(IsotropicNet):
     """Hyena-ISO: ``IsotropicNet`` with the 2D Hyena long convolution as mixer (see the module docstring).
 
-    Inputs larger than ``img_size`` (the filters' extent) raise; smaller ones use the centred part of the filters.
+    The filters are stored for ``img_size``; smaller inputs use their centred part. With ``dynamic_img_size=True``
+    larger inputs run too (the filters extended at the same lag spacing), else they raise. ``set_input_size`` and
+    weights saved at another size follow ``filter_resize`` ('extend' or 'stretch'; see
+    ``hyena_vision.layers.PositionalEmbedding``).
     """
 
     def __init__(
@@ -236,7 +260,9 @@ class HyenaIso(IsotropicNet):
         modulate: bool = True,
         filter_lr: float = 1e-3,
         lr_pos_emb: float = 1e-5,
+        filter_resize: str = "extend",
         fftconv_backend: str = "auto",
+        dynamic_img_size: bool = False,
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -245,32 +271,38 @@ class HyenaIso(IsotropicNet):
     ):
         """
         Args:
-            img_size: input size = the 2D filters' extent (l_max).
+            img_size: input size = the 2D filters' stored extent (l_max).
             gated: add the Hyena projections and gates around the long convolution (paper's Hyena-ISO: False).
             order, filter_order, short_filter_order, emb_dim (per axis), num_inner_mlps, w, fast_decay_pct,
                 slow_decay_pct, target, modulate: ``HyenaOperator2d`` / implicit filter settings.
             filter_lr, lr_pos_emb: optimizer hints of the filter networks and their positional features.
+            filter_resize: 'extend' or 'stretch', how the filters follow a new size (see the class).
+            dynamic_img_size: accept any input size (else at most ``img_size``).
             drop_rate: dropout before the classifier; proj_drop_rate: dropout after GELU in each block;
                 drop_path_rate: stochastic depth.
         """
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        operator_layer = partial(
-            HyenaOperator2d,
-            l_max=img_size,
-            order=order,
-            gated=gated,
-            filter_order=filter_order,
-            short_filter_order=short_filter_order,
+        filter_cfg = ImplicitFilterConfig(
             emb_dim=emb_dim,
+            filter_order=filter_order,
             num_inner_mlps=num_inner_mlps,
             w=w,
             fast_decay_pct=fast_decay_pct,
             slow_decay_pct=slow_decay_pct,
             target=target,
             modulate=modulate,
-            filter_lr=filter_lr,
+            lr=filter_lr,
             lr_pos_emb=lr_pos_emb,
+            resize_mode=filter_resize,
+        )
+        operator_layer = partial(
+            HyenaOperator2d,
+            l_max=img_size,
+            order=order,
+            gated=gated,
+            short_filter_order=short_filter_order,
             fftconv_backend=fftconv_backend,
+            filter_cfg=filter_cfg,
         )
         super().__init__(
             partial(HyenaIsoLayer, operator_layer=operator_layer, dropout=proj_drop_rate),
@@ -282,7 +314,7 @@ class HyenaIso(IsotropicNet):
             depth=depth,
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
-            max_img_size=img_size,
+            max_img_size=None if dynamic_img_size else img_size,
             device=device,
             dtype=dtype,
         )
@@ -304,5 +336,5 @@ def create_isotropic(model_cls: type[IsotropicNet], variant: str, pretrained: bo
 
 @register_model
 def hyena_iso_cifar(pretrained: bool = False, **kwargs) -> HyenaIso:
-    """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (~205k params)."""
+    """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (205k params)."""
     return create_isotropic(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)

@@ -1,10 +1,10 @@
 """HyenaLM: the causal Hyena language model (Poli et al. 2023), with cached generation and original-weight loading.
 
-Token embedding (tied with the output head), ``n_layer`` pre-norm blocks ``x = x + mixer(norm1(x));
-x = x + mlp(norm2(x))`` with a causal ``HyenaOperator`` as the mixer, a final LayerNorm ``ln_f``; no positional
-embedding (the implicit filters know positions). GPT-2 initialisation as in the original ``ConvLMHeadModel``:
-N(0, 0.02) on every Linear (the filters' FFNs included) and on the embedding, zero biases, residual projections
-(``out_proj``, ``mlp.fc2``) with std 0.02 / sqrt(2 * n_layer).
+A ``CausalLM`` (``_lm.py``): token embedding (tied with the output head), ``n_layer`` pre-norm blocks
+``x = x + mixer(norm1(x)); x = x + mlp(norm2(x))`` with a causal ``HyenaOperator`` as the mixer, a final LayerNorm
+``ln_f``; no positional embedding (the implicit filters know positions). GPT-2 initialisation as in the original
+``ConvLMHeadModel``: N(0, 0.02) on every Linear (the filters' FFNs included) and on the embedding, zero biases,
+residual projections (``out_proj``, ``mlp.fc2``) with std 0.02 / sqrt(2 * n_layer).
 
 ``generate`` keeps a cache per layer (the short convolution's input window and the history of the gated inputs
 of every long convolution), so each new token costs one dot product over the history per channel, O(L) work per
@@ -18,90 +18,24 @@ evaluated with ``modulate=False``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from torch import nn
 
-from ..layers import HyenaOperator, convert_safari_state_dict
+from ..layers import HyenaOperator, ImplicitFilterConfig, convert_safari_state_dict
 from ..ops import fftconv
+from ._lm import CausalLM, init_gpt2_weights, sample_next_token
 
 __all__ = [
     "HyenaLM",
-    "Mlp",
     "convert_safari_lm_state_dict",
     "init_gpt2_weights",
+    "lm_checkpoint_filter_fn",
     "sample_next_token",
 ]
-
-
-def padded_vocab_size(vocab_size: int, multiple: int) -> int:
-    if vocab_size < 1 or multiple < 1:
-        raise ValueError(f"vocab_size and pad_vocab_size_multiple must be >= 1, got {vocab_size}, {multiple}")
-    return math.ceil(vocab_size / multiple) * multiple
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU(tanh) -> Linear, the MLP of GPT-2 and of the original Hyena LM."""
-
-    def __init__(self, d_model: int, d_mlp: int, *, device=None, dtype=None):
-        super().__init__()
-        self.fc1 = nn.Linear(d_model, d_mlp, device=device, dtype=dtype)
-        self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(d_mlp, d_model, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def init_gpt2_weights(model: nn.Module, n_layer: int, std: float = 0.02) -> None:
-    """N(0, std) on every Linear and Embedding, zero Linear biases, ``*.out_proj.weight`` and ``*.fc2.weight``
-    (the projections that write into the residual stream) with std / sqrt(2 * n_layer)."""
-    for module in model.modules():
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-    for name, param in model.named_parameters():
-        if name.endswith(("out_proj.weight", "fc2.weight")):
-            nn.init.normal_(param, std=std / math.sqrt(2 * n_layer))
-
-
-def sample_next_token(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """(B, V) logits -> (B, 1) token ids: argmax when ``temperature == 0``, else top-k sampling at ``temperature``."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-
-
-def check_generate_args(
-    prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None, vocab_size: int, l_max: int
-) -> None:
-    if prompt_ids.ndim != 2 or prompt_ids.shape[1] < 1 or prompt_ids.dtype != torch.long:
-        raise ValueError(
-            f"prompt_ids must be int64 (B, T) with T >= 1, got {prompt_ids.dtype} {tuple(prompt_ids.shape)}"
-        )
-    if prompt_ids.min() < 0 or prompt_ids.max() >= vocab_size:
-        raise ValueError(f"prompt_ids must lie in [0, vocab_size={vocab_size})")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if prompt_ids.shape[1] + max_new_tokens > l_max:
-        raise ValueError(
-            f"prompt length {prompt_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the model's l_max={l_max}"
-        )
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None or >= 1, got {top_k}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,41 +100,17 @@ def hyena_step(mixer: HyenaOperator, u: torch.Tensor, cache: HyenaMixerCache) ->
 # Model
 
 
-class HyenaBlock(nn.Module):
-    """Pre-norm residual block: ``x + dropout(mixer(norm1(x)))``, then ``x + dropout(mlp(norm2(x)))``."""
+class HyenaLM(CausalLM):
+    """Causal Hyena language model: token ids (B, L) -> logits (B, L, vocab_size) (see the module docstring).
 
-    def __init__(self, d_model: int, d_mlp: int, mixer: HyenaOperator, *, dropout: float, eps: float, device, dtype):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d_model, eps=eps, device=device, dtype=dtype)
-        self.mixer = mixer
-        self.norm2 = nn.LayerNorm(d_model, eps=eps, device=device, dtype=dtype)
-        self.mlp = Mlp(d_model, d_mlp, device=device, dtype=dtype)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.mixer(self.norm1(x)))
-        return x + self.dropout(self.mlp(self.norm2(x)))
-
-    def prefill(self, x: torch.Tensor, total_len: int) -> tuple[torch.Tensor, HyenaMixerCache]:
-        y, cache = hyena_prefill(self.mixer, self.norm1(x), total_len)
-        x = x + y
-        return x + self.mlp(self.norm2(x)), cache
-
-    def step(self, x: torch.Tensor, cache: HyenaMixerCache) -> torch.Tensor:
-        x = x + hyena_step(self.mixer, self.norm1(x), cache)
-        return x + self.mlp(self.norm2(x))
-
-
-class HyenaLM(nn.Module):
-    """Causal Hyena language model: token ids (B, L) -> logits (B, L, vocab_size).
-
-    The embedding has ``vocab_size`` rounded up to ``pad_vocab_size_multiple`` rows (as the original, for
-    checkpoint compatibility and fast matmuls); logits of the padding rows are dropped. ``order`` counts the
-    original's way (N gates, N-1 long convolutions). ``filter_order`` is the filter FFN's width,
-    ``num_inner_mlps`` its hidden layers (2 = four Linear layers), ``w`` its sine frequency, ``emb_dim`` the
-    width of its positional features. ``dropout`` acts on each residual branch, ``embed_dropout`` on the
-    embeddings, ``mixer_dropout`` inside the operator.
+    ``order`` counts the original's way (N gates, N-1 long convolutions). ``filter_order`` is the filter FFN's
+    width, ``num_inner_mlps`` its hidden layers (2 = four Linear layers), ``w`` its sine frequency, ``emb_dim`` the
+    width of its positional features, ``filter_lr`` and ``lr_pos_emb`` their optimizer hints (one
+    ``ImplicitFilterConfig`` for every layer). ``dropout`` acts on each residual branch, ``embed_dropout`` on the
+    embeddings, ``mixer_dropout`` inside the operator. See ``CausalLM`` for the vocabulary padding.
     """
+
+    has_cache = True
 
     def __init__(
         self,
@@ -228,119 +138,57 @@ class HyenaLM(nn.Module):
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        if n_layer < 1 or d_mlp < 1:
-            raise ValueError(f"n_layer and d_mlp must be >= 1, got {n_layer}, {d_mlp}")
-        if not 0 <= dropout < 1 or not 0 <= embed_dropout < 1:
-            raise ValueError(f"dropout and embed_dropout must be in [0, 1), got {dropout}, {embed_dropout}")
-        factory = {"device": device, "dtype": dtype}
-        self.vocab_size, self.d_model, self.n_layer, self.l_max = vocab_size, d_model, n_layer, l_max
-        self.word_embeddings = nn.Embedding(padded_vocab_size(vocab_size, pad_vocab_size_multiple), d_model, **factory)
-        self.embed_dropout = nn.Dropout(embed_dropout)
-        self.layers = nn.ModuleList(
-            HyenaBlock(
-                d_model,
-                d_mlp,
-                HyenaOperator(
-                    d_model,
-                    l_max,
-                    order=order,
-                    filter_order=filter_order,
-                    short_filter_order=short_filter_order,
-                    causal=True,
-                    dropout=mixer_dropout,
-                    emb_dim=emb_dim,
-                    num_inner_mlps=num_inner_mlps,
-                    w=w,
-                    modulate=modulate,
-                    filter_lr=filter_lr,
-                    lr_pos_emb=lr_pos_emb,
-                    fftconv_backend=fftconv_backend,
-                    **factory,
-                ),
-                dropout=dropout,
-                eps=layer_norm_eps,
-                **factory,
-            )
-            for _ in range(n_layer)
+        filter_cfg = ImplicitFilterConfig(
+            emb_dim=emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            modulate=modulate,
+            lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
         )
-        self.ln_f = nn.LayerNorm(d_model, eps=layer_norm_eps, **factory)
-        if self.word_embeddings.weight.device.type != "meta":
-            init_gpt2_weights(self, n_layer)
-
-    def num_params(self) -> int:
-        """Parameter count (the tied head counted once)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.ndim != 2 or ids.dtype != torch.long:
-            raise ValueError(f"input ids must be int64 (B, L), got {ids.dtype} {tuple(ids.shape)}")
-        if ids.shape[1] > self.l_max:
-            raise ValueError(f"sequence length {ids.shape[1]} exceeds l_max={self.l_max}")
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (..., d_model) -> logits (..., vocab_size) through the tied embedding."""
-        return F.linear(self.ln_f(x), self.word_embeddings.weight[: self.vocab_size])
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        self._check_ids(ids)
-        x = self.embed_dropout(self.word_embeddings(ids))  # (B, L, D)
-        for layer in self.layers:
-            x = layer(x)
-        return self.logits(x)  # (B, L, V)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        *,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Continue ``prompt_ids`` (B, T) by ``max_new_tokens`` tokens -> (B, T + max_new_tokens).
-
-        ``temperature=0`` is greedy decoding. T + max_new_tokens must fit in l_max. Runs in eval mode (restored
-        afterwards). ``use_cache=False`` re-runs the whole sequence for every token (for testing).
-        """
-        check_generate_args(prompt_ids, max_new_tokens, temperature, top_k, self.vocab_size, self.l_max)
-        was_training = self.training
-        self.eval()
-        try:
-            ids = prompt_ids
-            if not use_cache:
-                for _ in range(max_new_tokens):
-                    next_id = sample_next_token(self(ids)[:, -1], temperature, top_k, generator)
-                    ids = torch.cat([ids, next_id], dim=1)
-                return ids
-            total_len = prompt_ids.shape[1] + max_new_tokens
-            logits, caches = self.prefill(prompt_ids, total_len)
-            for i in range(max_new_tokens):
-                next_id = sample_next_token(logits, temperature, top_k, generator)  # (B, 1)
-                ids = torch.cat([ids, next_id], dim=1)
-                if i < max_new_tokens - 1:
-                    logits = self.step(next_id[:, 0], caches)
-            return ids
-        finally:
-            self.train(was_training)
+        mixer_layer = partial(
+            HyenaOperator,
+            l_max=l_max,
+            order=order,
+            short_filter_order=short_filter_order,
+            causal=True,
+            dropout=mixer_dropout,
+            fftconv_backend=fftconv_backend,
+            filter_cfg=filter_cfg,
+        )
+        super().__init__(
+            vocab_size,
+            mixer_layer=mixer_layer,
+            d_model=d_model,
+            n_layer=n_layer,
+            d_mlp=d_mlp,
+            l_max=l_max,
+            dropout=dropout,
+            embed_dropout=embed_dropout,
+            pad_vocab_size_multiple=pad_vocab_size_multiple,
+            layer_norm_eps=layer_norm_eps,
+            device=device,
+            dtype=dtype,
+        )
+        self.init_weights()
 
     def prefill(self, ids: torch.Tensor, total_len: int) -> tuple[torch.Tensor, list[HyenaMixerCache]]:
         """Process the prompt (B, T); returns the last position's logits (B, V) and per-layer caches."""
-        self._check_ids(ids)
-        x = self.word_embeddings(ids)  # (B, T, D)
+        self.check_ids(ids)
+        x = self.embed(ids)  # (B, T, D)
         caches = []
         for layer in self.layers:
-            x, cache = layer.prefill(x, total_len)
+            y, cache = hyena_prefill(layer.mixer, layer.norm1(x), total_len)
+            x = layer.mlp_residual(x + y)
             caches.append(cache)
         return self.logits(x[:, -1]), caches
 
     def step(self, token: torch.Tensor, caches: list[HyenaMixerCache]) -> torch.Tensor:
         """One token per sequence (B,) -> logits (B, V) for the next position, updating ``caches``."""
-        x = self.word_embeddings(token)  # (B, D)
+        x = self.embed(token)  # (B, D)
         for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache)
+            x = layer.mlp_residual(x + hyena_step(layer.mixer, layer.norm1(x), cache))
         return self.logits(x)
 
     @classmethod
@@ -391,7 +239,7 @@ def convert_safari_lm_state_dict(state_dict: dict, order: int, *, layout: str = 
 # timm registration
 
 
-def checkpoint_filter_fn(state_dict: dict, model: HyenaLM) -> dict:
+def lm_checkpoint_filter_fn(state_dict: dict, model: HyenaLM) -> dict:
     """Accept our own state dicts as they are and original (safari) ones through the converter."""
     if not any(k.startswith(("backbone.", "model.backbone.")) for k in state_dict):
         return state_dict
@@ -413,7 +261,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_hyena_lm(variant: str, pretrained: bool = False, **kwargs) -> HyenaLM:
-    return build_model_with_cfg(HyenaLM, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_model_with_cfg(HyenaLM, variant, pretrained, pretrained_filter_fn=lm_checkpoint_filter_fn, **kwargs)
 
 
 @register_model

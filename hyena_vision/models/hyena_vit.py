@@ -2,11 +2,20 @@
 
 As in the Hyena paper (Poli et al., ICML 2023, arXiv 2302.10866): patch embedding, no class token and no position
 embedding (the implicit long filters are position-aware), pre-norm blocks ``x + Hyena(LN(x))``,
-``x + MLP(LN(x))`` with MLP ratio 4, stochastic depth, a final norm and mean pooling. The (H, W) grid of patch
-tokens is flattened row-major into one sequence of ``H * W`` tokens for the 1D operator. Filters are built for the
-``img_size`` grid (``l_max`` tokens); with ``dynamic_img_size=True`` (the default) smaller or differently shaped
-images are accepted and kernels are generated for the actual number of tokens, and an image giving more tokens
-than ``l_max`` raises.
+``x + MLP(LN(x))`` with MLP ratio 4, stochastic depth, a final norm and mean pooling.
+
+Two mixers: ``mixer='hyena1d'`` (the paper's) flattens the (H, W) grid of patch tokens row-major into one
+sequence of ``H * W`` tokens for the 1D operator, so its lag ``W`` means "one row down" only at the width it was
+trained at; ``mixer='hyena2d'`` (``hyena_vit2d_*``) keeps the grid and mixes it with the gated 2D operator
+(``HyenaOperator2d``), whose implicit filters are functions of the (row, column) lag: a lag means the same
+displacement at every resolution.
+
+Other input sizes, the timm way: filters are stored for the ``img_size`` grid (``l_max``); with
+``dynamic_img_size=True`` (the default) any image size runs, smaller grids using the central lags of the filters
+and larger ones extending them at the same lag spacing. ``set_input_size(img_size=..., patch_size=...)`` stores the
+filters for a new grid, and weights saved at another size load (``load_state_dict``, ``pretrained=True``): both
+follow ``filter_resize`` ('extend': same lag spacing, the default; 'stretch': the same normalised positions over
+the new grid; see ``hyena_vision.layers.PositionalEmbedding``).
 
 The same class with ``patch_size=1`` is the pixel-level sequence classifier for sequential CIFAR
 (``hyena_seq_cifar``: the 32x32 image as a sequence of 1024 pixels, ``causal`` or bidirectional).
@@ -20,81 +29,39 @@ from functools import partial
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
-    DropPath,
     LayerNorm,
-    Mlp,
     PatchEmbed,
     calculate_drop_path_rates,
     get_act_layer,
     get_norm_layer,
-    register_notrace_function,
     register_notrace_module,
     trunc_normal_,
 )
 from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, register_model
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator, no_weight_decay_names
+from ..layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
+from ._blocks import PreNormBlock
 from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
 
-__all__ = ["HyenaBlock", "HyenaViT", "tokens_from_grid"]
+__all__ = ["HyenaViT"]
 
 GLOBAL_POOLS = ("", "avg", "max")
+MIXERS = ("hyena1d", "hyena2d")
 
 # The operators validate shapes with Python control flow: FX tracing treats them as leaves.
 register_notrace_module(HyenaOperator)
-
-
-@register_notrace_function
-def tokens_from_grid(x: torch.Tensor, l_max: int, patch_size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W, C) patch grid -> (B, H*W, C) row-major tokens; more than ``l_max`` tokens raise."""
-    batch, height, width, channels = x.shape
-    if height * width > l_max:
-        raise ValueError(
-            f"an input of {height * patch_size[0]}x{width * patch_size[1]} pixels gives {height}x{width} = "
-            f"{height * width} tokens, more than the l_max={l_max} tokens the Hyena filters were built for; "
-            f"create the model with a larger img_size"
-        )
-    return x.reshape(batch, height * width, channels)
+register_notrace_module(HyenaOperator2d)
 
 
 def _check_global_pool(global_pool: str) -> None:
     if global_pool not in GLOBAL_POOLS:
         raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-
-
-class HyenaBlock(nn.Module):
-    """Pre-norm block: ``x + drop_path(mixer(norm1(x)))`` then ``x + drop_path(mlp(norm2(x)))``, (B, L, dim)."""
-
-    def __init__(
-        self,
-        dim: int,
-        mixer_layer: Callable[..., nn.Module],
-        *,
-        mlp_ratio: float = 4.0,
-        proj_drop: float = 0.0,
-        drop_path: float = 0.0,
-        norm_layer: Callable[..., nn.Module] = LayerNorm,
-        act_layer: Callable[..., nn.Module] = nn.GELU,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.norm1 = norm_layer(dim, **dd)
-        self.mixer = mixer_layer(dim, **dd)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop, **dd)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 def init_weights_linear(module: nn.Module, name: str = "") -> None:
@@ -118,6 +85,7 @@ class HyenaViT(nn.Module):
         embed_dim: int = 768,
         depth: int = 12,
         mlp_ratio: float = 4.0,
+        mixer: str = "hyena1d",
         causal: bool = False,
         order: int = 2,
         filter_order: int = 64,
@@ -128,6 +96,7 @@ class HyenaViT(nn.Module):
         modulate: bool = True,
         filter_lr: float = 1e-3,
         lr_pos_emb: float = 1e-5,
+        filter_resize: str = "extend",
         fftconv_backend: str = "auto",
         dynamic_img_size: bool = True,
         drop_rate: float = 0.0,
@@ -141,21 +110,29 @@ class HyenaViT(nn.Module):
     ):
         """
         Args:
-            img_size: input size the filters are built for (l_max = number of patches at this size).
+            img_size: input size the filters are stored for (l_max: the patch grid at this size).
             patch_size: patch size (1: one token per pixel).
             global_pool: '' (no pooling), 'avg' (the paper's mean pooling) or 'max'.
-            causal: causal operator (short conv and long filters see only earlier tokens); default bidirectional.
+            mixer: 'hyena1d' (the flattened token sequence) or 'hyena2d' (2D filters over the patch grid).
+            causal: causal 1D operator (short conv and long filters see only earlier tokens); default
+                bidirectional.
             order, filter_order, short_filter_order, emb_dim, num_inner_mlps, w, modulate: Hyena operator and
-                implicit filter settings (see ``hyena_vision.layers.HyenaOperator``); short filter 5 as the
-                original Hyena-ViT.
+                implicit filter settings (see ``hyena_vision.layers.HyenaOperator``, ``ImplicitFilterConfig``);
+                short filter 5 (1D) as the original Hyena-ViT, 3x3 for the 2D mixer.
             filter_lr, lr_pos_emb: optimizer hints of the filter networks and their positional features.
-            dynamic_img_size: accept any image size giving at most l_max tokens (else exactly ``img_size``).
+            filter_resize: how the filters follow ``set_input_size`` and weights of another size, 'extend' or
+                'stretch' (see the module docstring).
+            dynamic_img_size: accept any image size (else exactly ``img_size``).
             drop_rate: dropout before the classifier; proj_drop_rate: MLP dropout; mixer_drop_rate: dropout of
                 the gated inputs of the long convolutions; drop_path_rate: stochastic depth (linear in depth).
         """
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         _check_global_pool(global_pool)
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+        if causal and mixer == "hyena2d":
+            raise ValueError("causal=True needs mixer='hyena1d' (the 2D mixer's filters are centred)")
         norm_layer = get_norm_layer(norm_layer) or LayerNorm
         act_layer = get_act_layer(act_layer) or nn.GELU
         self.num_classes = num_classes
@@ -163,6 +140,7 @@ class HyenaViT(nn.Module):
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.dynamic_img_size = dynamic_img_size
+        self.mixer_type = mixer
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(
@@ -170,34 +148,33 @@ class HyenaViT(nn.Module):
             patch_size=patch_size,
             in_chans=in_chans,
             embed_dim=embed_dim,
-            output_fmt="NHWC",  # (B, H', W', C): the grid is flattened by tokens_from_grid
+            output_fmt="NHWC",  # (B, H', W', C): flattened for the 1D mixer
             strict_img_size=not dynamic_img_size,
             **dd,
         )
-        self.l_max = self.patch_embed.num_patches
-        mixer_layer = partial(
-            HyenaOperator,
-            l_max=self.l_max,
-            order=order,
-            filter_order=filter_order,
-            short_filter_order=short_filter_order,
-            causal=causal,
-            dropout=mixer_drop_rate,
+        filter_cfg = ImplicitFilterConfig(
             emb_dim=emb_dim,
+            filter_order=filter_order,
             num_inner_mlps=num_inner_mlps,
             w=w,
             modulate=modulate,
-            filter_lr=filter_lr,
+            lr=filter_lr,
             lr_pos_emb=lr_pos_emb,
-            fftconv_backend=fftconv_backend,
+            resize_mode=filter_resize,
         )
+        common = dict(order=order, short_filter_order=short_filter_order, dropout=mixer_drop_rate)
+        common.update(fftconv_backend=fftconv_backend, filter_cfg=filter_cfg)
+        if mixer == "hyena1d":
+            mixer_layer = partial(HyenaOperator, l_max=self.l_max, causal=causal, **common)
+        else:
+            mixer_layer = partial(HyenaOperator2d, l_max=self.l_max, gated=True, **common)
         drop_path_rates = calculate_drop_path_rates(drop_path_rate, depth)  # linear in depth
         self.blocks = nn.Sequential(
             *[
-                HyenaBlock(
+                PreNormBlock(
                     embed_dim,
                     mixer_layer,
-                    mlp_ratio=mlp_ratio,
+                    mlp_hidden=int(embed_dim * mlp_ratio),
                     proj_drop=proj_drop_rate,
                     drop_path=drop_path_rates[i],
                     norm_layer=norm_layer,
@@ -240,10 +217,26 @@ class HyenaViT(nn.Module):
         self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)
 
+    @property
+    def l_max(self) -> int | tuple[int, int]:
+        """The size the filters are stored for: tokens (1D mixer) or the (H', W') patch grid (2D mixer)."""
+        return self.patch_embed.num_patches if self.mixer_type == "hyena1d" else self.patch_embed.grid_size
+
+    def set_input_size(
+        self, img_size: int | tuple[int, int] | None = None, patch_size: int | tuple[int, int] | None = None
+    ) -> None:
+        """Store the filters for a new input size (and resample the patch embedding to a new patch size)."""
+        self.patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
+        for block in self.blocks:
+            block.mixer.resize(self.l_max)
+        reduction = self.patch_embed.feat_ratio()
+        self.feature_info = [dict(info, reduction=reduction) for info in self.feature_info]
+        update_model_input_size(self, self.patch_embed.img_size, patch_size=patch_size)
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> tokens (B, N, C)."""
+        """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer, the grid (B, H', W', C) for the 2D one."""
         x = self.patch_embed(check_image(x, self.in_chans))  # (B, H', W', C)
-        return tokens_from_grid(x, self.l_max, self.patch_embed.patch_size)  # (B, N, C)
+        return x.flatten(1, 2) if self.mixer_type == "hyena1d" else x
 
     def forward_intermediates(
         self,
@@ -270,12 +263,14 @@ class HyenaViT(nn.Module):
             x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
             if i in take_indices:
                 intermediates.append(self.norm(x) if norm else x)
+        grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
         if output_fmt == "NCHW":
-            grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
             intermediates = [y.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2) for y in intermediates]
+        else:
+            intermediates = [y.reshape(batch, grid_h * grid_w, -1) for y in intermediates]
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        return self.norm(x.reshape(batch, grid_h * grid_w, -1)), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -290,12 +285,13 @@ class HyenaViT(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._embed(x)  # (B, N, C)
+        """(B, in_chans, H, W) -> normed tokens (B, N, C), row-major over the patch grid for both mixers."""
+        x = self._embed(x)  # (B, N, C) or (B, H', W', C)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
         else:
             x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(x.flatten(1, -2))  # (B, N, C)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -332,6 +328,10 @@ default_cfgs = generate_default_cfgs(
         "hyena_vit_s": _cfg(),
         "hyena_vit_b": _cfg(),
         "hyena_vit_b_p8": _cfg(),
+        "hyena_vit2d_t": _cfg(),
+        "hyena_vit2d_s": _cfg(),
+        "hyena_vit2d_b": _cfg(),
+        "hyena_vit2d_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
         "hyena_seq_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
     }
 )
@@ -350,21 +350,21 @@ def _create_hyena_vit(variant: str, pretrained: bool = False, **kwargs) -> Hyena
 
 @register_model
 def hyena_vit_t(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Tiny/16: 192 wide, 12 deep (ViT-Ti size, ~5.8M params)."""
+    """Hyena-ViT-Tiny/16: 192 wide, 12 deep (ViT-Ti size, 6.0M params)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12)
     return _create_hyena_vit("hyena_vit_t", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def hyena_vit_s(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Small/16: 384 wide, 12 deep (ViT-S size, ~22.5M params)."""
+    """Hyena-ViT-Small/16: 384 wide, 12 deep (ViT-S size, 22.5M params)."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12)
     return _create_hyena_vit("hyena_vit_s", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def hyena_vit_b(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Hyena-ViT-Base/16: 768 wide, 12 deep (ViT-B size, ~87M params; the paper's 78.5% ImageNet model)."""
+    """Hyena-ViT-Base/16: 768 wide, 12 deep (ViT-B size, 87.3M params; the paper's 78.5% ImageNet model)."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12)
     return _create_hyena_vit("hyena_vit_b", pretrained=pretrained, **dict(model_args, **kwargs))
 
@@ -377,8 +377,37 @@ def hyena_vit_b_p8(pretrained: bool = False, **kwargs) -> HyenaViT:
 
 
 @register_model
+def hyena_vit2d_t(pretrained: bool = False, **kwargs) -> HyenaViT:
+    """2D Hyena-ViT-Tiny/16: gated 2D Hyena over the 14x14 patch grid, 192 wide, 12 deep."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, mixer="hyena2d", short_filter_order=3)
+    return _create_hyena_vit("hyena_vit2d_t", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def hyena_vit2d_s(pretrained: bool = False, **kwargs) -> HyenaViT:
+    """2D Hyena-ViT-Small/16: gated 2D Hyena over the 14x14 patch grid, 384 wide, 12 deep."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, mixer="hyena2d", short_filter_order=3)
+    return _create_hyena_vit("hyena_vit2d_s", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def hyena_vit2d_b(pretrained: bool = False, **kwargs) -> HyenaViT:
+    """2D Hyena-ViT-Base/16: gated 2D Hyena over the 14x14 patch grid, 768 wide, 12 deep."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, mixer="hyena2d", short_filter_order=3)
+    return _create_hyena_vit("hyena_vit2d_b", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def hyena_vit2d_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
+    """2D Hyena-ViT for 32x32 CIFAR: patch 4 (8x8 grid), 64 wide, 5 deep, MLP ratio 2, filter FFN 32 wide (204k)."""
+    model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=5, mlp_ratio=2.0)
+    model_args.update(mixer="hyena2d", short_filter_order=3, filter_order=32)
+    return _create_hyena_vit("hyena_vit2d_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
 def hyena_seq_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
-    """Sequential CIFAR: 32x32 image as 1024 pixel tokens, 4 Hyena blocks of width 64, MLP ratio 2 (~213k)."""
+    """Sequential CIFAR: 32x32 image as 1024 pixel tokens, 4 Hyena blocks of width 64, MLP ratio 2 (214k params)."""
     model_args = dict(
         img_size=32, patch_size=1, num_classes=10, embed_dim=64, depth=4, mlp_ratio=2.0, short_filter_order=3
     )

@@ -163,6 +163,7 @@ def fftconv(
     _check_skip(D, u.shape[1])
     _check_gate("pre_gate", pre_gate, u)
     _check_gate("post_gate", post_gate, u)
+
     def run(name: str) -> torch.Tensor:
         return fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate, backend=name)
 

@@ -26,7 +26,7 @@ import hyena_vision.models  # noqa: F401  (registers our models with timm)
 HERE = pathlib.Path(__file__).resolve().parent
 TIMM_TESTS = HERE / ".cache" / "test_models.py"
 OUR_MODULES = ["hyena_vit", "hyena_iso", "cifar_baselines"]
-OUR_NON_STD = ["hyena_vit_*", "hyena_seq_*", "vit_iso_*"]  # token-sequence features, as timm's 'vit_*'
+OUR_NON_STD = ["hyena_vit_*", "hyena_vit2d_*", "hyena_seq_*", "vit_iso_*"]  # token-sequence features, as timm's 'vit_*'
 TIMM_NON_STD_MARKER = "vit_*"  # an entry of timm's NON_STD_FILTERS: that list is being passed
 
 # (test function patterns, model name patterns (each '|'-separated fnmatch patterns), reason)
@@ -39,8 +39,8 @@ EXCLUSIONS = [
     ),
     (
         "test_prune_intermediate_layers_contract",
-        "hyena_vit_s|hyena_vit_b|hyena_vit_b_p8",
-        "slow (it prunes at every block; timm keeps it out of its CI): run on hyena_vit_t, the same HyenaViT class",
+        "hyena_vit_s|hyena_vit_b|hyena_vit_b_p8|hyena_vit2d_s|hyena_vit2d_b",
+        "slow (it prunes at every block; timm keeps it out of its CI): run on hyena_vit_t and hyena_vit2d_t",
     ),
 ]
 

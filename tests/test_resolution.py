@@ -1,0 +1,86 @@
+"""Smoke tests of the resolution scripts: eval/bench_resolution.py (--quick) and eval/resolution_transfer.py."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def load_script(relative: str):
+    spec = importlib.util.spec_from_file_location(pathlib.Path(relative).stem + "_script", ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_resolution_quick(tmp_path):
+    bench = load_script("eval/bench_resolution.py")
+    rows = bench.main(["--quick", "--device", "cpu", "--out", str(tmp_path)])
+    assert [(r["img_size"], r["tokens"]) for r in rows] == [(32, 4), (64, 16)]
+    for row in rows:
+        for model in bench.MODELS:
+            assert row[model]["fwd"]["img_s"] > 0 and row[model]["fwd"]["low"] <= row[model]["fwd"]["high"]
+            assert row[model]["fwd_bwd"]["mib"] >= 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "Crossover (px from which Hyena-ViT-S 2D stays faster" in table and "| 64 | 16 | 1 |" in table
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][1]["img_size"] == 64
+
+
+def test_bench_resolution_crossover():
+    bench = load_script("eval/bench_resolution.py")
+
+    def row(px, hyena, attention):
+        cells = {m: {"fwd": {"img_s": hyena}, "fwd_bwd": "OOM"} for m in bench.HYENAS}
+        return {"img_size": px, **cells, bench.ATTENTION: {"fwd": {"img_s": attention}, "fwd_bwd": "OOM"}}
+
+    rows = [row(224, 1.0, 2.0), row(384, 3.0, 2.0), row(512, 1.0, 2.0), row(768, 3.0, 1.0)]
+    assert bench.crossover(rows, "hyena_vit_s", "fwd") == 768  # faster at 384, but not from there on
+    assert bench.crossover(rows, "hyena_vit_s", "fwd_bwd") == 224  # attention out of memory everywhere
+
+
+def test_peak_memory_sees_a_large_temporary():
+    bench = load_script("eval/bench_resolution.py")
+    mib = bench.peak_memory_mib(lambda: torch.ones(16, 2**20).sum(), torch.device("cpu"))  # 64 MiB of float32
+    assert mib is None or 60 < mib < 200  # a 64 MiB temporary (None where /proc cannot be used)
+
+
+def test_resolution_transfer_tiny(cifar_subset, tmp_path):
+    root = cifar_subset(4, 2)  # 40 training, 20 test images
+    transfer = load_script("eval/resolution_transfer.py")
+    args = ["--models", "hyena_vit2d_cifar", "vit_iso_cifar:depth=1", "--data", str(root), "--out", str(tmp_path)]
+    args += ["--tiny", "--train-subset", "40", "--test-subset", "20", "--batch-size", "20"]
+    rows = transfer.main(args)
+    assert [r["model"] for r in rows] == ["hyena_vit2d_cifar", "vit_iso_cifar:depth=1"]
+    hyena, vit = rows
+    assert {"32", "48 as is", "48 stretch", "48 fine-tuned"} <= hyena.keys() and "48 stretch" not in vit
+    for cell in (hyena["48 as is"], hyena["48 stretch"], vit["48 fine-tuned"]):
+        assert cell["images"] == 20 and cell["low"] <= cell["top1"] <= cell["high"]
+    assert "| hyena_vit2d_cifar |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown model 'hyena_vit9d'"):
+        transfer.main(["--models", "hyena_vit9d", "--data", str(root)])
+
+
+def test_wilson_interval():
+    transfer = load_script("eval/resolution_transfer.py")
+    low, high = transfer.wilson(50, 100)
+    assert low == pytest.approx(40.38, abs=0.01) and high == pytest.approx(59.62, abs=0.01)
+    assert transfer.parse_model("hyena_vit2d_cifar:mixer=hyena1d,depth=2") == (
+        "hyena_vit2d_cifar",
+        {"mixer": "hyena1d", "depth": 2},
+    )
