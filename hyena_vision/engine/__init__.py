@@ -1,0 +1,1 @@
+"""Engine: training and evaluation loops, checkpoints, comparisons and their statistics."""
