@@ -6,7 +6,8 @@
 
 ``train.batch_size`` is the GLOBAL batch (images per optimizer update over all processes and accumulation steps);
 the schedule counts epochs and steps per update. The run folder gets config.yaml, metrics.{jsonl,csv}, tb/,
-last.pt (atomic: model, optimizer, scheduler, scaler, EMA, RNG, position), summary.json and model.safetensors.
+last.pt (atomic: model, optimizer, scheduler, scaler, EMA, RNG, position), summary.json, model.safetensors and
+predictions.pt (the final evaluation's predicted and true class per test image, single process).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 import hyena_vision.models  # noqa: F401  (registers our models with timm, also under a namespace-package install)
+from hyena_vision.data import cifar_memory
 from hyena_vision.data.images import build_eval_transform, build_train_transform
 from hyena_vision.data.loaders import eval_loader, num_classes_of, train_stream
+from hyena_vision.engine.stats import pop_predictions, save_predictions
 from hyena_vision.layers import param_groups
 from hyena_vision.training import (
     MetricsLogger,
@@ -65,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "folder"  # folder (ImageFolder dir or tar of one) | shards | torchvision_cifar10
+    kind: str = "folder"  # folder (ImageFolder dir or tar of one) | shards | torchvision_cifar10 | memory_cifar10
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
@@ -236,6 +239,15 @@ def data_kwargs(cfg: ClassifyConfig) -> dict:
     return dict(root=d.root, cache_dir=d.cache_dir, download=d.download)
 
 
+def data_functions(kind: str) -> tuple:
+    """The transform builders and readers for ``data.kind``: memory_cifar10 has its own, with the same arguments
+    (decoded CIFAR-10 kept in memory, augmented in whole batches)."""
+    if kind == cifar_memory.KIND:
+        m = cifar_memory
+        return m.build_train_transform, m.build_eval_transform, m.train_stream, m.eval_loader, m.num_classes_of
+    return build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 
@@ -266,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
     # model: the same initial weights on every rank (DDP broadcasts them too)
     seed_everything(cfg.train.seed)
     d = cfg.data
+    build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of = data_functions(d.kind)
     num_classes = d.num_classes or num_classes_of(
         d.kind, split=d.train_split, shards=d.train_shards, root=d.root, cache_dir=d.cache_dir
     )
@@ -461,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         epoch, start_update = epoch + 1, 0
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
+            final = epoch == cfg.train.epochs and not dist_info.distributed  # per-image predictions for paired tests
             metrics = evaluate_classifier(
                 model,
                 val_loader,
@@ -468,7 +482,9 @@ def main(argv: list[str] | None = None) -> dict:
                 device=device,
                 amp_dtype=amp_dtype,
                 channels_last=cfg.train.channels_last,
+                return_predictions=final,
             )
+            predictions = pop_predictions(metrics)
             row = {f"val_{k}": v for k, v in metrics.items()}
             if ema is not None:
                 ema_metrics = evaluate_classifier(
@@ -478,8 +494,12 @@ def main(argv: list[str] | None = None) -> dict:
                     device=device,
                     amp_dtype=amp_dtype,
                     channels_last=cfg.train.channels_last,
+                    return_predictions=final,
                 )
+                predictions = pop_predictions(ema_metrics)  # the exported model's
                 row.update({f"val_ema_{k}": v for k, v in ema_metrics.items()})
+            if final:
+                save_predictions(out_dir / "predictions.pt", predictions)
             logger.log(step, epoch=epoch, train_seconds=train_seconds, **row)
             if is_main:
                 print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))

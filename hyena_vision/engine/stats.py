@@ -22,8 +22,11 @@ __all__ = [
     "McNemar",
     "RunResult",
     "comparison_table",
+    "load_predictions",
     "mcnemar",
     "plot_curves",
+    "pop_predictions",
+    "save_predictions",
     "wilson_interval",
 ]
 
@@ -206,3 +209,31 @@ def plot_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-image predictions of a run's final evaluation (``predictions.pt`` in the run folder)
+
+PREDICTION_KEYS = ("predictions", "targets")
+
+
+def pop_predictions(metrics: dict) -> dict[str, torch.Tensor]:
+    """Remove the per-image tensors ``evaluate_classifier(..., return_predictions=True)`` adds (none: {})."""
+    return {k: metrics.pop(k) for k in PREDICTION_KEYS if k in metrics}
+
+
+def save_predictions(path: str | os.PathLike, predictions: dict[str, torch.Tensor]) -> Path:
+    """Write predicted and true classes, (N,) each in test-set order, as int16 (``torch.save``)."""
+    if set(predictions) != set(PREDICTION_KEYS) or predictions["predictions"].shape != predictions["targets"].shape:
+        raise ValueError(
+            f"predictions must map {PREDICTION_KEYS} to (N,) tensors of one shape, got {predictions!r:.200}"
+        )
+    path = Path(path)
+    torch.save({k: v.to(torch.int16) for k, v in predictions.items()}, path)
+    return path
+
+
+def load_predictions(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``save_predictions``' file back as int64 tensors."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: data[k].long() for k in PREDICTION_KEYS}
