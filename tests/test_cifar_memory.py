@@ -192,3 +192,26 @@ def test_eval_loader_matches_folder_order(small_cifar, tmp_path):
     for (x, y), (xf, yf) in pairs:
         assert torch.equal(y, yf)
         torch.testing.assert_close(x, xf, rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_memory_kind_resumes_and_saves_predictions(tmp_path):
+    from test_training import classify  # train/classify.py loaded as a module
+
+    from hyena_vision.engine.stats import load_predictions
+    from hyena_vision.training import load_checkpoint
+
+    written = write_torchvision_folder(tmp_path / "data", 8, 20, seed=4)
+    model = ["model.name=vit_iso_cifar", "model.kwargs.embed_dim=16", "model.kwargs.depth=1"]
+    data = ["data.kind=memory_cifar10", f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    train = ["data.val_split=test", "aug.policy=cifar", "train.amp=none", "train.epochs=2", "train.batch_size=8"]
+    common = [*model, *data, *train, "train.accum_steps=2", "sched.warmup_epochs=0", "train.log_every=1"]
+    summary = classify.main([*common, f"out_dir={tmp_path / 'full'}"])
+    classify.main([*common, f"out_dir={tmp_path / 'cut'}", "train.max_steps=3"])  # stops mid-epoch 0
+    classify.main(["--resume", *common, f"out_dir={tmp_path / 'cut'}"])
+    full, resumed = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("full", "cut"))
+    for name, value in full.items():
+        assert torch.equal(value, resumed[name]), name
+    saved = load_predictions(tmp_path / "full" / "predictions.pt")
+    assert torch.equal(saved["targets"], written["test"][1])
+    accuracy = 100.0 * (saved["predictions"] == saved["targets"]).double().mean().item()
+    assert summary["val_top1"] == pytest.approx(accuracy, abs=1e-4)
