@@ -215,3 +215,15 @@ def test_trainer_memory_kind_resumes_and_saves_predictions(tmp_path):
     assert torch.equal(saved["targets"], written["test"][1])
     accuracy = 100.0 * (saved["predictions"] == saved["targets"]).double().mean().item()
     assert summary["val_top1"] == pytest.approx(accuracy, abs=1e-4)
+
+
+def test_train_pieces_are_disjoint_slices_of_the_training_set(tmp_path):
+    written = write_torchvision_folder(tmp_path, 8, 4, seed=5)  # 40 training images, all distinct
+    rows = {tuple(x.flatten()[:16].tolist()) for x in written["train"][0]}
+    a, _ = load_cifar10("train:0:25", root=tmp_path)
+    b, _ = load_cifar10("train:25:40", root=tmp_path)
+    keys = [{tuple(x.flatten()[:16].tolist()) for x in part} for part in (a, b)]
+    assert len(keys[0]) == 25 and len(keys[1]) == 15 and not keys[0] & keys[1] and keys[0] | keys[1] == rows
+    for bad in ("train:5", "train:3:2", "train:0:41", "train:a:b"):
+        with pytest.raises(ValueError, match="train:<start>:<stop>|start < stop"):
+            load_cifar10(bad, root=tmp_path)

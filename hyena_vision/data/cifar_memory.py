@@ -11,6 +11,10 @@ ImageFolder order (sorted class folders, sorted file names), so subsets and pred
 
 The functions take the same arguments as ``images.build_train_transform`` / ``build_eval_transform`` and
 ``loaders.train_stream`` / ``eval_loader`` / ``num_classes_of``, so the trainer swaps them in by ``data.kind``.
+
+Splits: "train", "test", and "train:<start>:<stop>", the images ``start:stop`` of one fixed random permutation of
+the training set: disjoint pieces of it (e.g. "train:0:10000" to train and "train:10000:15000" to validate a
+learning-rate sweep without touching the test set).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
 
 KIND = "memory_cifar10"
 SPLITS = ("train", "test")
+PIECE_SEED = 0  # the permutation that "train:<start>:<stop>" slices
 TORCHVISION_FOLDER = "cifar-10-batches-py"
 TORCHVISION_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 IMAGE_SIZE = (3, 32, 32)
@@ -141,8 +146,10 @@ def load_cifar10(
     torchvision release in ``cache_dir`` (default ``$HYENA_VISION_CACHE`` or ``~/.cache/hyena_vision``), downloaded
     there first when ``download`` is set. Each split is read once per process and then kept in memory.
     """
+    if split.startswith("train:"):
+        return _train_piece(split, root=root, cache_dir=cache_dir, download=download)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} for CIFAR-10, got {split!r}")
+        raise ValueError(f"split must be one of {SPLITS} or 'train:<start>:<stop>' for CIFAR-10, got {split!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root is None:
         folder = _torchvision_folder(cache_dir)
@@ -181,6 +188,21 @@ def load_cifar10(
             os.replace(tmp, cached)  # atomic: a half-written cache is never read
     _loaded[key] = data
     return data
+
+
+def _train_piece(
+    split: str, *, root: str | os.PathLike | None, cache_dir: str | os.PathLike | None, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """'train:<start>:<stop>': images start..stop-1 of a fixed (seed ``PIECE_SEED``) permutation of the train set."""
+    try:
+        start, stop = (int(v) for v in split.split(":")[1:])
+    except ValueError:
+        raise ValueError(f"split must look like 'train:<start>:<stop>' (integers), got {split!r}") from None
+    images, labels = load_cifar10("train", root=root, cache_dir=cache_dir, download=download)
+    if not 0 <= start < stop <= len(labels):
+        raise ValueError(f"split {split!r}: need 0 <= start < stop <= {len(labels)}")
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(PIECE_SEED))[start:stop]
+    return images[keep], labels[keep]
 
 
 # ----------------------------------------------------------------------------------------------------------------
