@@ -77,19 +77,9 @@ def run_curve(run_dir: str | os.PathLike) -> list[tuple[float, int, float, int]]
     ]
 
 
-def shipped_results(
-    *,
-    root: str | None,
-    cache_dir: str | None,
-    download: bool,
-    subset: int,
-    seed: int,
-    device: str = "cpu",
-    amp: str = "none",
-    batch_size: int = 500,
-) -> list[RunResult]:
-    """The shipped pair evaluated on CIFAR-10's test set (``subset`` > 0: the same seeded subset the trainer's
-    ``data.val_subset`` takes), with the model's own mean/std; models without shipped weights are left out."""
+def shipped_results(like: str | os.PathLike) -> list[RunResult]:
+    """The shipped pair evaluated on the test images of the finished run ``like`` (its data source, seeded
+    ``data.val_subset`` and precision), each with its own mean/std; models without shipped weights are left out."""
     import timm
     from timm.data import resolve_data_config
 
@@ -99,6 +89,9 @@ def shipped_results(
     from ..models._shipped import weights_file
     from ..training import evaluate_classifier
 
+    cfg = OmegaConf.load(Path(like) / "config.yaml")
+    reference = load_predictions(Path(like) / "predictions.pt")["targets"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for arch in PAIR:
         path = weights_file(arch, "c10")
@@ -111,28 +104,30 @@ def shipped_results(
         )
         loader = cifar_memory.eval_loader(
             cifar_memory.KIND,
-            root=root,
+            root=cfg.data.root,
             split="test",
             shards=None,
             transform=transform,
-            batch_size=batch_size,
+            batch_size=500,
             rank=0,
             world_size=1,
-            subset=subset,
-            seed=seed,
-            cache_dir=cache_dir,
-            download=download,
+            subset=cfg.data.val_subset,
+            seed=cfg.train.seed,
+            cache_dir=cfg.data.cache_dir,
+            download=cfg.data.download,
         )
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[cfg.train.amp]
         metrics = evaluate_classifier(
-            model, loader, num_classes=10, device=torch.device(device), amp_dtype=amp_dtype, return_predictions=True
+            model, loader, num_classes=10, device=device, amp_dtype=amp_dtype, return_predictions=True
         )
+        if not torch.equal(metrics["targets"], reference):
+            raise ValueError(f"{arch}.c10 was evaluated on other test images than the run in {str(like)!r}")
         trained = json.loads(path.with_suffix(".json").read_text())  # written when the weights were shipped
         results.append(
             RunResult(
                 name=f"{arch}.c10",
                 params=sum(p.numel() for p in model.parameters()),
-                precision=f"{trained['precision']} (eval {PRECISIONS[amp]})",
+                precision=f"{trained['precision']} (eval {PRECISIONS[cfg.train.amp]})",
                 images_seen=trained["images_seen"],
                 train_seconds=trained["train_seconds"],
                 train_img_per_s=trained["train_img_per_s"],
