@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file, save_file
 from test_cifar_memory import write_torchvision_folder
@@ -71,3 +72,36 @@ def test_compare_cifar10_without_shared_data_reads_torchvision_cache(tmp_path, m
     assert "getting it through torchvision's download" in capsys.readouterr().out
     table = (tmp_path / "out" / "results.md").read_text()
     assert "30 test images" in table and "| hyena_iso_cifar |" in table and "| vit_iso_cifar |" in table
+
+
+def test_shipped_pair_is_evaluated_on_the_runs_test_images(tmp_path, monkeypatch):
+    write_torchvision_folder(tmp_path / "data", 2, 30, seed=8)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = f"data:\n  root: {tmp_path / 'data'}\n  cache_dir: null\n  download: false\n  val_subset: 12\n"
+    (run / "config.yaml").write_text(config + "train:\n  seed: 3\n  amp: none\n")
+    targets = torch.cat([y for _, y in cifar_report_loader(tmp_path / "data")])
+    torch.save({"predictions": targets, "targets": targets}, run / "predictions.pt")
+    monkeypatch.setattr(_shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    assert cifar_report.shipped_results(run) == []  # no weights shipped: no rows
+    (tmp_path / "weights").mkdir()
+    figures = dict(precision="fp32", images_seen=2_500_000, train_seconds=9.0, train_img_per_s=300.0)
+    for arch in cifar_report.PAIR:
+        torch.manual_seed(0)
+        save_file(timm.create_model(arch).state_dict(), _shipped.weights_file(arch, "c10"))
+        _shipped.weights_file(arch, "c10").with_suffix(".json").write_text(json.dumps(figures))
+    rows = cifar_report.shipped_results(run)
+    assert [r.name for r in rows] == ["hyena_vit_cifar.c10", "vit_iso_cifar.c10"]
+    assert all(r.correct.numel() == 12 and r.images_seen == 2_500_000 for r in rows)
+    torch.save({"predictions": targets, "targets": targets.flip(0)}, run / "predictions.pt")
+    with pytest.raises(ValueError, match="other test images"):
+        cifar_report.shipped_results(run)
+
+
+def cifar_report_loader(root):
+    """The seeded 12-image test subset the run's config describes (seed 3), as the trainer would read it."""
+    from hyena_vision.data import cifar_memory
+
+    transform = cifar_memory.BatchNormalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    args = dict(root=str(root), split="test", shards=None, transform=transform, batch_size=5, rank=0, world_size=1)
+    return cifar_memory.eval_loader(cifar_memory.KIND, subset=12, seed=3, **args)

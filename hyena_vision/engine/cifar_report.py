@@ -97,7 +97,8 @@ def shipped_results(like: str | os.PathLike) -> list[RunResult]:
         path = weights_file(arch, "c10")
         if not path.is_file():
             continue
-        model = timm.create_model(f"{arch}.c10", pretrained=True).to(device)
+        # the file named explicitly: the same weights the registered tag "arch.c10" loads
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).to(device)
         settings = resolve_data_config(model=model)
         transform = cifar_memory.build_eval_transform(
             input_size=settings["input_size"], mean=settings["mean"], std=settings["std"], crop_pct=1.0
