@@ -8,7 +8,8 @@
 ``--config`` is a YAML path or a shipped name (``hyena_vision.engine.config.shipped_configs()``).
 ``train.batch_size`` is the GLOBAL batch (images per optimizer update over all processes and accumulation steps);
 the schedule counts epochs and steps per update. The run folder gets config.yaml, metrics.{jsonl,csv}, tb/,
-last.pt (atomic: model, optimizer, scheduler, scaler, EMA, RNG, position), summary.json and model.safetensors.
+last.pt (atomic: model, optimizer, scheduler, scaler, EMA, RNG, position), summary.json, model.safetensors and
+predictions.pt (the final evaluation's predicted and true class per test image, single process).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from .. import models  # noqa: F401  (registers our models with timm)
+from ..data import cifar_memory
 from ..data.images import build_eval_transform, build_train_transform
 from ..data.loaders import TrainStream, eval_loader, num_classes_of, train_stream
 from ..layers import param_groups
@@ -39,6 +41,7 @@ from .distributed import DistInfo, cleanup_distributed, init_distributed, wrap_m
 from .evaluation import evaluate_classifier
 from .loop import amp_dtype, grad_scaler, train_update
 from .metrics import LogWindow, MetricsLogger
+from .stats import pop_predictions, save_predictions
 
 # ----------------------------------------------------------------------------------------------------------------
 # Config schema (unknown keys anywhere are errors)
@@ -54,7 +57,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "folder"  # folder (ImageFolder dir or tar of one) | shards | torchvision_cifar10
+    kind: str = "folder"  # folder (ImageFolder dir or tar of one) | shards | torchvision_cifar10 | memory_cifar10
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
@@ -222,9 +225,19 @@ def data_kwargs(cfg: ClassifyConfig) -> dict:
     return dict(root=d.root, cache_dir=d.cache_dir, download=d.download)
 
 
+def data_functions(kind: str) -> tuple:
+    """(build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of) for ``data.kind``:
+    memory_cifar10 has its own, with the same arguments (decoded CIFAR-10 kept in memory, augmented in batches)."""
+    if kind == cifar_memory.KIND:
+        m = cifar_memory
+        return m.build_train_transform, m.build_eval_transform, m.train_stream, m.eval_loader, m.num_classes_of
+    return build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of
+
+
 def create_loaders(cfg: ClassifyConfig, settings: dict, dist_info: DistInfo):
     """(training stream of micro-batches with ``updates_per_epoch``, validation loader for this rank's share)."""
     d, aug, device = cfg.data, cfg.aug, dist_info.device
+    build_train_transform, build_eval_transform, train_stream, eval_loader, _ = data_functions(d.kind)
     transform = dict(
         input_size=settings["input_size"],
         mean=settings["mean"],
@@ -285,18 +298,24 @@ def micro_batches(stream: TrainStream, epoch: int, start_update: int, cfg: Class
         yield images, targets
 
 
-def validate(cfg: ClassifyConfig, model, ema, val_loader, num_classes: int, device) -> dict:
-    """``val_*`` metrics of the model, and ``val_ema_*`` of its EMA when there is one."""
+def validate(cfg: ClassifyConfig, model, ema, val_loader, num_classes: int, device, *, predict: bool = False):
+    """(``val_*`` metrics of the model and ``val_ema_*`` of its EMA when there is one, per-image predictions of the
+    exported model, the EMA's when there is one, when ``predict`` else {})."""
     kwargs = dict(
         num_classes=num_classes,
         device=device,
         amp_dtype=amp_dtype(cfg.train.amp),
         channels_last=cfg.train.channels_last,
+        return_predictions=predict,
     )
-    row = {f"val_{k}": v for k, v in evaluate_classifier(model, val_loader, **kwargs).items()}
+    metrics = evaluate_classifier(model, val_loader, **kwargs)
+    predictions = pop_predictions(metrics)
+    row = {f"val_{k}": v for k, v in metrics.items()}
     if ema is not None:
-        row.update({f"val_ema_{k}": v for k, v in evaluate_classifier(ema.module, val_loader, **kwargs).items()})
-    return row
+        metrics = evaluate_classifier(ema.module, val_loader, **kwargs)
+        predictions = pop_predictions(metrics)
+        row.update({f"val_ema_{k}": v for k, v in metrics.items()})
+    return row, predictions
 
 
 def save(
@@ -356,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
     # model: the same initial weights on every rank (DDP broadcasts them too)
     seed_everything(t.seed)
     d = cfg.data
-    num_classes = d.num_classes or num_classes_of(
+    num_classes = d.num_classes or data_functions(d.kind)[4](
         d.kind, split=d.train_split, shards=d.train_shards, root=d.root, cache_dir=d.cache_dir
     )
     model = create_model(cfg, num_classes).to(device)
@@ -441,7 +460,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         epoch, start_update = epoch + 1, 0
         if epoch % t.eval_every == 0 or epoch == t.epochs:
-            row = validate(cfg, model, ema, val_loader, num_classes, device)
+            final = epoch == t.epochs and not dist_info.distributed  # per-image predictions for paired tests
+            row, predictions = validate(cfg, model, ema, val_loader, num_classes, device, predict=final)
+            if final and is_main:
+                save_predictions(out_dir / "predictions.pt", predictions)
             logger.log(step, epoch=epoch, train_seconds=seconds, **row)
             if is_main:
                 print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))

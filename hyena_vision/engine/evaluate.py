@@ -23,9 +23,8 @@ import torch
 from timm.data import resolve_data_config
 
 from .. import models  # noqa: F401  (registers our models with timm)
-from ..data.images import build_eval_transform
-from ..data.loaders import eval_loader, num_classes_of
-from .classify import load_classifier
+from ..data.cifar_memory import KIND as MEMORY_CIFAR10
+from .classify import data_functions, load_classifier
 from .evaluation import evaluate_classifier
 from .loop import AMP_DTYPES
 
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=0, help="0: from the checkpoint / data / model default")
     p.add_argument(
         "--kind",
-        choices=("folder", "shards", "torchvision_cifar10"),
+        choices=("folder", "shards", "torchvision_cifar10", MEMORY_CIFAR10),
         default=None,
         help="data source kind (default: the checkpoint's, else folder)",
     )
@@ -99,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_cfg = cfg.get("data", {})
     kind = args.kind or data_cfg.get("kind", "folder")
     split = args.split or data_cfg.get("val_split", "val")
+    _, build_eval_transform, _, eval_loader, num_classes_of = data_functions(kind)
     transform = build_eval_transform(
         input_size=settings["input_size"],
         mean=settings["mean"],

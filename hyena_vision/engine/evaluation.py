@@ -26,9 +26,16 @@ def evaluate_classifier(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: bool = False,
+    return_predictions: bool = False,
 ) -> dict:
     """Top-1 / top-5 accuracy (torchmetrics, micro average: the fraction of images), mean cross-entropy, image count
-    and throughput over ``loader``; under torch.distributed the metrics are summed over all ranks."""
+    and throughput over ``loader``; under torch.distributed the metrics are summed over all ranks.
+
+    ``return_predictions``: also ``"predictions"`` and ``"targets"``, the (N,) int64 predicted and true classes in
+    loader order (one process only), for paired tests between models evaluated on the same images.
+    """
+    if return_predictions and dist.is_available() and dist.is_initialized():
+        raise ValueError("return_predictions=True needs a single process (each rank sees only its share of images)")
     from torchmetrics.classification import MulticlassAccuracy
 
     was_training = model.training
@@ -36,6 +43,7 @@ def evaluate_classifier(
     top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro").to(device)
     top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro").to(device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, images)
+    predictions, labels = [], []
     start = time.perf_counter()
     for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -48,6 +56,9 @@ def evaluate_classifier(
         totals[1] += targets.numel()
         top1.update(logits, targets)
         top5.update(logits, targets)
+        if return_predictions:
+            predictions.append(logits.argmax(dim=1).cpu())
+            labels.append(targets.cpu())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -57,13 +68,16 @@ def evaluate_classifier(
     images = int(totals[1].item())
     if images == 0:
         raise ValueError("evaluation loader yielded no images")
-    return {
+    metrics = {
         "top1": 100.0 * top1.compute().item(),
         "top5": 100.0 * top5.compute().item(),
         "loss": totals[0].item() / images,
         "images": images,
         "img_per_s": images / seconds,
     }
+    if return_predictions:
+        metrics["predictions"], metrics["targets"] = torch.cat(predictions), torch.cat(labels)  # (N,), (N,)
+    return metrics
 
 
 @torch.no_grad()

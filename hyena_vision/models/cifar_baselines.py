@@ -18,6 +18,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoin
 
 from ..layers.s4nd import S4ND
 from ._helpers import cifar_cfg
+from ._shipped import shipped_cfgs
 from .hyena_iso import IsotropicNet, create_isotropic
 
 __all__ = ["S4ndIso"]
@@ -87,7 +88,7 @@ class S4ndIso(IsotropicNet):
 default_cfgs = generate_default_cfgs(
     {
         "s4nd_iso_cifar": cifar_cfg(),
-        "vit_iso_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
+        **shipped_cfgs("vit_iso_cifar", cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head")),
     }
 )
 

@@ -48,6 +48,7 @@ from torch import nn
 from ..layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
 from ._blocks import PreNormBlock
 from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
+from ._shipped import shipped_cfgs
 
 __all__ = ["HyenaViT"]
 
@@ -412,3 +413,20 @@ def hyena_seq_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
         img_size=32, patch_size=1, num_classes=10, embed_dim=64, depth=4, mlp_ratio=2.0, short_filter_order=3
     )
     return _create_hyena_vit("hyena_seq_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+# Hyena-ViT for 32x32 CIFAR images, at vit_iso_cifar's size (its pair in the CIFAR-10 comparison); pretrained tags
+# for the weights shipped in hyena_vision/weights when they exist.
+default_cfgs.update(
+    generate_default_cfgs(
+        shipped_cfgs("hyena_vit_cifar", cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"))
+    )
+)
+
+
+@register_model
+def hyena_vit_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
+    """Hyena-ViT for 32x32 CIFAR: patch 4 (8x8 = 64 tokens), 64 wide, 6 deep, MLP ratio 1.5, bidirectional,
+    filter MLP width 32 (~215k params, within 5% of vit_iso_cifar's 209k)."""
+    model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, mlp_ratio=1.5, filter_order=32)
+    return _create_hyena_vit("hyena_vit_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
