@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_cifar_memory import write_torchvision_folder
 
-from hyena_vision.engine import cifar_pair, cifar_report
+from hyena_vision.engine import cifar_pair, cifar_report, compare_cifar10
 from hyena_vision.engine.cifar_pair import Recipe, run_recipe
 from hyena_vision.models import _shipped
 
@@ -57,18 +57,15 @@ def test_ship_copies_weights_and_figures(tmp_path, monkeypatch):
 def test_compare_cifar10_without_shared_data_reads_torchvision_cache(tmp_path, monkeypatch, capsys):
     """A clone without ../shared: the comparison takes CIFAR-10 from torchvision's release in the cache folder
     (downloaded there when absent; the download itself is tested in test_cifar_memory with a fake downloader)."""
-    import importlib.util
-
     cache = tmp_path / "cache"
     write_torchvision_folder(cache, 8, 30, seed=7)
     monkeypatch.setenv("HYENA_VISION_CACHE", str(cache))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    spec = importlib.util.spec_from_file_location("compare_cifar10_script", cifar_pair.REPO / "eval/compare_cifar10.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "DEFAULT_DATA", tmp_path / "no_shared" / "cifar10-jpg.tar.gz")
+    monkeypatch.setattr(compare_cifar10, "default_data", lambda: tmp_path / "no_shared" / "cifar10-jpg.tar.gz")
     tiny = ["data.train_subset=20", "data.val_subset=30", "train.batch_size=10", "train.epochs=1"]
-    script.main(["--budget", "demo", "--models", "hyena_iso", "vit_iso", "--out", str(tmp_path / "out"), *tiny, *TINY])
+    compare_cifar10.main(
+        ["--budget", "demo", "--models", "hyena_iso", "vit_iso", "--out", str(tmp_path / "out"), *tiny, *TINY]
+    )
     assert "getting it through torchvision's download" in capsys.readouterr().out
     table = (tmp_path / "out" / "results.md").read_text()
     assert "30 test images" in table and "| hyena_iso_cifar |" in table and "| vit_iso_cifar |" in table
