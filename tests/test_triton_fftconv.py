@@ -274,10 +274,26 @@ def test_too_large_2d_grid_is_refused(device):
         fftconv2d(u, torch.randn(1, 199, 199, device=device), backend="triton")
 
 
-def test_custom_op_passes_opcheck(device):
-    u, k, D, pre, post = random_inputs(device, torch.float32, 2, 2, 20, 20, gates=True)
-    args = [t.requires_grad_() for t in (u, k, D, pre, post)] + [True]
+def test_long_sided_2d_grid_is_refused(device):
+    """8 x 128 needs a 16 x 256 grid: few enough points, but a 256-point DFT matrix (512 KB) per program."""
+    assert not triton_fftconv.supports_shape((2, 3, 8, 128)) and not triton_fftconv.supports_shape((2, 3, 128, 8))
+    assert triton_fftconv.supports_shape((2, 3, 32, 32)) and triton_fftconv.supports_shape((2, 3, 8, 32))
+    assert triton_fftconv.supports_shape((2, 3, 4096))
+    u = torch.randn(1, 1, 8, 128, device=device)
+    assert not triton_fftconv.supports(u)
+    with pytest.raises(NotImplementedError, match="sides up to 64"):
+        fftconv2d(u, torch.randn(1, 15, 255, device=device), backend="triton")
+
+
+@pytest.mark.parametrize("dtype,skip", [(torch.float32, True), (torch.bfloat16, False)], ids=["fp32-D", "bf16-noD"])
+def test_custom_ops_pass_opcheck(device, dtype, skip):
+    """Fake and real implementations agree on shapes and dtypes (also for grad_D when D is absent), autograd too."""
+    u, k, D, pre, post = random_inputs(device, dtype, 2, 2, 20, 20, gates=True)
+    D = D if skip else None
+    args = [None if t is None else t.requires_grad_() for t in (u, k, D, pre, post)] + [True]
     torch.library.opcheck(torch.ops.hyena_vision.fftconv.default, args)
+    plain = [t.detach() if isinstance(t, torch.Tensor) else t for t in args]  # no double backward
+    torch.library.opcheck(torch.ops.hyena_vision.fftconv_backward.default, [torch.randn_like(u), *plain])
 
 
 def test_fake_registration_gives_shapes_and_dtypes(device):
@@ -290,6 +306,7 @@ def test_fake_registration_gives_shapes_and_dtypes(device):
         grads = torch.ops.hyena_vision.fftconv_backward(y, u, k, None, u, None, False)
     assert y.shape == u.shape and y.dtype == torch.bfloat16
     assert [tuple(g.shape) for g in grads] == [(4, 3, 100), (3, 199), (0,), (4, 3, 100), (0,)]
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.float32, torch.float32, torch.bfloat16, torch.bfloat16]
 
 
 class GatedConv(torch.nn.Module):

@@ -31,6 +31,10 @@ __all__ = ["supports", "fftconv", "fftconv2d", "plan_1d", "plan_2d", "variant", 
 
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
+# Longest side of a grid one program holds: its (side, side) complex DFT matrix sits in registers beside the grid
+# (64: 32 KB, as for the 1D 64 x 64 grid). A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image)
+# would need a 512 KB matrix: out of registers and shared memory, so such images are refused.
+MAX_FFT_SIDE = 64
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
 # column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot in fp32 "ieee" runs on FMA units with
@@ -105,14 +109,21 @@ def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
     return plan_1d(u.shape[2], k.shape[1], causal)
 
 
+def _fits_one_program(plan: Plan) -> bool:
+    """Whether a 2D grid fits one program (its points and the side of its DFT matrices)."""
+    return plan.n1 * plan.n2 <= MAX_FFT_POINTS and max(plan.n1, plan.n2) <= MAX_FFT_SIDE
+
+
+def supports_shape(shape: tuple[int, ...]) -> bool:
+    """Whether the kernels take u of this shape (B, C, L) or (B, C, H, W), 2D with any centred filter."""
+    if len(shape) == 4:
+        return _fits_one_program(plan_2d(shape[2], shape[3], 2 * shape[2] - 1, 2 * shape[3] - 1))
+    return len(shape) == 3
+
+
 def supports(u: torch.Tensor) -> bool:
-    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype (2D: any centred filter fits)."""
-    if not (u.is_cuda and u.dtype in KERNEL_DTYPES):
-        return False
-    if u.ndim == 4:
-        full = plan_2d(u.shape[2], u.shape[3], 2 * u.shape[2] - 1, 2 * u.shape[3] - 1)
-        return full.n1 * full.n2 <= MAX_FFT_POINTS
-    return True
+    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype and a supported shape."""
+    return u.is_cuda and u.dtype in KERNEL_DTYPES and supports_shape(tuple(u.shape))
 
 
 @functools.lru_cache(maxsize=64)
@@ -160,10 +171,10 @@ def variant(plan: Plan) -> str:
 
 def _checked_variant(plan: Plan, u: torch.Tensor) -> str:
     """variant(plan), refusing 2D grids too large for one program."""
-    if plan.n1 * plan.n2 > MAX_FFT_POINTS and not plan.twiddle:
+    if not plan.twiddle and not _fits_one_program(plan):
         raise NotImplementedError(
-            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points; u of shape {tuple(u.shape)} needs "
-            f"{plan.fft_shape} (use backend='torch')"
+            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points and sides up to {MAX_FFT_SIDE}; "
+            f"u of shape {tuple(u.shape)} needs {plan.fft_shape} (use backend='torch')"
         )
     return variant(plan)
 
@@ -186,9 +197,10 @@ def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -
 
 
 def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
-    """Gradients of k and D in their own shapes and dtypes (an empty tensor for an absent D)."""
+    """Gradients of k and D in their own shapes and dtypes (for an absent D an empty tensor of k's dtype, matching the
+    fake implementation)."""
     grad_k = _filter_from_grid(grad_k_grid, plan, tuple(k.shape[1:])).to(k.dtype).contiguous()
-    return grad_k, grad_d.to(D.dtype) if D is not None else grad_d.new_empty(0)
+    return grad_k, grad_d.to(D.dtype) if D is not None else k.new_empty(0)
 
 
 def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -681,7 +693,7 @@ def _(grad_y, u, k, D, pre_gate, post_gate, causal):
     return (
         torch.empty_like(u, memory_format=torch.contiguous_format),
         torch.empty_like(k, memory_format=torch.contiguous_format),
-        _empty_or_like(D, u),
+        _empty_or_like(D, k),  # D's dtype, or an empty tensor of k's dtype (as the real op returns)
         _empty_or_like(pre_gate, u),
         _empty_or_like(post_gate, u),
     )
