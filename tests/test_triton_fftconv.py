@@ -268,6 +268,70 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5)
 
 
+@pytest.mark.parametrize("batch,channels,step", [(3, 2, 5), (2, 7, 3), (1, 4, 4), (2, 3, 1)])
+def test_multipass_row_chunks_are_batch_elements_or_channel_blocks(monkeypatch, batch, channels, step):
+    plan = triton_fftconv.plan_1d(40_000, 40_000, causal=True)
+    monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", step * 8 * plan.n1 * plan.n2)
+    chunks = triton_fftconv._row_chunks(batch, channels, plan)
+    assert [r for chunk in chunks for r in range(chunk.start, chunk.stop)] == list(range(batch * channels))
+    for chunk in chunks:
+        size = chunk.stop - chunk.start
+        assert 0 < size <= step
+        whole = chunk.start % channels == 0 and size % channels == 0
+        assert whole or chunk.start // channels == (chunk.stop - 1) // channels, chunk
+
+
+def test_multipass_backward_is_deterministic(device, monkeypatch):
+    """Per-chunk partial sums reduced in a fixed order (no atomics): two identical runs give identical bits, also
+    under torch.use_deterministic_algorithms (which refuses CUDA's index_add_)."""
+    thresholds, cpu_length, cuda_length = MULTIPASS_CASES["direct-columns"]
+    length = cuda_length if device == "cuda" else cpu_length
+    if device != "cuda":
+        for name, value in thresholds.items():
+            monkeypatch.setattr(triton_fftconv, name, value)
+    plan = triton_fftconv.plan_1d(length, length, causal=True)
+    assert triton_fftconv.variant(plan) == "multi-pass"
+    monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", 2 * 8 * plan.n1 * plan.n2)  # chunks of 2 of the 3 channels
+    inputs = random_inputs(device, torch.float32, 1, 3, length, length, gates=True)
+    grad_y = torch.randn(1, 3, length, device=device)
+
+    def forward(u, k, D, pre, post):
+        return fftconv(u, k, D, pre_gate=pre, post_gate=post, backend="triton")
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = (triton_gradients(forward, inputs, grad_y) for _ in range(2))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    for name, a, b in zip(["u", "k", "D", "pre_gate", "post_gate"], first, second, strict=True):
+        assert torch.equal(a, b), name
+    reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
+    assert_gradients_close(inputs, first, reference, 1e-5)
+
+
+def test_constants_built_once_per_device_and_never_cached_under_capture(monkeypatch):
+    """DFT matrices and twiddles are made on the device (no host copy) and cached, except during CUDA-graph capture,
+    where a tensor has no values until replay and must not be kept for eager calls."""
+    monkeypatch.setattr(triton_fftconv, "_CONSTANTS", {})
+    cpu = torch.device("cpu")
+    dft, padded = triton_fftconv._dft_matrix(16, cpu), triton_fftconv._dft_matrix(16, cpu, 32)
+    twiddles = triton_fftconv._twiddles(4, 8, True, cpu)
+    assert triton_fftconv._dft_matrix(16, cpu) is dft and triton_fftconv._twiddles(4, 8, True, cpu) is twiddles
+    j = torch.arange(16, dtype=torch.float64)
+    expected = torch.exp(-2j * torch.pi * torch.outer(j, j) / 16)
+    assert torch.allclose(torch.complex(dft[0].double(), dft[1].double()), expected, atol=1e-7)
+    assert torch.equal(padded[:, :16, :16], dft) and not padded[:, 16:].any() and not padded[:, :, 16:].any()
+    expected = torch.exp(-2j * torch.pi * torch.outer(torch.arange(4.0), torch.arange(8.0)).double() / 32)
+    assert torch.allclose(torch.complex(twiddles[0].double(), twiddles[1].double()), expected, atol=1e-7)
+    assert torch.equal(triton_fftconv._twiddles(4, 8, False, cpu), torch.stack((torch.ones(4, 8), torch.zeros(4, 8))))
+    monkeypatch.setattr(triton_fftconv, "_capturing", lambda device: True)
+    cached = dict(triton_fftconv._CONSTANTS)
+    during_capture = triton_fftconv._dft_matrix(32, cpu)
+    assert triton_fftconv._dft_matrix(32, cpu) is not during_capture and triton_fftconv._CONSTANTS == cached
+    assert triton_fftconv._dft_matrix(16, cpu) is dft  # what was cached before capture is still used
+
+
 def test_too_large_2d_grid_is_refused(device):
     u = torch.randn(1, 1, 100, 100, device=device)
     with pytest.raises(NotImplementedError, match="u of shape"):

@@ -20,7 +20,6 @@ All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes)
 
 import contextlib
 import dataclasses
-import functools
 import math
 
 import torch
@@ -126,25 +125,54 @@ def supports(u: torch.Tensor) -> bool:
     return u.is_cuda and u.dtype in KERNEL_DTYPES and supports_shape(tuple(u.shape))
 
 
-@functools.lru_cache(maxsize=64)
+# DFT matrices and twiddles, per device. They are built on the device itself by torch ops (float64 angles), never
+# copied from the host: a host-to-device copy is not allowed inside CUDA-graph capture. Under capture nothing is
+# added to the cache (the graph records the few small kernels that build a missing one, and a tensor made during
+# capture holds no values until the graph replays, so it must not serve later eager calls); outside capture each is
+# built once per device, and capture uses what eager calls (the usual warm-up) have cached.
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _cached(key: tuple, device: torch.device, build) -> torch.Tensor:
+    """build(device) for key, built once per device outside CUDA-graph capture (see above)."""
+    full_key = (*key, device)
+    if full_key in _CONSTANTS:
+        return _CONSTANTS[full_key]
+    constant = build(device)
+    if not _capturing(device):
+        _CONSTANTS[full_key] = constant
+    return constant
+
+
 def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
     """(2, m, m) fp32, m = max(n, padded): real and imaginary parts of exp(-2 pi i j k / n) (float64-accurate) for
     j, k < n, zero elsewhere."""
-    j = torch.arange(n, dtype=torch.int64)
-    angle = (j[:, None] * j[None, :] % n).double() * (-2 * math.pi / n)  # (n, n)
-    size = max(n, padded)
-    matrix = torch.zeros(2, size, size, dtype=torch.float64)
-    matrix[:, :n, :n] = torch.stack((angle.cos(), angle.sin()))
-    return matrix.float().to(device)
+
+    def build(device: torch.device) -> torch.Tensor:
+        j = torch.arange(n, dtype=torch.int64, device=device)
+        angle = (j[:, None] * j[None, :] % n).double() * (-2 * math.pi / n)  # (n, n)
+        size = max(n, padded)
+        matrix = torch.zeros(2, size, size, dtype=torch.float64, device=device)
+        matrix[:, :n, :n] = torch.stack((angle.cos(), angle.sin()))
+        return matrix.float()
+
+    return _cached(("dft", n, padded), device, build)
 
 
-@functools.lru_cache(maxsize=64)
 def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Tensor:
     """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), or 1 where the grid is a 2D image (no twiddles)."""
-    n = n1 * n2
-    exponent = torch.arange(n1)[:, None] * torch.arange(n2)[None, :] % n if twiddle else torch.zeros(n1, n2)
-    angle = exponent.double() * (-2 * math.pi / n)  # (n1, n2)
-    return torch.stack((angle.cos(), angle.sin())).float().to(device)
+
+    def build(device: torch.device) -> torch.Tensor:
+        k1 = torch.arange(n1, device=device)[:, None]
+        exponent = k1 * torch.arange(n2, device=device)[None, :] % (n1 * n2) if twiddle else k1.new_zeros(n1, n2)
+        angle = exponent.double() * (-2 * math.pi / (n1 * n2))  # (n1, n2)
+        return torch.stack((angle.cos(), angle.sin())).float()
+
+    return _cached(("twiddles", n1, n2, twiddle), device, build)
 
 
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -358,10 +386,29 @@ def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
     return spectrum
 
 
-def _row_chunks(rows: int, plan: Plan) -> list[slice]:
-    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES."""
+def _row_chunks(batch: int, channels: int, plan: Plan) -> list[slice]:
+    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES, each either whole batch elements or
+    a block of channels of one batch element, so that a chunk's per-channel partial sums are a plain (deterministic)
+    sum over its batch axis."""
     step = max(1, SCRATCH_BYTES // (8 * plan.n1 * plan.n2))
-    return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+    rows = batch * channels
+    if step >= channels:
+        step -= step % channels
+        return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+    return [
+        slice(b * channels + c, b * channels + min(c + step, channels))
+        for b in range(batch)
+        for c in range(0, channels, step)
+    ]
+
+
+def _add_per_channel(total: torch.Tensor, rows: slice, values: torch.Tensor) -> None:
+    """total[c] += sum of values[r] over the chunk's rows r of channel c (rows as _row_chunks makes them): a fixed-order
+    reduction, so the backward is deterministic (no index_add_, whose CUDA version uses atomics)."""
+    channels = total.shape[0]
+    width = min(values.shape[0], channels)
+    first = rows.start % channels
+    total[first : first + width] += values.view(-1, width, *values.shape[1:]).sum(0)
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -421,7 +468,7 @@ def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
     spectrum = _multipass_spectrum(k, plan)
     y = torch.empty_like(u)
     u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
-    for rows in _row_chunks(u_rows.shape[0], plan):
+    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
         _multipass_conv(
             u_rows[rows],
             _piece(pre_rows, rows),
@@ -445,9 +492,8 @@ def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
     grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     u_rows, pre_rows, post_rows, g_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(grad_y)  # (B * C, L)
-    for rows in _row_chunks(u_rows.shape[0], plan):
+    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
         u_piece, pre_piece, g_piece = u_rows[rows], _piece(pre_rows, rows), g_rows[rows].float()  # (rows, L)
-        row_channels = torch.arange(rows.start, rows.stop, device=u.device) % channels  # (rows,)
         x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece
         h = g_piece
         if post_gate is not None:
@@ -460,8 +506,8 @@ def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         x_spectra = _multipass_spectra(u_piece, pre_piece, plan)  # (rows, 2, P, Q)
         h_spectra = _multipass_spectra(h, None, plan)
         xr, xi, hr, hi = x_spectra[:, 0], x_spectra[:, 1], h_spectra[:, 0], h_spectra[:, 1]
-        cross_spectrum.index_add_(0, row_channels, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
-        grad_d.index_add_(0, row_channels, (h * x).sum(-1))
+        _add_per_channel(cross_spectrum, rows, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
+        _add_per_channel(grad_d, rows, (h * x).sum(-1))
         grad_x = torch.empty_like(x)  # corr(h, k) + D h
         _multipass_conv(h, None, spectrum, D, None, grad_x, plan, channels=channels, row0=rows.start, conj=True)
         _rows(grad_u)[rows] = grad_x if pre_piece is None else grad_x * pre_piece
