@@ -493,8 +493,17 @@ def column_idft_kernel(
 # the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
 # L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
 # gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent (grid = number of scratch
-# slots, each looping over its rows); tl.debug_barrier orders one pass's scratch stores before the next pass's loads,
-# which other threads of the program make, and the last pass's loads before the next row's stores.
+# slots, each looping over its rows).
+# Ordering. A pass's scratch stores are read by other threads of the program in the next pass, so each pass ends with
+# tl.debug_barrier (bar.sync: the block's global stores before it are visible to the block after it). Each stage
+# writes its own scratch region (column DFTs -> region A; row pass reads A, writes B; the last pass reads B), so no
+# pass overwrites data another thread may still read: every write-after-read on a region is separated by at least one
+# barrier (the next row's pass 1 rewrites A after the barrier that ended the row pass, the next row's pass 2 rewrites B
+# after the barrier that ended pass 1) and nothing depends on the barrier holding back loads from after it. The only
+# in-place update is a read-modify-write of one tile by the same tile operation (the backward's accumulator), where
+# a thread stores an element either after loading it itself or after receiving it through a layout conversion, which
+# synchronises. Triton's pipeliner only prefetches within the innermost loops (over column tiles or scratch rows), each
+# of which starts after its barrier, so no load moves above one.
 
 
 @triton.jit
@@ -557,7 +566,7 @@ def conv_fwd_l2_kernel(
     dftq1_ptr,  # (2, Q1, Q1) fp32
     dftq2_ptr,  # (2, Q2, Q2) fp32
     twq_ptr,  # (2, Q1, Q2) fp32
-    scratch_ptr,  # (programs, 2, P / 2 + 1, Q) fp32 work space
+    scratch_ptr,  # (programs, 2, 2, P / 2 + 1, Q) fp32 work space: column DFTs (A), row-pass output (B)
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
@@ -574,7 +583,8 @@ def conv_fwd_l2_kernel(
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
-    work = scratch_ptr + tl.program_id(0).to(tl.int64) * 2 * HALF
+    work_cols = scratch_ptr + tl.program_id(0).to(tl.int64) * 4 * HALF  # region A
+    work_rows = work_cols + 2 * HALF  # region B
     fr, fi = _load_complex(dftp_ptr, P, P)
     g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
     g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
@@ -587,21 +597,21 @@ def conv_fwd_l2_kernel(
             x = _load_signal(u_ptr + row * LIMIT, offs, offs < LIMIT)  # (P, BQ)
             if HAS_PRE:
                 x = x * _load_signal(pre_ptr + row * LIMIT, offs, offs < LIMIT)
-            _store_column_dft(x, fr, fi, p, q, work, offs, N, HALF)
+            _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
-            zr, zi = _load_row(work, offs, HALF)
+            zr, zi = _load_row(work_cols, offs, HALF)
             zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
             zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-            _store_row(work, offs, zr, zi, HALF)
+            _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
             p, q, offs = _column_tile(q0, Q, P, BQ)
             mask = offs < LIMIT
-            y = _column_idft(work, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
+            y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
             if HAS_D:
                 x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # re-read from L2 (read by pass 1)
                 if HAS_PRE:
@@ -610,7 +620,6 @@ def conv_fwd_l2_kernel(
             if HAS_POST:
                 y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
             tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
 
 
 @triton.jit
@@ -625,7 +634,7 @@ def conv_bwd_l2_kernel(
     dftq1_ptr,
     dftq2_ptr,
     twq_ptr,
-    scratch_ptr,  # (programs, 3, 2, P / 2 + 1, Q) fp32 work space: x columns, h columns, sum_b H conj(X)
+    scratch_ptr,  # (programs, 5, 2, P / 2 + 1, Q) fp32: x, h columns (A); their row-pass outputs (B); sum_b H conj(X)
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
@@ -644,17 +653,19 @@ def conv_bwd_l2_kernel(
 ):
     """Persistent programs, each looping over channels and, per channel, over the batch: conv_bwd_kernel's gradients.
 
-    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy; pass 2 turns each pair of scratch rows
-    into X, H, adds H conj(X) to the channel's accumulator, and replaces them in place by the row inverses of X K (for
-    s, only with a post-gate) and H conj(K) (for d x); pass 3 finishes both inverses and writes the row's gradients.
-    After the batch, the accumulator is inverted in place (rows, then columns) into the filter's gradient.
+    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy (region A); pass 2 turns each pair of
+    scratch rows into X, H, adds H conj(X) to the channel's accumulator, and writes the row inverses of X K (for s,
+    only with a post-gate) and H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's
+    gradients. After the batch, the accumulator's row inverses go to region A, its column inverses to grad_k.
     """
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
-    work_x = scratch_ptr + tl.program_id(0).to(tl.int64) * 6 * HALF
+    work_x = scratch_ptr + tl.program_id(0).to(tl.int64) * 10 * HALF  # region A
     work_h = work_x + 2 * HALF
-    work_acc = work_h + 2 * HALF
+    rows_x = work_h + 2 * HALF  # region B
+    rows_h = rows_x + 2 * HALF
+    work_acc = rows_h + 2 * HALF
     fr, fi = _load_complex(dftp_ptr, P, P)
     g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
     g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
@@ -693,10 +704,10 @@ def conv_bwd_l2_kernel(
                 if HAS_POST:
                     zr, zi = _cmul(xr, xi, kr, ki)
                     zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-                    _store_row(work_x, offs, zr, zi, HALF)
+                    _store_row(rows_x, offs, zr, zi, HALF)
                 zr, zi = _cmul_conj(hr, hi, kr, ki)
                 zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-                _store_row(work_h, offs, zr, zi, HALF)
+                _store_row(rows_h, offs, zr, zi, HALF)
             tl.debug_barrier()
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
                 p, q, offs = _column_tile(q0, Q, P, BQ)
@@ -708,25 +719,26 @@ def conv_bwd_l2_kernel(
                     x = u * pre
                 h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
                 if HAS_POST:
-                    s = _column_idft(work_x, fr, fi, p, q, Q, N, HALF) + d * x
+                    s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF) + d * x
                     tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
                     h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
-                grad_x = _column_idft(work_h, fr, fi, p, q, Q, N, HALF) + d * h
+                grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF) + d * h
                 if HAS_PRE:
                     tl.store(
                         grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
                     )
                     grad_x = grad_x * pre
                 tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
-            tl.debug_barrier()
-        for fp in range(P // 2 + 1):  # grad_k: row inverses of the accumulated cross spectrum, in place
+        # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2, before the
+        # barrier that ended it), then column inverses scaled by 1 / N
+        for fp in range(P // 2 + 1):
             offs = _row_offsets(fp, Q1, Q2)
             zr, zi = _load_row(work_acc, offs, HALF)
             zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-            _store_row(work_acc, offs, zr, zi, HALF)
+            _store_row(work_x, offs, zr, zi, HALF)
         tl.debug_barrier()
-        for q0 in range(0, Q, BQ):  # then column inverses, scaled by 1 / N
+        for q0 in range(0, Q, BQ):
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_acc, fr, fi, p, q, Q, N, HALF) * (1.0 / N))
+            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_x, fr, fi, p, q, Q, N, HALF) * (1.0 / N))
         tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
         tl.debug_barrier()

@@ -599,9 +599,10 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
 def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
     batch, channels, length = u.shape
     half = (plan.n1 // 2 + 1) * plan.n2
-    # per program: its scratch and its u, pre, post rows (a channel's spectrum is shared by the programs of its batch)
-    programs = _programs(batch * channels, 8 * half + 3 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 2, plan, u.device)
+    # per program: its scratch (two complex regions, see _triton_kernels) and its u, pre, post rows (a channel's
+    # spectrum is shared by the programs of its batch)
+    programs = _programs(batch * channels, 16 * half + 3 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 4, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
     y = torch.empty_like(u)
     kernels.conv_fwd_l2_kernel[(programs,)](
@@ -627,9 +628,9 @@ def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
 def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     batch, channels, length = u.shape
     points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
-    # per program: 3 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
-    programs = _programs(channels, 32 * half + 4 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 6, plan, u.device)
+    # per program: 5 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
+    programs = _programs(channels, 48 * half + 4 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 10, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
     grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     grad_k_grid = torch.empty((channels, points), dtype=torch.float32, device=u.device)
