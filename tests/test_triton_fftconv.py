@@ -170,6 +170,12 @@ FUSED_L2_CASES = [  # causal, CPU length, GPU length, CPU columns P, gates, dtyp
 ]
 
 
+def use_cpu_fused_l2(monkeypatch, columns):
+    for name, value in {**FUSED_L2_CPU_THRESHOLDS, "FUSED_L2_MIN_COLUMN": 16 if columns == 16 else 4}.items():
+        monkeypatch.setattr(triton_fftconv, name, value)
+    monkeypatch.setattr(triton_fftconv, "_programs", lambda work, slot_bytes: min(work, 2))
+
+
 @pytest.mark.parametrize(
     "causal,cpu_length,cuda_length,columns,gates,dtype",
     FUSED_L2_CASES,
@@ -184,9 +190,7 @@ def test_fused_l2_matches_float64_and_torch(
         length = cuda_length
     else:
         length = cpu_length
-        for name, value in {**FUSED_L2_CPU_THRESHOLDS, "FUSED_L2_MIN_COLUMN": 16 if columns == 16 else 4}.items():
-            monkeypatch.setattr(triton_fftconv, name, value)
-        monkeypatch.setattr(triton_fftconv, "_programs", lambda work, slot_bytes: min(work, 2))
+        use_cpu_fused_l2(monkeypatch, columns)
     klen = length if causal else 2 * length - 1
     plan = triton_fftconv.plan_1d(length, klen, causal)
     assert triton_fftconv.variant(plan) == "fused-L2" and (device == "cuda" or plan.n1 == columns)
@@ -266,6 +270,39 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     assert relative_error(y, reference_forward(*(t.double() for t in inputs))) < 1e-5
     expected = float64_gradients(reference_forward, inputs, grad_y)
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5)
+
+
+@pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])
+def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
+    """u and the gates as channel slices of one projection (how HyenaOperator calls it: read in place), grad_y as a
+    channel slice, and u with non-contiguous rows (copied): values and gradients match the torch backend."""
+    length = {"fused-register": 37, "fused-L2": 300 if device == "cpu" else 5000, "2d": (6, 9)}[case]
+    if case == "fused-L2" and device == "cpu":
+        use_cpu_fused_l2(monkeypatch, 8)
+    size = length if case == "2d" else (length,)
+    projection = torch.randn(2, 9, *size, device=device, requires_grad=True)  # (B, 3C, *S)
+    kshape = tuple(2 * n - 1 for n in size) if case == "2d" else (length,)
+    k = (torch.randn(3, *kshape, device=device) / 10).requires_grad_()
+    D = torch.randn(3, device=device, requires_grad=True)
+    rows_last = torch.randn(2, *size, 3, device=device, requires_grad=True)  # (B, *S, C)
+    grad_y = torch.randn(2, 6, *size, device=device)[:, 1:4]  # a channel slice
+
+    def run(backend):
+        u, pre, post = projection.split(3, dim=1)  # (B, C, *S) views with contiguous rows
+        if case == "2d":
+            y = fftconv2d(u, k, D, backend=backend) + fftconv2d(rows_last.movedim(-1, 1), k, D, backend=backend)
+        else:
+            y = fftconv(u, k, D, pre_gate=pre, post_gate=post, backend=backend)
+            y = y + fftconv(rows_last.movedim(-1, 1), k, D, pre_gate=pre, backend=backend)
+        grads = torch.autograd.grad(y, (projection, k, D, rows_last), grad_y)
+        return y, grads
+
+    if case != "2d":
+        assert triton_fftconv.variant(triton_fftconv.plan_1d(length, length, True)) == case
+    (y, grads), (expected, expected_grads) = run("triton"), run("torch")
+    assert relative_error(y, expected) < 1e-5
+    for name, got, want in zip(["projection", "k", "D", "rows_last"], grads, expected_grads, strict=True):
+        assert relative_error(got, want) < 1e-5, name
 
 
 @pytest.mark.parametrize("batch,channels,step", [(3, 2, 5), (2, 7, 3), (1, 4, 4), (2, 3, 1)])

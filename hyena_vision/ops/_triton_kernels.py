@@ -78,6 +78,13 @@ def _cmul_conj(ar, ai, br, bi):
 
 
 @triton.jit
+def _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC):
+    """Pointers to row (b, c) of u, pre and post, read in place through their strides (views such as channel slices
+    need no copy; only each row must be contiguous)."""
+    return u_ptr + b * SUB + c * SUC, pre_ptr + b * SPB + c * SPC, post_ptr + b * SQB + c * SQC
+
+
+@triton.jit
 def filter_spectrum_kernel(
     k_ptr,  # (C, N1, N2) fp32 filter, lag 0 at [0, 0], negative lags wrapped to the end
     dft1_ptr,  # (2, N1, N1) fp32
@@ -102,7 +109,7 @@ def filter_spectrum_kernel(
 
 @triton.jit
 def conv_fwd_kernel(
-    u_ptr,  # (B, C, LIMIT) any float dtype
+    u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
     d_ptr,  # (C,) fp32 or dummy
@@ -117,6 +124,12 @@ def conv_fwd_kernel(
     COLS,
     STRIDE,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
@@ -130,11 +143,13 @@ def conv_fwd_kernel(
     """
     pid = tl.program_id(0).to(tl.int64)
     c = pid // B
-    row = (pid % B) * C + c
+    b = pid % B
+    row = b * C + c  # of the (contiguous) output
+    u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (N1, N2)
+    x = _load_signal(u_row, offs, mask)  # (N1, N2)
     if HAS_PRE:
-        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+        x = x * _load_signal(pre_row, offs, mask)
     f1r, f1i = _load_complex(dft1_ptr, N1, N1)
     f2r, f2i = _load_complex(dft2_ptr, N2, N2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
@@ -145,13 +160,13 @@ def conv_fwd_kernel(
     if HAS_D:
         y = y + tl.load(d_ptr + c) * x
     if HAS_POST:
-        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+        y = y * _load_signal(post_row, offs, mask)
     tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def conv_bwd_kernel(
-    grad_y_ptr,  # (B, C, LIMIT)
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
     u_ptr,
     pre_ptr,
     post_ptr,
@@ -171,6 +186,14 @@ def conv_bwd_kernel(
     COLS,
     STRIDE,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
     inv_n,
     N1: tl.constexpr,
     N2: tl.constexpr,
@@ -196,18 +219,20 @@ def conv_bwd_kernel(
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
     acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x
     for b in range(B):
-        row = b * C + c
-        u = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (N1, N2)
+        row = b * C + c  # of the (contiguous) outputs
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        grad_y_row = grad_y_ptr + b * SGB + c * SGC
+        u = _load_signal(u_row, offs, mask)  # (N1, N2)
         x = u
         if HAS_PRE:
-            x = u * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-        h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+            x = u * _load_signal(pre_row, offs, mask)
+        h = _load_signal(grad_y_row, offs, mask)
         xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, kr, ki)
             s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * x
             tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-            h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+            h = h * _load_signal(post_row, offs, mask)
         hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
@@ -216,7 +241,7 @@ def conv_bwd_kernel(
         zr, zi = _cmul_conj(hr, hi, kr, ki)
         grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * h
         if HAS_PRE:
-            grad_u = grad_x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+            grad_u = grad_x * _load_signal(pre_row, offs, mask)
             tl.store(grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask)
         else:
             grad_u = grad_x
@@ -557,7 +582,7 @@ def _store_row(dst, offs, zr, zi, PLANE: tl.constexpr):
 
 @triton.jit
 def conv_fwd_l2_kernel(
-    u_ptr,  # (B, C, LIMIT) any float dtype
+    u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
     d_ptr,  # (C,) fp32 or dummy
@@ -571,6 +596,12 @@ def conv_fwd_l2_kernel(
     B,
     C,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
     P: tl.constexpr,
     Q1: tl.constexpr,
     Q2: tl.constexpr,
@@ -591,12 +622,14 @@ def conv_fwd_l2_kernel(
     twr, twi = _load_complex(twq_ptr, Q1, Q2)
     for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
         c = i // B
-        row = (i % B) * C + c
+        b = i % B
+        row = b * C + c  # of the (contiguous) output
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x into the scratch
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            x = _load_signal(u_ptr + row * LIMIT, offs, offs < LIMIT)  # (P, BQ)
+            x = _load_signal(u_row, offs, offs < LIMIT)  # (P, BQ)
             if HAS_PRE:
-                x = x * _load_signal(pre_ptr + row * LIMIT, offs, offs < LIMIT)
+                x = x * _load_signal(pre_row, offs, offs < LIMIT)
             _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
@@ -613,18 +646,18 @@ def conv_fwd_l2_kernel(
             mask = offs < LIMIT
             y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
             if HAS_D:
-                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # re-read from L2 (read by pass 1)
+                x = _load_signal(u_row, offs, mask)  # re-read from L2 (read by pass 1)
                 if HAS_PRE:
-                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                    x = x * _load_signal(pre_row, offs, mask)
                 y = y + tl.load(d_ptr + c) * x
             if HAS_POST:
-                y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                y = y * _load_signal(post_row, offs, mask)
             tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def conv_bwd_l2_kernel(
-    grad_y_ptr,  # (B, C, LIMIT)
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
     u_ptr,
     pre_ptr,
     post_ptr,
@@ -643,6 +676,14 @@ def conv_bwd_l2_kernel(
     B,
     C,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
     P: tl.constexpr,
     Q1: tl.constexpr,
     Q2: tl.constexpr,
@@ -677,16 +718,18 @@ def conv_bwd_l2_kernel(
             _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
         acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x, summed over column blocks too
         for b in range(B):
-            row = b * C + c
+            row = b * C + c  # of the (contiguous) outputs
+            u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+            grad_y_row = grad_y_ptr + b * SGB + c * SGC
             for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x and h
                 p, q, offs = _column_tile(q0, Q, P, BQ)
                 mask = offs < LIMIT
-                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                x = _load_signal(u_row, offs, mask)  # (P, BQ)
                 if HAS_PRE:
-                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                    x = x * _load_signal(pre_row, offs, mask)
+                h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
-                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                    h = h * _load_signal(post_row, offs, mask)
                 acc_d += h * x
                 _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF)
                 _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF)
@@ -712,16 +755,16 @@ def conv_bwd_l2_kernel(
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
                 p, q, offs = _column_tile(q0, Q, P, BQ)
                 mask = offs < LIMIT
-                u = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                u = _load_signal(u_row, offs, mask)  # (P, BQ)
                 x = u
                 if HAS_PRE:
-                    pre = _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                    pre = _load_signal(pre_row, offs, mask)
                     x = u * pre
-                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
                     s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF) + d * x
                     tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                    h = h * _load_signal(post_row, offs, mask)
                 grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF) + d * h
                 if HAS_PRE:
                     tl.store(

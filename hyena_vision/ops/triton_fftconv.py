@@ -15,7 +15,9 @@ inverse column DFTs through a small per-program fp32 scratch that stays in L2 (s
 and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
 inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
 SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
-All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes).
+All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes). The fused kernels read u, the gates
+and grad_y in place through their batch and channel strides (HyenaOperator's channel slices are not copied); the
+multi-pass scheme works on contiguous copies. Outputs are contiguous.
 """
 
 import contextlib
@@ -250,6 +252,23 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
     return spectrum
 
 
+def _in_place(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor], list[int]]:
+    """Pointers and (batch, channel) strides for the fused kernels, which read each (b, c) row of u (B, C, *S), the
+    gates and grad_y in place: a view whose rows are contiguous (HyenaOperator's channel slices of one projection) is
+    not copied; other layouts are. An absent tensor is a placeholder pointer (never read) with zero strides."""
+    pointers, strides = [], []
+    for t in tensors:
+        if t is None:
+            pointers.append(tensors[0])
+            strides += [0, 0]
+            continue
+        if t.numel() and not t[0, 0].is_contiguous():
+            t = t.contiguous()
+        pointers.append(t)
+        strides += [t.stride(0), t.stride(1)]
+    return pointers, strides
+
+
 def _contiguous(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """t made contiguous, or a placeholder pointer (never read) when the optional tensor is absent."""
     return like if t is None else t.contiguous()
@@ -465,6 +484,7 @@ def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
 
 
 def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
+    u = u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
     spectrum = _multipass_spectrum(k, plan)
     y = torch.empty_like(u)
     u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
@@ -486,6 +506,7 @@ def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
 
 def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
+    grad_y, u = grad_y.contiguous(), u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
     channels = u.shape[1]
     spectrum = _multipass_spectrum(k, plan)
     cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
@@ -544,12 +565,11 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _fused_forward(u, k, D, pre_gate, post_gate, plan):
-    y = torch.empty_like(u)
+    y = torch.empty_like(u, memory_format=torch.contiguous_format)
     dft1, dft2, twiddles = _constants(plan, u.device)
+    inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](
-        u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        *inputs,
         _skip_fp32(D, u),
         _filter_spectrum(k, plan),
         dft1,
@@ -562,6 +582,7 @@ def _fused_forward(u, k, D, pre_gate, post_gate, plan):
         plan.cols,
         plan.stride,
         plan.limit,
+        *strides,
         N1=plan.n1,
         N2=plan.n2,
         TWIDDLE=plan.twiddle,
@@ -604,11 +625,10 @@ def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
     programs = _programs(batch * channels, 16 * half + 3 * length * u.element_size())
     scratch = _fused_l2_scratch(programs, 4, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
-    y = torch.empty_like(u)
+    y = torch.empty_like(u, memory_format=torch.contiguous_format)
+    inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_l2_kernel[(programs,)](
-        u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        *inputs,
         _skip_fp32(D, u),
         _multipass_spectrum(k, plan),
         *constants,
@@ -617,6 +637,7 @@ def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
         batch,
         channels,
         length,
+        *strides,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
@@ -632,14 +653,15 @@ def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     programs = _programs(channels, 48 * half + 4 * length * u.element_size())
     scratch = _fused_l2_scratch(programs, 10, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
-    grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
+    grad_u, grad_pre, grad_post = _empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     grad_k_grid = torch.empty((channels, points), dtype=torch.float32, device=u.device)
     grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
+    (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     kernels.conv_bwd_l2_kernel[(programs,)](
         grad_y,
         u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        pre,
+        post,
         _skip_fp32(D, u),
         _multipass_spectrum(k, plan),
         *constants,
@@ -652,6 +674,7 @@ def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         batch,
         channels,
         length,
+        *strides,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
@@ -669,7 +692,7 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         _checked_variant(plan, u)
     ]
     with _device_of(u):
-        return forward(u.contiguous(), k, D, pre_gate, post_gate, plan)
+        return forward(u, k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_op.register_fake
@@ -684,17 +707,18 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     channels = u.shape[1]
-    grad_u = torch.empty_like(u)
+    grad_u = _empty_or_like(u, u)
     grad_pre = _empty_or_like(pre_gate, u)
     grad_post = _empty_or_like(post_gate, u)
     grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
     dft1, dft2, twiddles = _constants(plan, u.device)
+    (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     kernels.conv_bwd_kernel[(channels,)](
         grad_y,
         u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        pre,
+        post,
         _skip_fp32(D, u),
         _filter_spectrum(k, plan),
         dft1,
@@ -711,6 +735,7 @@ def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         plan.cols,
         plan.stride,
         plan.limit,
+        *strides,
         1.0 / (plan.n1 * plan.n2),
         N1=plan.n1,
         N2=plan.n2,
@@ -732,7 +757,7 @@ def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
         _checked_variant(plan, u)
     ]
     with _device_of(u):
-        return backward(grad_y.contiguous(), u.contiguous(), k, D, pre_gate, post_gate, plan)
+        return backward(grad_y, u, k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_backward_op.register_fake
