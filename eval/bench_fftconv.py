@@ -8,8 +8,8 @@ fused-L2 or multi-pass, see hyena_vision.ops.triton_fftconv.variant).
 
 Beside the measured columns, each Triton row carries a FLOP and byte model of the path that runs (see `Model`):
 FLOP per output point and HBM bytes per element for forward and forward+backward, and the roofline time (the larger
-of FLOP / peak and bytes / bandwidth) on an H100 and an H200 from their published peaks. It is arithmetic, not a
-measurement; it is printed with or without a GPU.
+of FLOP / tensor-core peak and bytes / bandwidth) on an H100 and an H200 from their published peaks. It is
+arithmetic, not a measurement; it is printed with or without a GPU.
 
 Without a GPU only the torch reference runs (on the CPU, wall-clock timing), which the output states; the Triton rows
 then show the model alone.
@@ -37,8 +37,11 @@ FWD_TENSORS = 4  # u, pre, post read; y written
 FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, dpost written
 
 
-# Published peaks: dense fp32 on FMA units (the kernels' tl.dot runs input_precision="ieee"), HBM bandwidth.
-PEAKS = {"H100": (67e12, 3.35e12), "H200": (67e12, 4.8e12)}  # (FLOP/s, bytes/s)
+# Published dense tensor-core peaks (bf16, tf32) and HBM bandwidth; the H200 has the H100's compute. The kernels' DFT
+# products are split into three tensor-core products each (bf16x3 for fp16 / bf16 signals, tf32x3 for fp32, see
+# hyena_vision.ops.triton_fftconv), so a DFT FLOP runs at a third of the peak of its format.
+TENSOR_CORE_PEAKS = {"bf16x3": 989e12 / 3, "tf32x3": 494e12 / 3}  # DFT FLOP/s
+BANDWIDTHS = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s
 
 
 def transform_flop(plan) -> float:
@@ -73,15 +76,17 @@ class Model:
     """
 
     variant: str
+    precision: str  # of the DFT products: a key of TENSOR_CORE_PEAKS
     fwd_flop: float  # per output point
     fwd_bwd_flop: float
     fwd_bytes: float  # per element
     fwd_bwd_bytes: float
 
     @classmethod
-    def of(cls, batch: int, length: int, element_size: int) -> "Model":
+    def of(cls, batch: int, length: int, dtype: torch.dtype) -> "Model":
         from hyena_vision.ops import triton_fftconv
 
+        element_size = torch.tensor([], dtype=dtype).element_size()
         plan = triton_fftconv.plan_1d(length, length, causal=True)
         variant = triton_fftconv.variant(plan)
         points = plan.n1 * plan.n2 / length  # grid points per output point
@@ -93,12 +98,14 @@ class Model:
             scratch = 4 * 8 * points  # pass 1 writes, pass 2 reads and writes, pass 3 reads
             fwd_bytes += scratch + 2 * element_size  # pass 3 re-reads u and pre for the skip term
             bwd_bytes += 4 * scratch + 10 * 4
-        return cls(variant, fwd, fwd + bwd, fwd_bytes, fwd_bytes + bwd_bytes)
+        precision = triton_fftconv.FP32_PRECISION
+        if variant != "multi-pass" and dtype != torch.float32:
+            precision = triton_fftconv.HALF_PRECISION
+        return cls(variant, precision, fwd, fwd + bwd, fwd_bytes, fwd_bytes + bwd_bytes)
 
     def roofline_ms(self, device: str, elements: int, backward: bool) -> float:
-        flops, bandwidth = PEAKS[device]
         flop, nbytes = (self.fwd_bwd_flop, self.fwd_bwd_bytes) if backward else (self.fwd_flop, self.fwd_bytes)
-        return max(flop * elements / flops, nbytes * elements / bandwidth) * 1e3
+        return max(flop * elements / TENSOR_CORE_PEAKS[self.precision], nbytes * elements / BANDWIDTHS[device]) * 1e3
 
 
 @dataclasses.dataclass
@@ -220,10 +227,14 @@ def benchmark(args, device) -> list[Result]:
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
         for length in args.lengths:
-            model = Model.of(args.batch, length, torch.tensor([], dtype=dtype).element_size())
+            model = Model.of(args.batch, length, dtype)
             impls = {"torch": conv_with_backend("torch")}
             if device != "cuda":
-                results.append(Result(dtype_name, length, "triton", None, None, f"{model.variant}, no GPU", model))
+                results.append(
+                    Result(
+                        dtype_name, length, "triton", None, None, f"{model.variant}, {model.precision}, no GPU", model
+                    )
+                )
             else:
                 impls["triton"] = conv_with_backend("triton")
                 flash = flashfftconv_impl(length, dtype, device)
@@ -237,7 +248,7 @@ def benchmark(args, device) -> list[Result]:
             for name, impl in impls.items():
                 results.append(run_case(name, impl, inputs, args, device, dtype_name, length))
                 if name == "triton":
-                    results[-1].note = ", ".join(filter(None, (model.variant, results[-1].note)))
+                    results[-1].note = ", ".join(filter(None, (model.variant, model.precision, results[-1].note)))
                     results[-1].model = model
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
             del inputs
@@ -286,7 +297,7 @@ def model_cells(model: Model | None, elements: int) -> str:
         return " | | |"
     rooflines = [
         ", ".join(f"{model.roofline_ms(device, elements, backward):.3g}" for backward in (False, True))
-        for device in PEAKS
+        for device in BANDWIDTHS
     ]
     return (
         f"{model.fwd_flop:.0f}, {model.fwd_bwd_flop:.0f} | {model.fwd_bytes:.1f}, {model.fwd_bwd_bytes:.1f} | "

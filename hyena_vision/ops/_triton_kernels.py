@@ -9,17 +9,61 @@ products done with ``tl.dot`` and one elementwise multiply. The inverse runs the
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
 
-Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load.
+Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
+``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 """
+
+import os
 
 import triton
 import triton.language as tl
 
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _bf16_dot
+
 
 @triton.jit
-def _dot(a, b):
-    return tl.dot(a, b, input_precision="ieee")
+def _dot(a, b, PRECISION: tl.constexpr):
+    """fp32 a @ b with fp32 accumulation, by PRECISION:
+    "bf16x3": each operand split into bf16 hi + lo, three tensor-core products hi*hi + hi*lo + lo*hi (relative error
+    of a convolution about 1e-5, 4e-5 on gradients); "tf32x3": the same split in tf32 (Triton's own tf32x3: below
+    1e-6, at half bf16's tensor-core rate); "ieee": fp32 on FMA units (no tensor cores). A single bf16 product was
+    measured at 1.5e-2 (forward) and 2e-2 (gradients) here: too coarse even for bf16 outputs.
+    """
+    acc = tl.zeros((a.shape[0], b.shape[1]), dtype=tl.float32)
+    if PRECISION == "bf16x3":
+        a_hi = a.to(tl.bfloat16)
+        b_hi = b.to(tl.bfloat16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+        b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
+        return _bf16_dot(a_hi, b_hi, _bf16_dot(a_lo, b_hi, _bf16_dot(a_hi, b_lo, acc)))
+    elif PRECISION == "tf32x3":
+        if INTERPRETED:  # the interpreter ignores input_precision: the same three products, tf32 rounding emulated
+            a_hi = _round_tf32(a)
+            b_hi = _round_tf32(b)
+            a_lo = _round_tf32(a - a_hi)
+            b_lo = _round_tf32(b - b_hi)
+            small = tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc, input_precision="ieee"), input_precision="ieee")
+            return tl.dot(a_hi, b_hi, small, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision="tf32x3")
+    else:
+        return tl.dot(a, b, acc, input_precision="ieee")
+
+
+@triton.jit
+def _round_tf32(x):
+    """x rounded to tf32 (10 mantissa bits, to nearest, ties away from zero, as cvt.rna.tf32.f32), as fp32."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _bf16_dot(a, b, acc):
+    """acc + a @ b for bf16 tiles, on tensor cores. Triton's interpreter multiplies bf16 tiles as their raw 16-bit
+    patterns, so there the same products are taken from the exact fp32 values of the bf16 operands."""
+    if INTERPRETED:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
 
 
 @triton.jit
@@ -45,25 +89,25 @@ def _load_signal(ptr, offs, mask):
 
 
 @triton.jit
-def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr):
+def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Spectrum (real, imag), layout [k1, k2], of the real (N1, N2) tile x."""
-    ar = _dot(f1r, x)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1i, x)
+    ar = _dot(f1r, x, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ai = _dot(f1i, x, PRECISION)
     if TWIDDLE:
         ar, ai = ar * twr - ai * twi, ar * twi + ai * twr
-    yr = _dot(ar, f2r) - _dot(ai, f2i)  # (N1, N2), indexed [k1, k2]
-    yi = _dot(ar, f2i) + _dot(ai, f2r)
+    yr = _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION)  # (N1, N2), indexed [k1, k2]
+    yi = _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
     return yr, yi
 
 
 @triton.jit
-def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr):
+def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
-    cr = _dot(zr, f2r) + _dot(zi, f2i)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r) - _dot(zr, f2i)
+    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
     if TWIDDLE:
         cr, ci = cr * twr + ci * twi, ci * twr - cr * twi
-    return _dot(f1r, cr) + _dot(f1i, ci)  # (N1, N2), indexed [n1, n2]
+    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION)  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
@@ -95,6 +139,7 @@ def filter_spectrum_kernel(
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per channel: the filter's spectrum times ``scale`` (1/N), shared by every batch element."""
     c = tl.program_id(0).to(tl.int64)
@@ -102,7 +147,7 @@ def filter_spectrum_kernel(
     f2r, f2i = _load_complex(dft2_ptr, N2, N2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    kr, ki = _fft_real(tl.load(k_ptr + c * N1 * N2 + offs), f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    kr, ki = _fft_real(tl.load(k_ptr + c * N1 * N2 + offs), f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     tl.store(spec_ptr + c * 2 * N1 * N2 + offs, kr * scale)
     tl.store(spec_ptr + c * 2 * N1 * N2 + N1 * N2 + offs, ki * scale)
 
@@ -136,6 +181,7 @@ def conv_fwd_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per (b, c) row: y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once.
 
@@ -154,9 +200,9 @@ def conv_fwd_kernel(
     f2r, f2i = _load_complex(dft2_ptr, N2, N2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     zr, zi = _cmul(xr, xi, kr, ki)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     if HAS_D:
         y = y + tl.load(d_ptr + c) * x
     if HAS_POST:
@@ -201,6 +247,7 @@ def conv_bwd_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per channel, looping over the batch; every gradient of the forward, intermediates recomputed.
 
@@ -227,26 +274,26 @@ def conv_bwd_kernel(
         if HAS_PRE:
             x = u * _load_signal(pre_row, offs, mask)
         h = _load_signal(grad_y_row, offs, mask)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, kr, ki)
-            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * x
+            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * x
             tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
             h = h * _load_signal(post_row, offs, mask)
-        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
         acc_d += h * x
         zr, zi = _cmul_conj(hr, hi, kr, ki)
-        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * h
+        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * h
         if HAS_PRE:
             grad_u = grad_x * _load_signal(pre_row, offs, mask)
             tl.store(grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask)
         else:
             grad_u = grad_x
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) * inv_n
+    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     tl.store(grad_k_ptr + c * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
@@ -262,21 +309,21 @@ def conv_bwd_kernel(
 
 
 @triton.jit
-def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi):
+def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile (xr, xi) in natural order."""
-    ar = _dot(f1r, xr) - _dot(f1i, xi)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1r, xi) + _dot(f1i, xr)
+    ar = _dot(f1r, xr, PRECISION) - _dot(f1i, xi, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ai = _dot(f1r, xi, PRECISION) + _dot(f1i, xr, PRECISION)
     ar, ai = _cmul(ar, ai, twr, twi)
-    return _dot(ar, f2r) - _dot(ai, f2i), _dot(ar, f2i) + _dot(ai, f2r)
+    return _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION), _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
 
 
 @triton.jit
-def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi):
+def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
-    cr = _dot(zr, f2r) + _dot(zi, f2i)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r) - _dot(zr, f2i)
+    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
     cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dot(f1r, cr) + _dot(f1i, ci), _dot(f1r, ci) - _dot(f1i, cr)
+    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION), _dot(f1r, ci, PRECISION) - _dot(f1i, cr, PRECISION)
 
 
 @triton.jit
@@ -308,6 +355,7 @@ def column_fft_kernel(
     P1: tl.constexpr,
     P2: tl.constexpr,
     HAS_PRE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 1: scratch[row, :, s, q] = W_N^(q fp) * FFT_P(pre * u)[fp] for column q of the (P, Q) view."""
     row = tl.program_id(0).to(tl.int64)
@@ -322,7 +370,7 @@ def column_fft_kernel(
     f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
     f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
     twr, twi = _load_complex(twp_ptr, P1, P2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True)
+    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     xr, xi = _cmul(xr, xi, wr, wi)
     tl.store(scratch_ptr + row * 2 * n_points + offs, xr)
@@ -346,6 +394,7 @@ def row_fft_kernel(
     MULTIPLY: tl.constexpr,
     CONJ: tl.constexpr,
     INVERSE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale."""
     row = tl.program_id(0).to(tl.int64)
@@ -359,7 +408,7 @@ def row_fft_kernel(
     f2r, f2i = _load_complex(dftq2_ptr, Q2, Q2)
     twr, twi = _load_complex(twq_ptr, Q1, Q2)
     if FORWARD:
-        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
     if MULTIPLY:
         spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points
         kr = tl.load(spec + offs)
@@ -369,7 +418,7 @@ def row_fft_kernel(
         else:
             zr, zi = _cmul(zr, zi, kr, ki)
     if INVERSE:
-        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
     tl.store(base + offs, zr * scale)
     tl.store(base + n_points + offs, zi * scale)
 
@@ -395,6 +444,7 @@ def column_ifft_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 3: y[row, Q p + q] = post * (scale * Re IFFT_P(conj twiddle * scratch[row, :, :, q]) + D * pre * u)."""
     row = tl.program_id(0).to(tl.int64)
@@ -409,7 +459,7 @@ def column_ifft_kernel(
     f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
     f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
     twr, twi = _load_complex(twp_ptr, P1, P2)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True) * scale
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
     mask = offs < LIMIT
     if HAS_D:
         x = _load_signal(u_ptr + row * LIMIT, offs, mask)
@@ -451,6 +501,7 @@ def column_dft_kernel(
     PP: tl.constexpr,
     BQ: tl.constexpr,
     HAS_PRE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 1 for short columns: scratch[row, :, fp, q] = W_N^(q fp) * sum_p F_P[fp, p] * (pre * u)[Q p + q]."""
     row = tl.program_id(0).to(tl.int64)
@@ -461,7 +512,7 @@ def column_dft_kernel(
         x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
     wr, wi = _direct_twiddle(p, q, n_points)
-    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
     tl.store(scratch_ptr + row * 2 * n_points + offs, xr, mask=rows_ok)
     tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi, mask=rows_ok)
 
@@ -486,6 +537,7 @@ def column_idft_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 3 for short columns: y = post * (scale * Re(conj(F_P) @ (conj twiddle * scratch)) + D * pre * u)."""
     row = tl.program_id(0).to(tl.int64)
@@ -496,7 +548,7 @@ def column_idft_kernel(
     wr, wi = _direct_twiddle(p, q, n_points)
     zr, zi = _cmul_conj(zr, zi, wr, wi)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
-    y = (_dot(fr, zr) + _dot(fi, zi)) * scale  # (PP, BQ), indexed [p, q]
+    y = (_dot(fr, zr, PRECISION) + _dot(fi, zi, PRECISION)) * scale  # (PP, BQ), indexed [p, q]
     if HAS_D:
         x = _load_signal(u_ptr + row * LIMIT, offs, mask)
         if HAS_PRE:
@@ -540,18 +592,18 @@ def _column_tile(q0, Q: tl.constexpr, P: tl.constexpr, BQ: tl.constexpr):
 
 
 @triton.jit
-def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr):
+def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
     """dst[:, fp, q] = W_N^(q fp) * (F_P @ x)[fp, q] for the real (P, BQ) tile x and fp <= P / 2; dst is a
     (2, P / 2 + 1, Q) fp32 scratch with planes HALF apart."""
     wr, wi = _unit_root(q * p, N)
-    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
     kept = p <= fr.shape[0] // 2  # (P, 1)
     tl.store(dst + offs, xr, mask=kept)
     tl.store(dst + HALF + offs, xi, mask=kept)
 
 
 @triton.jit
-def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr):
+def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
     """Real (P, BQ) tile [p, q] of conj(F_P) @ Z, Z[fp, q] = conj(W_N^(q fp)) * src[:, fp, q]: the unnormalised column
     inverse. src holds rows fp <= P / 2 (planes HALF apart); row P - fp is conj(Z[fp, q]) (Hermitian symmetry)."""
     mirrored = p > fr.shape[0] // 2  # (P, 1)
@@ -559,7 +611,7 @@ def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.c
     offs = source * Q + q  # (P, BQ)
     wr, wi = _unit_root(q * source, N)
     zr, zi = _cmul_conj(tl.load(src + offs), tl.load(src + HALF + offs), wr, wi)
-    return _dot(fr, zr) + _dot(fi, tl.where(mirrored, -zi, zi))
+    return _dot(fr, zr, PRECISION) + _dot(fi, tl.where(mirrored, -zi, zi), PRECISION)
 
 
 @triton.jit
@@ -609,6 +661,7 @@ def conv_fwd_l2_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
     Q: tl.constexpr = Q1 * Q2
@@ -630,21 +683,21 @@ def conv_fwd_l2_kernel(
             x = _load_signal(u_row, offs, offs < LIMIT)  # (P, BQ)
             if HAS_PRE:
                 x = x * _load_signal(pre_row, offs, offs < LIMIT)
-            _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF)
+            _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF, PRECISION)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
             zr, zi = _load_row(work_cols, offs, HALF)
-            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
             p, q, offs = _column_tile(q0, Q, P, BQ)
             mask = offs < LIMIT
-            y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
+            y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF, PRECISION)  # (P, BQ)
             if HAS_D:
                 x = _load_signal(u_row, offs, mask)  # re-read from L2 (read by pass 1)
                 if HAS_PRE:
@@ -691,6 +744,7 @@ def conv_bwd_l2_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Persistent programs, each looping over channels and, per channel, over the batch: conv_bwd_kernel's gradients.
 
@@ -731,25 +785,25 @@ def conv_bwd_l2_kernel(
                 if HAS_POST:
                     h = h * _load_signal(post_row, offs, mask)
                 acc_d += h * x
-                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF)
-                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF)
+                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF, PRECISION)
+                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF, PRECISION)
             tl.debug_barrier()
             for fp in range(P // 2 + 1):  # pass 2: row FFTs, cross spectrum, row inverses
                 offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
                 xr, xi = _load_row(work_x, offs, HALF)
-                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi)
+                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                 hr, hi = _load_row(work_h, offs, HALF)
-                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi)
+                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                 kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
                 pr, pi = _cmul_conj(hr, hi, xr, xi)
                 ar, ai = _load_row(work_acc, offs, HALF)
                 _store_row(work_acc, offs, ar + pr, ai + pi, HALF)
                 if HAS_POST:
                     zr, zi = _cmul(xr, xi, kr, ki)
-                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                     _store_row(rows_x, offs, zr, zi, HALF)
                 zr, zi = _cmul_conj(hr, hi, kr, ki)
-                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                 _store_row(rows_h, offs, zr, zi, HALF)
             tl.debug_barrier()
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
@@ -762,10 +816,10 @@ def conv_bwd_l2_kernel(
                     x = u * pre
                 h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
-                    s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF) + d * x
+                    s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF, PRECISION) + d * x
                     tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
                     h = h * _load_signal(post_row, offs, mask)
-                grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF) + d * h
+                grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF, PRECISION) + d * h
                 if HAS_PRE:
                     tl.store(
                         grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
@@ -777,11 +831,11 @@ def conv_bwd_l2_kernel(
         for fp in range(P // 2 + 1):
             offs = _row_offsets(fp, Q1, Q2)
             zr, zi = _load_row(work_acc, offs, HALF)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
             _store_row(work_x, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_x, fr, fi, p, q, Q, N, HALF) * (1.0 / N))
+            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_x, fr, fi, p, q, Q, N, HALF, PRECISION) * (1.0 / N))
         tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
         tl.debug_barrier()

@@ -15,9 +15,10 @@ inverse column DFTs through a small per-program fp32 scratch that stays in L2 (s
 and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
 inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
 SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
-All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes). The fused kernels read u, the gates
-and grad_y in place through their batch and channel strides (HyenaOperator's channel slices are not copied); the
-multi-pass scheme works on contiguous copies. Outputs are contiguous.
+Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores
+as three-product splits (bf16x3 for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION).
+The fused kernels read u, the gates and grad_y in place through their batch and channel strides (HyenaOperator's
+channel slices are not copied); the multi-pass scheme works on contiguous copies. Outputs are contiguous.
 """
 
 import contextlib
@@ -51,6 +52,12 @@ MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-registe
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Precision of the kernels' DFT products (tl.dot, see _triton_kernels._dot), all on tensor cores: a bf16 hi / lo split
+# with three products for half-precision signals (about 1e-5 relative error, far below what fp16 / bf16 outputs
+# carry), tf32x3 for fp32 signals, the filter's spectrum and the multi-pass scheme (below 1e-6 on GPUs; the bf16 split
+# gives 4e-5 on fp32 gradients, above the 1e-5 fp32 results must meet).
+HALF_PRECISION = "bf16x3"
+FP32_PRECISION = "tf32x3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +254,7 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
         N1=plan.n1,
         N2=plan.n2,
         TWIDDLE=plan.twiddle,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return spectrum
@@ -267,6 +275,12 @@ def _in_place(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor], list[i
         pointers.append(t)
         strides += [t.stride(0), t.stride(1)]
     return pointers, strides
+
+
+def _precision(*signals: torch.Tensor | None) -> str:
+    """HALF_PRECISION when every signal (u, gates, grad_y) is fp16 / bf16, else FP32_PRECISION."""
+    half = all(t.dtype in (torch.float16, torch.bfloat16) for t in signals if t is not None)
+    return HALF_PRECISION if half else FP32_PRECISION
 
 
 def _contiguous(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -303,6 +317,7 @@ def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: to
             PP=padded,
             BQ=COLUMN_BLOCK,
             HAS_PRE=pre_gate is not None,
+            PRECISION=FP32_PRECISION,
             num_warps=4,
         )
         return
@@ -319,6 +334,7 @@ def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: to
         P1=p1,
         P2=p2,
         HAS_PRE=pre_gate is not None,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1),
     )
 
@@ -342,6 +358,7 @@ def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multip
         MULTIPLY=multiply,
         CONJ=conj,
         INVERSE=inverse,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n2),
     )
 
@@ -372,6 +389,7 @@ def _column_ifft(
             scale,
             PP=padded,
             BQ=COLUMN_BLOCK,
+            PRECISION=FP32_PRECISION,
             num_warps=4,
             **flags,
         )
@@ -389,6 +407,7 @@ def _column_ifft(
         scale,
         P1=p1,
         P2=p2,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1),
         **flags,
     )
@@ -565,6 +584,7 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _fused_forward(u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     dft1, dft2, twiddles = _constants(plan, u.device)
     inputs, strides = _in_place(u, pre_gate, post_gate)
@@ -589,6 +609,7 @@ def _fused_forward(u, k, D, pre_gate, post_gate, plan):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return y
@@ -618,6 +639,7 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
 
 
 def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate)
     batch, channels, length = u.shape
     half = (plan.n1 // 2 + 1) * plan.n2
     # per program: its scratch (two complex regions, see _triton_kernels) and its u, pre, post rows (a channel's
@@ -641,12 +663,14 @@ def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         **sizes,
     )
     return y
 
 
 def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate, grad_y)
     batch, channels, length = u.shape
     points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
     # per program: 5 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
@@ -678,6 +702,7 @@ def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         **sizes,
     )
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
@@ -706,6 +731,7 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate, grad_y)
     channels = u.shape[1]
     grad_u = _empty_or_like(u, u)
     grad_pre = _empty_or_like(pre_gate, u)
@@ -743,6 +769,7 @@ def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
