@@ -159,13 +159,9 @@ FUSED_L2_CPU_THRESHOLDS = {
 }
 FUSED_L2_CASES = [  # causal, CPU length, GPU length, CPU columns P, gates, dtype; N on the CPU / GPU in comments
     (True, 300, 16384, 8, True, torch.float32),  # 1024 / 32768
-    (True, 300, 16384, 8, True, torch.bfloat16),
-    (True, 181, 5001, 16, True, torch.float32),  # 512 / 16384
-    (True, 181, 5001, 4, True, torch.bfloat16),
-    (False, 200, 3000, 4, True, torch.float32),  # 512 / 8192
-    (False, 200, 3000, 4, True, torch.bfloat16),
+    (True, 181, 5001, 16, True, torch.bfloat16),  # 512 / 16384
+    (False, 200, 3000, 4, True, torch.bfloat16),  # 512 / 8192
     (False, 201, 4999, 4, True, torch.float32),  # 512 / 16384
-    (False, 201, 4999, 4, True, torch.bfloat16),
     (True, 181, 5000, 4, False, torch.float32),
 ]
 
@@ -258,8 +254,8 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     klen = length if causal else 2 * length - 1
     plan = triton_fftconv.plan_1d(length, klen, causal)
     assert triton_fftconv.variant(plan) == "multi-pass" and plan.direct == (case == "direct-columns")
-    inputs = random_inputs(device, torch.float32, 1, 2, length, klen, gates=True)
-    grad_y = torch.randn(1, 2, length, device=device)
+    inputs = random_inputs(device, torch.float32, 1, 1, length, klen, gates=True)
+    grad_y = torch.randn(1, 1, length, device=device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     y = fftconv(*leaves[:3], causal=causal, pre_gate=leaves[3], post_gate=leaves[4], backend="triton")
     y.backward(grad_y)
@@ -276,9 +272,9 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
 def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
     """u and the gates as channel slices of one projection (how HyenaOperator calls it: read in place), grad_y as a
     channel slice, and u with non-contiguous rows (copied): values and gradients match the torch backend."""
-    length = {"fused-register": 37, "fused-L2": 300 if device == "cpu" else 5000, "2d": (6, 9)}[case]
+    length = {"fused-register": 37, "fused-L2": 181 if device == "cpu" else 5000, "2d": (6, 9)}[case]
     if case == "fused-L2" and device == "cpu":
-        use_cpu_fused_l2(monkeypatch, 8)
+        use_cpu_fused_l2(monkeypatch, 4)
     size = length if case == "2d" else (length,)
     projection = torch.randn(2, 9, *size, device=device, requires_grad=True)  # (B, 3C, *S)
     kshape = tuple(2 * n - 1 for n in size) if case == "2d" else (length,)

@@ -19,7 +19,7 @@ import os
 import triton
 import triton.language as tl
 
-INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _bf16_dot
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
 
 
 @triton.jit
@@ -27,43 +27,43 @@ def _dot(a, b, PRECISION: tl.constexpr):
     """fp32 a @ b with fp32 accumulation, by PRECISION:
     "bf16x3": each operand split into bf16 hi + lo, three tensor-core products hi*hi + hi*lo + lo*hi (relative error
     of a convolution about 1e-5, 4e-5 on gradients); "tf32x3": the same split in tf32 (Triton's own tf32x3: below
-    1e-6, at half bf16's tensor-core rate); "ieee": fp32 on FMA units (no tensor cores). A single bf16 product was
-    measured at 1.5e-2 (forward) and 2e-2 (gradients) here: too coarse even for bf16 outputs.
+    1e-6, at half bf16's tensor-core rate). A single bf16 product was measured at 1.5e-2 (forward) and 2e-2
+    (gradients) here: too coarse even for bf16 outputs; fp32 FMA products ("ieee") run 15x below tensor cores.
     """
     acc = tl.zeros((a.shape[0], b.shape[1]), dtype=tl.float32)
+    if INTERPRETED:  # it ignores input_precision and multiplies bf16 tiles as raw integers: emulate the split in fp32
+        return _split_dot_emulated(a, b, acc, PRECISION)
     if PRECISION == "bf16x3":
         a_hi = a.to(tl.bfloat16)
         b_hi = b.to(tl.bfloat16)
         a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
         b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
-        return _bf16_dot(a_hi, b_hi, _bf16_dot(a_lo, b_hi, _bf16_dot(a_hi, b_lo, acc)))
-    elif PRECISION == "tf32x3":
-        if INTERPRETED:  # the interpreter ignores input_precision: the same three products, tf32 rounding emulated
-            a_hi = _round_tf32(a)
-            b_hi = _round_tf32(b)
-            a_lo = _round_tf32(a - a_hi)
-            b_lo = _round_tf32(b - b_hi)
-            small = tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc, input_precision="ieee"), input_precision="ieee")
-            return tl.dot(a_hi, b_hi, small, input_precision="ieee")
-        return tl.dot(a, b, acc, input_precision="tf32x3")
+        return tl.dot(a_hi, b_hi, tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc)))
     else:
-        return tl.dot(a, b, acc, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision="tf32x3")
 
 
 @triton.jit
-def _round_tf32(x):
-    """x rounded to tf32 (10 mantissa bits, to nearest, ties away from zero, as cvt.rna.tf32.f32), as fp32."""
-    bits = x.to(tl.int32, bitcast=True)
-    return ((bits + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+def _split_dot_emulated(a, b, acc, PRECISION: tl.constexpr):
+    """The interpreter's stand-in for _dot: the same three products of hi / lo parts, each part rounded to bf16 or tf32
+    in fp32 by bit operations (to nearest, ties away from zero), the products exact in fp32 as on tensor cores."""
+    a_hi = _round_mantissa(a, PRECISION)
+    b_hi = _round_mantissa(b, PRECISION)
+    a_lo = _round_mantissa(a - a_hi, PRECISION)
+    b_lo = _round_mantissa(b - b_hi, PRECISION)
+    small = tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc, input_precision="ieee"), input_precision="ieee")
+    return tl.dot(a_hi, b_hi, small, input_precision="ieee")
 
 
 @triton.jit
-def _bf16_dot(a, b, acc):
-    """acc + a @ b for bf16 tiles, on tensor cores. Triton's interpreter multiplies bf16 tiles as their raw 16-bit
-    patterns, so there the same products are taken from the exact fp32 values of the bf16 operands."""
-    if INTERPRETED:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(a, b, acc)
+def _round_mantissa(x, PRECISION: tl.constexpr):
+    """x rounded to bf16 (7 mantissa bits) or tf32 (10), kept as fp32."""
+    bits = x.to(tl.int32, bitcast=True)  # sign and magnitude: adding half an ulp rounds the magnitude
+    if PRECISION == "bf16x3":
+        bits = (bits + 0x8000) & -0x10000
+    else:
+        bits = (bits + 0x1000) & -0x2000
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
