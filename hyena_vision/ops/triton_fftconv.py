@@ -29,7 +29,17 @@ import torch
 
 from . import _triton_kernels as kernels
 
-__all__ = ["supports", "fftconv", "fftconv2d", "plan_1d", "plan_2d", "variant", "MAX_FFT_POINTS", "MAX_FUSED_L2_POINTS"]
+__all__ = [
+    "supports",
+    "supports_shape",
+    "fftconv",
+    "fftconv2d",
+    "plan_1d",
+    "plan_2d",
+    "variant",
+    "MAX_FFT_POINTS",
+    "MAX_FUSED_L2_POINTS",
+]
 
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
