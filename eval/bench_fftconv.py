@@ -6,7 +6,13 @@ the fraction of the HBM floor reached (bytes that must cross memory / bandwidth 
 the same run). Writes a Markdown table and a PNG plot to --out; the Triton rows name the path that ran (fused-register,
 fused-L2 or multi-pass, see hyena_vision.ops.triton_fftconv.variant).
 
-Without a GPU only the torch reference runs (on the CPU, wall-clock timing), which the output states.
+Beside the measured columns, each Triton row carries a FLOP and byte model of the path that runs (see `Model`):
+FLOP per output point and HBM bytes per element for forward and forward+backward, and the roofline time (the larger
+of FLOP / tensor-core peak and bytes / bandwidth) on an H100 and an H200 from their published peaks. It is
+arithmetic, not a measurement; it is printed with or without a GPU.
+
+Without a GPU only the torch reference runs (on the CPU, wall-clock timing), which the output states; the Triton rows
+then show the model alone.
 
     python eval/bench_fftconv.py                          # B=64 C=768, L = 256 .. 64K, bf16 and fp32
     python eval/bench_fftconv.py --long                   # adds L = 1M
@@ -31,6 +37,77 @@ FWD_TENSORS = 4  # u, pre, post read; y written
 FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, dpost written
 
 
+# Published dense tensor-core peaks (bf16, tf32) and HBM bandwidth; the H200 has the H100's compute. The kernels' DFT
+# products are split into three tensor-core products each (bf16x3 for fp16 / bf16 signals, tf32x3 for fp32, see
+# hyena_vision.ops.triton_fftconv), so a DFT FLOP runs at a third of the peak of its format.
+TENSOR_CORE_PEAKS = {"bf16x3": 989e12 / 3, "tf32x3": 494e12 / 3}  # DFT FLOP/s
+BANDWIDTHS = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s
+
+
+def transform_flop(plan) -> float:
+    """FLOP per FFT-grid point of one real transform (forward or inverse) as the kernels run it: dense DFT factors
+    through tl.dot (2 FLOP per multiply-add, padded tiles counted), 6 per point per twiddle multiply."""
+    from hyena_vision.ops import triton_fftconv
+
+    variant = triton_fftconv.variant(plan)
+    if variant == "fused-register":  # F1 @ x (real, 2 dots of N1 x N1), then complex @ F2 (4 dots of N2 x N2)
+        return 4 * plan.n1 + 8 * plan.n2 + 6
+    q1, q2 = triton_fftconv._split(plan.n2)
+    row = 8 * (q1 + q2) + 6  # complex Q-point four-step per point of a row
+    if variant == "fused-L2":  # real columns: only the P / 2 + 1 column-spectrum rows get row transforms
+        return 4 * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
+    if plan.direct:  # multi-pass, one (PP, PP) DFT-matrix product per column block
+        column = 4 * max(triton_fftconv.MIN_SIDE, plan.n1) + 6
+    else:
+        p1, p2 = triton_fftconv._split(plan.n1)
+        column = 4 * p1 + 8 * p2 + 12
+    return column + row
+
+
+@dataclasses.dataclass
+class Model:
+    """FLOP per output point and HBM bytes per element of the Triton path for (B, C, L), gated, causal (C, L) filter.
+
+    Forward: 2 transforms + the spectrum product per row, the filter's transform once per channel (shared by B rows);
+    backward: 4 transforms per row (x and h forward, d x and the recomputed k * x inverse) and the filter's gradient
+    inverse once per channel. Bytes: gated forward reads u, pre, post and writes y; the backward reads dy, u, pre, post
+    and writes du, dpre, dpost; the fused-L2 scratch is assumed to stay in L2; the multi-pass scratch (complex fp32,
+    written once and read once per pass boundary) crosses HBM, and its backward adds about ten fp32 elementwise passes.
+    """
+
+    variant: str
+    precision: str  # of the DFT products: a key of TENSOR_CORE_PEAKS
+    fwd_flop: float  # per output point
+    fwd_bwd_flop: float
+    fwd_bytes: float  # per element
+    fwd_bwd_bytes: float
+
+    @classmethod
+    def of(cls, batch: int, length: int, dtype: torch.dtype) -> "Model":
+        from hyena_vision.ops import triton_fftconv
+
+        element_size = torch.tensor([], dtype=dtype).element_size()
+        plan = triton_fftconv.plan_1d(length, length, causal=True)
+        variant = triton_fftconv.variant(plan)
+        points = plan.n1 * plan.n2 / length  # grid points per output point
+        transform = transform_flop(plan) * points
+        fwd = 2 * transform + 12 * points + transform / batch
+        bwd = 4 * transform + 24 * points + transform / batch
+        fwd_bytes, bwd_bytes = 4 * element_size, 7 * element_size
+        if variant == "multi-pass":
+            scratch = 4 * 8 * points  # pass 1 writes, pass 2 reads and writes, pass 3 reads
+            fwd_bytes += scratch + 2 * element_size  # pass 3 re-reads u and pre for the skip term
+            bwd_bytes += 4 * scratch + 10 * 4
+        precision = triton_fftconv.FP32_PRECISION
+        if variant != "multi-pass" and dtype != torch.float32:
+            precision = triton_fftconv.HALF_PRECISION
+        return cls(variant, precision, fwd, fwd + bwd, fwd_bytes, fwd_bytes + bwd_bytes)
+
+    def roofline_ms(self, device: str, elements: int, backward: bool) -> float:
+        flop, nbytes = (self.fwd_bwd_flop, self.fwd_bwd_bytes) if backward else (self.fwd_flop, self.fwd_bytes)
+        return max(flop * elements / TENSOR_CORE_PEAKS[self.precision], nbytes * elements / BANDWIDTHS[device]) * 1e3
+
+
 @dataclasses.dataclass
 class Result:
     dtype: str
@@ -39,6 +116,7 @@ class Result:
     fwd_ms: float | None  # None: not run (out of memory, unsupported)
     fwd_bwd_ms: float | None
     note: str = ""
+    model: Model | None = None  # Triton rows
 
 
 def parse_args() -> argparse.Namespace:
@@ -144,20 +222,20 @@ def run_case(name, impl, inputs, args, device, dtype_name, length) -> Result:
     return Result(dtype_name, length, name, fwd_ms, fwd_bwd_ms)
 
 
-def triton_variant(length: int) -> str:
-    """The Triton path for the benchmark's causal (C, L) filter: fused-register, fused-L2 or multi-pass."""
-    from hyena_vision.ops import triton_fftconv
-
-    return triton_fftconv.variant(triton_fftconv.plan_1d(length, length, causal=True))
-
-
 def benchmark(args, device) -> list[Result]:
     results = []
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
         for length in args.lengths:
+            model = Model.of(args.batch, length, dtype)
             impls = {"torch": conv_with_backend("torch")}
-            if device == "cuda":
+            if device != "cuda":
+                results.append(
+                    Result(
+                        dtype_name, length, "triton", None, None, f"{model.variant}, {model.precision}, no GPU", model
+                    )
+                )
+            else:
                 impls["triton"] = conv_with_backend("triton")
                 flash = flashfftconv_impl(length, dtype, device)
                 if flash is not None:
@@ -170,7 +248,8 @@ def benchmark(args, device) -> list[Result]:
             for name, impl in impls.items():
                 results.append(run_case(name, impl, inputs, args, device, dtype_name, length))
                 if name == "triton":
-                    results[-1].note = ", ".join(filter(None, (triton_variant(length), results[-1].note)))
+                    results[-1].note = ", ".join(filter(None, (model.variant, model.precision, results[-1].note)))
+                    results[-1].model = model
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
             del inputs
     return results
@@ -189,9 +268,11 @@ def markdown_table(results: list[Result], args, bandwidth: float | None) -> str:
     reference = {(r.dtype, r.length): r for r in results if r.impl == "torch"}
     lines = [
         "| dtype | L | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup | fwd HBM floor "
-        "| fwd+bwd HBM floor |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| fwd+bwd HBM floor | model FLOP/pt fwd, fwd+bwd | model B/elt fwd, fwd+bwd "
+        "| roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    elements = args.batch * args.channels
     for r in results:
         ref = reference[(r.dtype, r.length)]
         speedups = [
@@ -205,9 +286,23 @@ def markdown_table(results: list[Result], args, bandwidth: float | None) -> str:
         lines.append(
             f"| {r.dtype} | {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | {fmt(r.fwd_ms, '{:.3f}')} | "
             f"{fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | {fmt(speedups[1], '{:.2f}x')} | "
-            f"{fmt(floors[0], '{:.0%}')} | {fmt(floors[1], '{:.0%}')} |"
+            f"{fmt(floors[0], '{:.0%}')} | {fmt(floors[1], '{:.0%}')} | {model_cells(r.model, elements * r.length)} |"
         )
     return "\n".join(lines)
+
+
+def model_cells(model: Model | None, elements: int) -> str:
+    """The model's four table cells (empty for rows without a model)."""
+    if model is None:
+        return " | | |"
+    rooflines = [
+        ", ".join(f"{model.roofline_ms(device, elements, backward):.3g}" for backward in (False, True))
+        for device in BANDWIDTHS
+    ]
+    return (
+        f"{model.fwd_flop:.0f}, {model.fwd_bwd_flop:.0f} | {model.fwd_bytes:.1f}, {model.fwd_bwd_bytes:.1f} | "
+        f"{rooflines[0]} | {rooflines[1]}"
+    )
 
 
 def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
@@ -220,6 +315,8 @@ def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
     for ax, dtype_name in zip(axes[0], dtypes, strict=True):
         for impl in dict.fromkeys(r.impl for r in results):
             rows = [r for r in results if r.dtype == dtype_name and r.impl == impl and r.fwd_ms is not None]
+            if not rows:  # Triton without a GPU: model only
+                continue
             lengths = [r.length for r in rows]
             ax.plot(lengths, [r.fwd_ms for r in rows], marker="o", label=f"{impl} fwd")
             ax.plot(lengths, [r.fwd_bwd_ms for r in rows], marker="s", linestyle="--", label=f"{impl} fwd+bwd")

@@ -22,9 +22,19 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
     rows = [line for line in (tmp_path / "bench_fftconv.md").read_text().splitlines() if line.startswith("| fp32")]
     assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "200"]
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
+    triton_rows = {row.split("|")[2].strip(): row.split("|")[3:] for row in rows if "| triton (" in row}
+    assert list(triton_rows) == ["64", "200"]
+    # model at L = 64: a 16 x 16 grid (4 points per output point), one real transform 4*16 + 8*16 + 6 FLOP per point;
+    # forward = 2 transforms + 12 per point + the filter's transform shared by B = 1 rows
+    cells = triton_rows["64"]
+    assert cells[7].split(",")[0].strip() == str(2 * 792 + 12 * 4 + 792)
+    assert cells[8].split(",")[0].strip() == "16.0"  # fp32 u, pre, post read, y written
+    h100, h200 = (float(cell.split(",")[1]) for cell in cells[9:11])
+    assert 0 < h200 <= h100
     if device == "cpu":
         assert "NO CUDA DEVICE: only the torch reference was timed" in out
-        assert all("| torch |" in row for row in rows)
+        assert all("| torch |" in row or "no GPU" in row for row in rows)
+        assert all(cell.strip() == "n/a" for cell in cells[1:3])
 
 
 def test_compare_cifar10_tiny(tmp_path, shared_data):

@@ -19,8 +19,32 @@ import pytest
 
 AOT_SCRIPT = pathlib.Path(__file__).with_name("triton_aot.py")
 REPO_ROOT = AOT_SCRIPT.parents[1]
-MAX_REGISTERS = 255  # per thread
 MAX_SHARED_BYTES = 227 * 1024  # per block on H100 (opt-in maximum)
+REGISTER_FILE = 65536  # 32-bit registers per SM (H100 / H200)
+
+
+def register_limit(num_warps: int) -> int:
+    """Registers per thread a block of num_warps warps can have: the register file shared by its threads, at most
+    255 (so 128 at 16 warps, 255 at 8 or fewer)."""
+    return min(255, REGISTER_FILE // (32 * num_warps))
+
+
+# Kernels whose register-heavy launches still spill on sm_90 (ptxas, Triton 3.5): the in-register four-step on 64 x 64
+# grids (fused-register kernels and the multi-pass row pass at 16 warps, 128 registers a thread), the fused-L2 kernels
+# (16 warps) and the fused-register forward / backward at 32 x 64 (8 warps, 255 registers). Every other kernel must
+# compile without spills, and each kernel listed must still spill somewhere (remove it once retuned).
+KNOWN_SPILLS = {
+    "filter_spectrum_kernel",
+    "conv_fwd_kernel",
+    "conv_bwd_kernel",
+    "row_fft_kernel",
+    "conv_fwd_l2_kernel",
+    "conv_bwd_l2_kernel",
+}
+
+
+def test_register_limit_follows_the_warp_count():
+    assert [register_limit(w) for w in (1, 4, 8, 16, 32)] == [255, 255, 255, 128, 64]
 
 
 def _ptxas_available() -> bool:
@@ -36,18 +60,40 @@ def _ptxas_available() -> bool:
 
 
 def _table(launches: list[dict]) -> str:
-    rows = [f"{'kernel':<22} {'constexprs':<78} {'pointers':<14} warps regs spill(st/ld) smem  secs"]
+    rows = [f"{'kernel':<22} {'constexprs':<78} {'pointers':<14} warps regs spill(st/ld) smem  secs mma"]
     for launch in launches:
         constexprs = ",".join(f"{name}={value}" for name, value in launch["constexprs"].items())
         result = (
             launch["error"].splitlines()[0]
             if "error" in launch
             else f"{launch['registers']:>4} {launch['spill_stores']:>6}/{launch['spill_loads']:<6} "
-            f"{launch['shared'] // 1024:>3}K {launch['seconds']:>5}"
+            f"{launch['shared'] // 1024:>3}K {launch['seconds']:>5} {'yes' if launch['tensor_core'] else 'NO'}"
         )
         pointers = ",".join(launch["pointers"])
         rows.append(f"{launch['kernel']:<22} {constexprs:<78} {pointers:<14} {launch['num_warps']:>5} {result}")
     return "\n".join(rows)
+
+
+def limit_problems(launches: list[dict]) -> list[str]:
+    """What breaks the sm_90 rules: registers over the warp count's limit, spills outside KNOWN_SPILLS (and listed
+    kernels that no longer spill), shared memory, DFT products off the tensor cores."""
+    problems = []
+    for launch in launches:
+        name = f"{launch['kernel']} {launch['constexprs']} num_warps={launch['num_warps']}"
+        if launch["registers"] is None:
+            problems.append(f"{name}: no ptxas report")
+            continue
+        if launch["registers"] > register_limit(launch["num_warps"]):
+            problems.append(f"{name}: {launch['registers']} registers > {register_limit(launch['num_warps'])}")
+        if (launch["spill_stores"] or launch["spill_loads"]) and launch["kernel"] not in KNOWN_SPILLS:
+            problems.append(f"{name}: spills {launch['spill_stores']} / {launch['spill_loads']} bytes (stores / loads)")
+        if launch["shared"] > MAX_SHARED_BYTES:
+            problems.append(f"{name}: {launch['shared']} bytes of shared memory")
+        if not launch["tensor_core"]:  # every DFT product is a bf16x3 / tf32x3 tensor-core tl.dot
+            problems.append(f"{name}: no tensor-core instruction (mma / wgmma) in its PTX")
+    spilling = {launch["kernel"] for launch in launches if launch.get("spill_stores") or launch.get("spill_loads")}
+    problems += [f"{kernel}: no longer spills, remove it from KNOWN_SPILLS" for kernel in KNOWN_SPILLS - spilling]
+    return problems
 
 
 @pytest.mark.skipif(not _ptxas_available(), reason="Triton's CUDA backend or ptxas not found")
@@ -70,7 +116,5 @@ def test_every_kernel_launch_compiles_for_sm90(tmp_path):
         f"{launch['kernel']} {launch['constexprs']}: {launch['error']}" for launch in launches if "error" in launch
     ]
     assert not failed, "kernels that do not compile for sm_90:\n" + "\n".join(failed)
-    for launch in launches:
-        assert launch["registers"] is not None, f"no ptxas report for {launch['kernel']} {launch['constexprs']}"
-        assert launch["registers"] <= MAX_REGISTERS, launch
-        assert launch["shared"] <= MAX_SHARED_BYTES, launch
+    problems = limit_problems(launches)
+    assert not problems, "launches over the sm_90 limits:\n" + "\n".join(problems)

@@ -10,8 +10,8 @@ Run as a script, in a process WITHOUT TRITON_INTERPRET (with it, triton.jit retu
    which binds the arguments with Triton's own launch binder for the sm_90 backend (the signature, specializations,
    constexprs and options a real launch would compile with) and executes nothing: outputs stay uninitialized.
 2. Compile each distinct launch once for GPUTarget("cuda", 90, 32) (ptxas included) and write one JSON record per
-   launch to REPORT.json: kernel, constexprs, pointer dtypes, num_warps, ptxas registers/spills, shared memory, or the
-   compile error.
+   launch to REPORT.json: kernel, constexprs, pointer dtypes, num_warps, ptxas registers/spills, shared memory, whether
+   the PTX has tensor-core instructions (mma / wgmma), or the compile error.
 """
 
 import concurrent.futures
@@ -151,6 +151,7 @@ def compile_launch(index: int) -> dict:
         "spill_stores": int(spills.group(1)) if spills else None,
         "spill_loads": int(spills.group(2)) if spills else None,
         "shared": compiled.metadata.shared,
+        "tensor_core": bool(re.search(r"\b(wgmma|mma)\.", compiled.asm["ptx"])),  # mma.sync / wgmma.mma_async
         "seconds": round(time.perf_counter() - start, 1),
     }
 

@@ -9,17 +9,61 @@ products done with ``tl.dot`` and one elementwise multiply. The inverse runs the
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
 
-Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load.
+Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
+``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 """
+
+import os
 
 import triton
 import triton.language as tl
 
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
+
 
 @triton.jit
-def _dot(a, b):
-    return tl.dot(a, b, input_precision="ieee")
+def _dot(a, b, PRECISION: tl.constexpr):
+    """fp32 a @ b with fp32 accumulation, by PRECISION:
+    "bf16x3": each operand split into bf16 hi + lo, three tensor-core products hi*hi + hi*lo + lo*hi (relative error
+    of a convolution about 1e-5, 4e-5 on gradients); "tf32x3": the same split in tf32 (Triton's own tf32x3: below
+    1e-6, at half bf16's tensor-core rate). A single bf16 product was measured at 1.5e-2 (forward) and 2e-2
+    (gradients) here: too coarse even for bf16 outputs; fp32 FMA products ("ieee") run 15x below tensor cores.
+    """
+    acc = tl.zeros((a.shape[0], b.shape[1]), dtype=tl.float32)
+    if INTERPRETED:  # it ignores input_precision and multiplies bf16 tiles as raw integers: emulate the split in fp32
+        return _split_dot_emulated(a, b, acc, PRECISION)
+    if PRECISION == "bf16x3":
+        a_hi = a.to(tl.bfloat16)
+        b_hi = b.to(tl.bfloat16)
+        a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+        b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
+        return tl.dot(a_hi, b_hi, tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc)))
+    else:
+        return tl.dot(a, b, acc, input_precision="tf32x3")
+
+
+@triton.jit
+def _split_dot_emulated(a, b, acc, PRECISION: tl.constexpr):
+    """The interpreter's stand-in for _dot: the same three products of hi / lo parts, each part rounded to bf16 or tf32
+    in fp32 by bit operations (to nearest, ties away from zero), the products exact in fp32 as on tensor cores."""
+    a_hi = _round_mantissa(a, PRECISION)
+    b_hi = _round_mantissa(b, PRECISION)
+    a_lo = _round_mantissa(a - a_hi, PRECISION)
+    b_lo = _round_mantissa(b - b_hi, PRECISION)
+    small = tl.dot(a_lo, b_hi, tl.dot(a_hi, b_lo, acc, input_precision="ieee"), input_precision="ieee")
+    return tl.dot(a_hi, b_hi, small, input_precision="ieee")
+
+
+@triton.jit
+def _round_mantissa(x, PRECISION: tl.constexpr):
+    """x rounded to bf16 (7 mantissa bits) or tf32 (10), kept as fp32."""
+    bits = x.to(tl.int32, bitcast=True)  # sign and magnitude: adding half an ulp rounds the magnitude
+    if PRECISION == "bf16x3":
+        bits = (bits + 0x8000) & -0x10000
+    else:
+        bits = (bits + 0x1000) & -0x2000
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -45,25 +89,25 @@ def _load_signal(ptr, offs, mask):
 
 
 @triton.jit
-def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr):
+def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Spectrum (real, imag), layout [k1, k2], of the real (N1, N2) tile x."""
-    ar = _dot(f1r, x)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1i, x)
+    ar = _dot(f1r, x, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ai = _dot(f1i, x, PRECISION)
     if TWIDDLE:
         ar, ai = ar * twr - ai * twi, ar * twi + ai * twr
-    yr = _dot(ar, f2r) - _dot(ai, f2i)  # (N1, N2), indexed [k1, k2]
-    yi = _dot(ar, f2i) + _dot(ai, f2r)
+    yr = _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION)  # (N1, N2), indexed [k1, k2]
+    yi = _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
     return yr, yi
 
 
 @triton.jit
-def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr):
+def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
-    cr = _dot(zr, f2r) + _dot(zi, f2i)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r) - _dot(zr, f2i)
+    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
     if TWIDDLE:
         cr, ci = cr * twr + ci * twi, ci * twr - cr * twi
-    return _dot(f1r, cr) + _dot(f1i, ci)  # (N1, N2), indexed [n1, n2]
+    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION)  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
@@ -78,6 +122,13 @@ def _cmul_conj(ar, ai, br, bi):
 
 
 @triton.jit
+def _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC):
+    """Pointers to row (b, c) of u, pre and post, read in place through their strides (views such as channel slices
+    need no copy; only each row must be contiguous)."""
+    return u_ptr + b * SUB + c * SUC, pre_ptr + b * SPB + c * SPC, post_ptr + b * SQB + c * SQC
+
+
+@triton.jit
 def filter_spectrum_kernel(
     k_ptr,  # (C, N1, N2) fp32 filter, lag 0 at [0, 0], negative lags wrapped to the end
     dft1_ptr,  # (2, N1, N1) fp32
@@ -88,6 +139,7 @@ def filter_spectrum_kernel(
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per channel: the filter's spectrum times ``scale`` (1/N), shared by every batch element."""
     c = tl.program_id(0).to(tl.int64)
@@ -95,14 +147,14 @@ def filter_spectrum_kernel(
     f2r, f2i = _load_complex(dft2_ptr, N2, N2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    kr, ki = _fft_real(tl.load(k_ptr + c * N1 * N2 + offs), f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    kr, ki = _fft_real(tl.load(k_ptr + c * N1 * N2 + offs), f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     tl.store(spec_ptr + c * 2 * N1 * N2 + offs, kr * scale)
     tl.store(spec_ptr + c * 2 * N1 * N2 + N1 * N2 + offs, ki * scale)
 
 
 @triton.jit
 def conv_fwd_kernel(
-    u_ptr,  # (B, C, LIMIT) any float dtype
+    u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
     d_ptr,  # (C,) fp32 or dummy
@@ -117,12 +169,19 @@ def conv_fwd_kernel(
     COLS,
     STRIDE,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per (b, c) row: y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once.
 
@@ -130,28 +189,30 @@ def conv_fwd_kernel(
     """
     pid = tl.program_id(0).to(tl.int64)
     c = pid // B
-    row = (pid % B) * C + c
+    b = pid % B
+    row = b * C + c  # of the (contiguous) output
+    u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (N1, N2)
+    x = _load_signal(u_row, offs, mask)  # (N1, N2)
     if HAS_PRE:
-        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+        x = x * _load_signal(pre_row, offs, mask)
     f1r, f1i = _load_complex(dft1_ptr, N1, N1)
     f2r, f2i = _load_complex(dft2_ptr, N2, N2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     zr, zi = _cmul(xr, xi, kr, ki)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     if HAS_D:
         y = y + tl.load(d_ptr + c) * x
     if HAS_POST:
-        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+        y = y * _load_signal(post_row, offs, mask)
     tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def conv_bwd_kernel(
-    grad_y_ptr,  # (B, C, LIMIT)
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
     u_ptr,
     pre_ptr,
     post_ptr,
@@ -171,6 +232,14 @@ def conv_bwd_kernel(
     COLS,
     STRIDE,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
     inv_n,
     N1: tl.constexpr,
     N2: tl.constexpr,
@@ -178,6 +247,7 @@ def conv_bwd_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per channel, looping over the batch; every gradient of the forward, intermediates recomputed.
 
@@ -196,32 +266,34 @@ def conv_bwd_kernel(
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
     acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x
     for b in range(B):
-        row = b * C + c
-        u = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (N1, N2)
+        row = b * C + c  # of the (contiguous) outputs
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        grad_y_row = grad_y_ptr + b * SGB + c * SGC
+        u = _load_signal(u_row, offs, mask)  # (N1, N2)
         x = u
         if HAS_PRE:
-            x = u * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-        h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+            x = u * _load_signal(pre_row, offs, mask)
+        h = _load_signal(grad_y_row, offs, mask)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, kr, ki)
-            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * x
+            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * x
             tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-            h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
-        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE)
+            h = h * _load_signal(post_row, offs, mask)
+        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
         acc_d += h * x
         zr, zi = _cmul_conj(hr, hi, kr, ki)
-        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) + d * h
+        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * h
         if HAS_PRE:
-            grad_u = grad_x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+            grad_u = grad_x * _load_signal(pre_row, offs, mask)
             tl.store(grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask)
         else:
             grad_u = grad_x
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE) * inv_n
+    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     tl.store(grad_k_ptr + c * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
@@ -237,21 +309,21 @@ def conv_bwd_kernel(
 
 
 @triton.jit
-def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi):
+def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile (xr, xi) in natural order."""
-    ar = _dot(f1r, xr) - _dot(f1i, xi)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1r, xi) + _dot(f1i, xr)
+    ar = _dot(f1r, xr, PRECISION) - _dot(f1i, xi, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ai = _dot(f1r, xi, PRECISION) + _dot(f1i, xr, PRECISION)
     ar, ai = _cmul(ar, ai, twr, twi)
-    return _dot(ar, f2r) - _dot(ai, f2i), _dot(ar, f2i) + _dot(ai, f2r)
+    return _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION), _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
 
 
 @triton.jit
-def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi):
+def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
-    cr = _dot(zr, f2r) + _dot(zi, f2i)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r) - _dot(zr, f2i)
+    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
+    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
     cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dot(f1r, cr) + _dot(f1i, ci), _dot(f1r, ci) - _dot(f1i, cr)
+    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION), _dot(f1r, ci, PRECISION) - _dot(f1i, cr, PRECISION)
 
 
 @triton.jit
@@ -283,6 +355,7 @@ def column_fft_kernel(
     P1: tl.constexpr,
     P2: tl.constexpr,
     HAS_PRE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 1: scratch[row, :, s, q] = W_N^(q fp) * FFT_P(pre * u)[fp] for column q of the (P, Q) view."""
     row = tl.program_id(0).to(tl.int64)
@@ -297,7 +370,7 @@ def column_fft_kernel(
     f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
     f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
     twr, twi = _load_complex(twp_ptr, P1, P2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True)
+    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     xr, xi = _cmul(xr, xi, wr, wi)
     tl.store(scratch_ptr + row * 2 * n_points + offs, xr)
@@ -321,6 +394,7 @@ def row_fft_kernel(
     MULTIPLY: tl.constexpr,
     CONJ: tl.constexpr,
     INVERSE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale."""
     row = tl.program_id(0).to(tl.int64)
@@ -334,7 +408,7 @@ def row_fft_kernel(
     f2r, f2i = _load_complex(dftq2_ptr, Q2, Q2)
     twr, twi = _load_complex(twq_ptr, Q1, Q2)
     if FORWARD:
-        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
     if MULTIPLY:
         spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points
         kr = tl.load(spec + offs)
@@ -344,7 +418,7 @@ def row_fft_kernel(
         else:
             zr, zi = _cmul(zr, zi, kr, ki)
     if INVERSE:
-        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi)
+        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
     tl.store(base + offs, zr * scale)
     tl.store(base + n_points + offs, zi * scale)
 
@@ -370,6 +444,7 @@ def column_ifft_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 3: y[row, Q p + q] = post * (scale * Re IFFT_P(conj twiddle * scratch[row, :, :, q]) + D * pre * u)."""
     row = tl.program_id(0).to(tl.int64)
@@ -384,7 +459,7 @@ def column_ifft_kernel(
     f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
     f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
     twr, twi = _load_complex(twp_ptr, P1, P2)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True) * scale
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
     mask = offs < LIMIT
     if HAS_D:
         x = _load_signal(u_ptr + row * LIMIT, offs, mask)
@@ -426,6 +501,7 @@ def column_dft_kernel(
     PP: tl.constexpr,
     BQ: tl.constexpr,
     HAS_PRE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 1 for short columns: scratch[row, :, fp, q] = W_N^(q fp) * sum_p F_P[fp, p] * (pre * u)[Q p + q]."""
     row = tl.program_id(0).to(tl.int64)
@@ -436,7 +512,7 @@ def column_dft_kernel(
         x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
     wr, wi = _direct_twiddle(p, q, n_points)
-    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
     tl.store(scratch_ptr + row * 2 * n_points + offs, xr, mask=rows_ok)
     tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi, mask=rows_ok)
 
@@ -461,6 +537,7 @@ def column_idft_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 3 for short columns: y = post * (scale * Re(conj(F_P) @ (conj twiddle * scratch)) + D * pre * u)."""
     row = tl.program_id(0).to(tl.int64)
@@ -471,7 +548,7 @@ def column_idft_kernel(
     wr, wi = _direct_twiddle(p, q, n_points)
     zr, zi = _cmul_conj(zr, zi, wr, wi)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
-    y = (_dot(fr, zr) + _dot(fi, zi)) * scale  # (PP, BQ), indexed [p, q]
+    y = (_dot(fr, zr, PRECISION) + _dot(fi, zi, PRECISION)) * scale  # (PP, BQ), indexed [p, q]
     if HAS_D:
         x = _load_signal(u_ptr + row * LIMIT, offs, mask)
         if HAS_PRE:
@@ -493,8 +570,17 @@ def column_idft_kernel(
 # the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
 # L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
 # gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent (grid = number of scratch
-# slots, each looping over its rows); tl.debug_barrier orders one pass's scratch stores before the next pass's loads,
-# which other threads of the program make, and the last pass's loads before the next row's stores.
+# slots, each looping over its rows).
+# Ordering. A pass's scratch stores are read by other threads of the program in the next pass, so each pass ends with
+# tl.debug_barrier (bar.sync: the block's global stores before it are visible to the block after it). Each stage
+# writes its own scratch region (column DFTs -> region A; row pass reads A, writes B; the last pass reads B), so no
+# pass overwrites data another thread may still read: every write-after-read on a region is separated by at least one
+# barrier (the next row's pass 1 rewrites A after the barrier that ended the row pass, the next row's pass 2 rewrites B
+# after the barrier that ended pass 1) and nothing depends on the barrier holding back loads from after it. The only
+# in-place update is a read-modify-write of one tile by the same tile operation (the backward's accumulator), where
+# a thread stores an element either after loading it itself or after receiving it through a layout conversion, which
+# synchronises. Triton's pipeliner only prefetches within the innermost loops (over column tiles or scratch rows), each
+# of which starts after its barrier, so no load moves above one.
 
 
 @triton.jit
@@ -506,18 +592,18 @@ def _column_tile(q0, Q: tl.constexpr, P: tl.constexpr, BQ: tl.constexpr):
 
 
 @triton.jit
-def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr):
+def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
     """dst[:, fp, q] = W_N^(q fp) * (F_P @ x)[fp, q] for the real (P, BQ) tile x and fp <= P / 2; dst is a
     (2, P / 2 + 1, Q) fp32 scratch with planes HALF apart."""
     wr, wi = _unit_root(q * p, N)
-    xr, xi = _cmul(_dot(fr, x), _dot(fi, x), wr, wi)
+    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
     kept = p <= fr.shape[0] // 2  # (P, 1)
     tl.store(dst + offs, xr, mask=kept)
     tl.store(dst + HALF + offs, xi, mask=kept)
 
 
 @triton.jit
-def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr):
+def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
     """Real (P, BQ) tile [p, q] of conj(F_P) @ Z, Z[fp, q] = conj(W_N^(q fp)) * src[:, fp, q]: the unnormalised column
     inverse. src holds rows fp <= P / 2 (planes HALF apart); row P - fp is conj(Z[fp, q]) (Hermitian symmetry)."""
     mirrored = p > fr.shape[0] // 2  # (P, 1)
@@ -525,7 +611,7 @@ def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.c
     offs = source * Q + q  # (P, BQ)
     wr, wi = _unit_root(q * source, N)
     zr, zi = _cmul_conj(tl.load(src + offs), tl.load(src + HALF + offs), wr, wi)
-    return _dot(fr, zr) + _dot(fi, tl.where(mirrored, -zi, zi))
+    return _dot(fr, zr, PRECISION) + _dot(fi, tl.where(mirrored, -zi, zi), PRECISION)
 
 
 @triton.jit
@@ -548,7 +634,7 @@ def _store_row(dst, offs, zr, zi, PLANE: tl.constexpr):
 
 @triton.jit
 def conv_fwd_l2_kernel(
-    u_ptr,  # (B, C, LIMIT) any float dtype
+    u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
     d_ptr,  # (C,) fp32 or dummy
@@ -557,11 +643,17 @@ def conv_fwd_l2_kernel(
     dftq1_ptr,  # (2, Q1, Q1) fp32
     dftq2_ptr,  # (2, Q2, Q2) fp32
     twq_ptr,  # (2, Q1, Q2) fp32
-    scratch_ptr,  # (programs, 2, P / 2 + 1, Q) fp32 work space
+    scratch_ptr,  # (programs, 2, 2, P / 2 + 1, Q) fp32 work space: column DFTs (A), row-pass output (B)
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
     P: tl.constexpr,
     Q1: tl.constexpr,
     Q2: tl.constexpr,
@@ -569,53 +661,56 @@ def conv_fwd_l2_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
-    work = scratch_ptr + tl.program_id(0).to(tl.int64) * 2 * HALF
+    work_cols = scratch_ptr + tl.program_id(0).to(tl.int64) * 4 * HALF  # region A
+    work_rows = work_cols + 2 * HALF  # region B
     fr, fi = _load_complex(dftp_ptr, P, P)
     g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
     g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
     twr, twi = _load_complex(twq_ptr, Q1, Q2)
     for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
         c = i // B
-        row = (i % B) * C + c
+        b = i % B
+        row = b * C + c  # of the (contiguous) output
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x into the scratch
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            x = _load_signal(u_ptr + row * LIMIT, offs, offs < LIMIT)  # (P, BQ)
+            x = _load_signal(u_row, offs, offs < LIMIT)  # (P, BQ)
             if HAS_PRE:
-                x = x * _load_signal(pre_ptr + row * LIMIT, offs, offs < LIMIT)
-            _store_column_dft(x, fr, fi, p, q, work, offs, N, HALF)
+                x = x * _load_signal(pre_row, offs, offs < LIMIT)
+            _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF, PRECISION)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
-            zr, zi = _load_row(work, offs, HALF)
-            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
+            zr, zi = _load_row(work_cols, offs, HALF)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-            _store_row(work, offs, zr, zi, HALF)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+            _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
             p, q, offs = _column_tile(q0, Q, P, BQ)
             mask = offs < LIMIT
-            y = _column_idft(work, fr, fi, p, q, Q, N, HALF)  # (P, BQ)
+            y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF, PRECISION)  # (P, BQ)
             if HAS_D:
-                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # re-read from L2 (read by pass 1)
+                x = _load_signal(u_row, offs, mask)  # re-read from L2 (read by pass 1)
                 if HAS_PRE:
-                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                    x = x * _load_signal(pre_row, offs, mask)
                 y = y + tl.load(d_ptr + c) * x
             if HAS_POST:
-                y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                y = y * _load_signal(post_row, offs, mask)
             tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
 
 
 @triton.jit
 def conv_bwd_l2_kernel(
-    grad_y_ptr,  # (B, C, LIMIT)
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
     u_ptr,
     pre_ptr,
     post_ptr,
@@ -625,7 +720,7 @@ def conv_bwd_l2_kernel(
     dftq1_ptr,
     dftq2_ptr,
     twq_ptr,
-    scratch_ptr,  # (programs, 3, 2, P / 2 + 1, Q) fp32 work space: x columns, h columns, sum_b H conj(X)
+    scratch_ptr,  # (programs, 5, 2, P / 2 + 1, Q) fp32: x, h columns (A); their row-pass outputs (B); sum_b H conj(X)
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
@@ -634,6 +729,14 @@ def conv_bwd_l2_kernel(
     B,
     C,
     LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
     P: tl.constexpr,
     Q1: tl.constexpr,
     Q2: tl.constexpr,
@@ -641,20 +744,23 @@ def conv_bwd_l2_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Persistent programs, each looping over channels and, per channel, over the batch: conv_bwd_kernel's gradients.
 
-    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy; pass 2 turns each pair of scratch rows
-    into X, H, adds H conj(X) to the channel's accumulator, and replaces them in place by the row inverses of X K (for
-    s, only with a post-gate) and H conj(K) (for d x); pass 3 finishes both inverses and writes the row's gradients.
-    After the batch, the accumulator is inverted in place (rows, then columns) into the filter's gradient.
+    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy (region A); pass 2 turns each pair of
+    scratch rows into X, H, adds H conj(X) to the channel's accumulator, and writes the row inverses of X K (for s,
+    only with a post-gate) and H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's
+    gradients. After the batch, the accumulator's row inverses go to region A, its column inverses to grad_k.
     """
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
-    work_x = scratch_ptr + tl.program_id(0).to(tl.int64) * 6 * HALF
+    work_x = scratch_ptr + tl.program_id(0).to(tl.int64) * 10 * HALF  # region A
     work_h = work_x + 2 * HALF
-    work_acc = work_h + 2 * HALF
+    rows_x = work_h + 2 * HALF  # region B
+    rows_h = rows_x + 2 * HALF
+    work_acc = rows_h + 2 * HALF
     fr, fi = _load_complex(dftp_ptr, P, P)
     g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
     g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
@@ -666,67 +772,70 @@ def conv_bwd_l2_kernel(
             _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
         acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x, summed over column blocks too
         for b in range(B):
-            row = b * C + c
+            row = b * C + c  # of the (contiguous) outputs
+            u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+            grad_y_row = grad_y_ptr + b * SGB + c * SGC
             for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x and h
                 p, q, offs = _column_tile(q0, Q, P, BQ)
                 mask = offs < LIMIT
-                x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                x = _load_signal(u_row, offs, mask)  # (P, BQ)
                 if HAS_PRE:
-                    x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                    x = x * _load_signal(pre_row, offs, mask)
+                h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
-                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
+                    h = h * _load_signal(post_row, offs, mask)
                 acc_d += h * x
-                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF)
-                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF)
+                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF, PRECISION)
+                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF, PRECISION)
             tl.debug_barrier()
             for fp in range(P // 2 + 1):  # pass 2: row FFTs, cross spectrum, row inverses
                 offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
                 xr, xi = _load_row(work_x, offs, HALF)
-                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi)
+                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                 hr, hi = _load_row(work_h, offs, HALF)
-                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi)
+                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
                 kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
                 pr, pi = _cmul_conj(hr, hi, xr, xi)
                 ar, ai = _load_row(work_acc, offs, HALF)
                 _store_row(work_acc, offs, ar + pr, ai + pi, HALF)
                 if HAS_POST:
                     zr, zi = _cmul(xr, xi, kr, ki)
-                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-                    _store_row(work_x, offs, zr, zi, HALF)
+                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+                    _store_row(rows_x, offs, zr, zi, HALF)
                 zr, zi = _cmul_conj(hr, hi, kr, ki)
-                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-                _store_row(work_h, offs, zr, zi, HALF)
+                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+                _store_row(rows_h, offs, zr, zi, HALF)
             tl.debug_barrier()
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
                 p, q, offs = _column_tile(q0, Q, P, BQ)
                 mask = offs < LIMIT
-                u = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (P, BQ)
+                u = _load_signal(u_row, offs, mask)  # (P, BQ)
                 x = u
                 if HAS_PRE:
-                    pre = _load_signal(pre_ptr + row * LIMIT, offs, mask)
+                    pre = _load_signal(pre_row, offs, mask)
                     x = u * pre
-                h = _load_signal(grad_y_ptr + row * LIMIT, offs, mask)
+                h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
-                    s = _column_idft(work_x, fr, fi, p, q, Q, N, HALF) + d * x
+                    s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF, PRECISION) + d * x
                     tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-                    h = h * _load_signal(post_ptr + row * LIMIT, offs, mask)
-                grad_x = _column_idft(work_h, fr, fi, p, q, Q, N, HALF) + d * h
+                    h = h * _load_signal(post_row, offs, mask)
+                grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF, PRECISION) + d * h
                 if HAS_PRE:
                     tl.store(
                         grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
                     )
                     grad_x = grad_x * pre
                 tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
-            tl.debug_barrier()
-        for fp in range(P // 2 + 1):  # grad_k: row inverses of the accumulated cross spectrum, in place
+        # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2, before the
+        # barrier that ended it), then column inverses scaled by 1 / N
+        for fp in range(P // 2 + 1):
             offs = _row_offsets(fp, Q1, Q2)
             zr, zi = _load_row(work_acc, offs, HALF)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi)
-            _store_row(work_acc, offs, zr, zi, HALF)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+            _store_row(work_x, offs, zr, zi, HALF)
         tl.debug_barrier()
-        for q0 in range(0, Q, BQ):  # then column inverses, scaled by 1 / N
+        for q0 in range(0, Q, BQ):
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_acc, fr, fi, p, q, Q, N, HALF) * (1.0 / N))
+            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_x, fr, fi, p, q, Q, N, HALF, PRECISION) * (1.0 / N))
         tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
         tl.debug_barrier()

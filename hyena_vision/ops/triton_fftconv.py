@@ -15,22 +15,38 @@ inverse column DFTs through a small per-program fp32 scratch that stays in L2 (s
 and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
 inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
 SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
-All arithmetic is fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes).
+Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores
+as three-product splits (bf16x3 for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION).
+The fused kernels read u, the gates and grad_y in place through their batch and channel strides (HyenaOperator's
+channel slices are not copied); the multi-pass scheme works on contiguous copies. Outputs are contiguous.
 """
 
 import contextlib
 import dataclasses
-import functools
 import math
 
 import torch
 
 from . import _triton_kernels as kernels
 
-__all__ = ["supports", "fftconv", "fftconv2d", "plan_1d", "plan_2d", "variant", "MAX_FFT_POINTS", "MAX_FUSED_L2_POINTS"]
+__all__ = [
+    "supports",
+    "supports_shape",
+    "fftconv",
+    "fftconv2d",
+    "plan_1d",
+    "plan_2d",
+    "variant",
+    "MAX_FFT_POINTS",
+    "MAX_FUSED_L2_POINTS",
+]
 
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
+# Longest side of a grid one program holds: its (side, side) complex DFT matrix sits in registers beside the grid
+# (64: 32 KB, as for the 1D 64 x 64 grid). A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image)
+# would need a 512 KB matrix: out of registers and shared memory, so such images are refused.
+MAX_FFT_SIDE = 64
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
 # column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot in fp32 "ieee" runs on FMA units with
@@ -46,6 +62,12 @@ MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-registe
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Precision of the kernels' DFT products (tl.dot, see _triton_kernels._dot), all on tensor cores: a bf16 hi / lo split
+# with three products for half-precision signals (about 1e-5 relative error, far below what fp16 / bf16 outputs
+# carry), tf32x3 for fp32 signals, the filter's spectrum and the multi-pass scheme (below 1e-6 on GPUs; the bf16 split
+# gives 4e-5 on fp32 gradients, above the 1e-5 fp32 results must meet).
+HALF_PRECISION = "bf16x3"
+FP32_PRECISION = "tf32x3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,35 +127,71 @@ def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
     return plan_1d(u.shape[2], k.shape[1], causal)
 
 
+def _fits_one_program(plan: Plan) -> bool:
+    """Whether a 2D grid fits one program (its points and the side of its DFT matrices)."""
+    return plan.n1 * plan.n2 <= MAX_FFT_POINTS and max(plan.n1, plan.n2) <= MAX_FFT_SIDE
+
+
+def supports_shape(shape: tuple[int, ...]) -> bool:
+    """Whether the kernels take u of this shape (B, C, L) or (B, C, H, W), 2D with any centred filter."""
+    if len(shape) == 4:
+        return _fits_one_program(plan_2d(shape[2], shape[3], 2 * shape[2] - 1, 2 * shape[3] - 1))
+    return len(shape) == 3
+
+
 def supports(u: torch.Tensor) -> bool:
-    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype (2D: any centred filter fits)."""
-    if not (u.is_cuda and u.dtype in KERNEL_DTYPES):
-        return False
-    if u.ndim == 4:
-        full = plan_2d(u.shape[2], u.shape[3], 2 * u.shape[2] - 1, 2 * u.shape[3] - 1)
-        return full.n1 * full.n2 <= MAX_FFT_POINTS
-    return True
+    """Whether backend='auto' should use Triton for u: CUDA tensors of a kernel dtype and a supported shape."""
+    return u.is_cuda and u.dtype in KERNEL_DTYPES and supports_shape(tuple(u.shape))
 
 
-@functools.lru_cache(maxsize=64)
+# DFT matrices and twiddles, per device. They are built on the device itself by torch ops (float64 angles), never
+# copied from the host: a host-to-device copy is not allowed inside CUDA-graph capture. Under capture nothing is
+# added to the cache (the graph records the few small kernels that build a missing one, and a tensor made during
+# capture holds no values until the graph replays, so it must not serve later eager calls); outside capture each is
+# built once per device, and capture uses what eager calls (the usual warm-up) have cached.
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _cached(key: tuple, device: torch.device, build) -> torch.Tensor:
+    """build(device) for key, built once per device outside CUDA-graph capture (see above)."""
+    full_key = (*key, device)
+    if full_key in _CONSTANTS:
+        return _CONSTANTS[full_key]
+    constant = build(device)
+    if not _capturing(device):
+        _CONSTANTS[full_key] = constant
+    return constant
+
+
 def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
     """(2, m, m) fp32, m = max(n, padded): real and imaginary parts of exp(-2 pi i j k / n) (float64-accurate) for
     j, k < n, zero elsewhere."""
-    j = torch.arange(n, dtype=torch.int64)
-    angle = (j[:, None] * j[None, :] % n).double() * (-2 * math.pi / n)  # (n, n)
-    size = max(n, padded)
-    matrix = torch.zeros(2, size, size, dtype=torch.float64)
-    matrix[:, :n, :n] = torch.stack((angle.cos(), angle.sin()))
-    return matrix.float().to(device)
+
+    def build(device: torch.device) -> torch.Tensor:
+        j = torch.arange(n, dtype=torch.int64, device=device)
+        angle = (j[:, None] * j[None, :] % n).double() * (-2 * math.pi / n)  # (n, n)
+        size = max(n, padded)
+        matrix = torch.zeros(2, size, size, dtype=torch.float64, device=device)
+        matrix[:, :n, :n] = torch.stack((angle.cos(), angle.sin()))
+        return matrix.float()
+
+    return _cached(("dft", n, padded), device, build)
 
 
-@functools.lru_cache(maxsize=64)
 def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Tensor:
     """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), or 1 where the grid is a 2D image (no twiddles)."""
-    n = n1 * n2
-    exponent = torch.arange(n1)[:, None] * torch.arange(n2)[None, :] % n if twiddle else torch.zeros(n1, n2)
-    angle = exponent.double() * (-2 * math.pi / n)  # (n1, n2)
-    return torch.stack((angle.cos(), angle.sin())).float().to(device)
+
+    def build(device: torch.device) -> torch.Tensor:
+        k1 = torch.arange(n1, device=device)[:, None]
+        exponent = k1 * torch.arange(n2, device=device)[None, :] % (n1 * n2) if twiddle else k1.new_zeros(n1, n2)
+        angle = exponent.double() * (-2 * math.pi / (n1 * n2))  # (n1, n2)
+        return torch.stack((angle.cos(), angle.sin())).float()
+
+    return _cached(("twiddles", n1, n2, twiddle), device, build)
 
 
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,10 +218,10 @@ def variant(plan: Plan) -> str:
 
 def _checked_variant(plan: Plan, u: torch.Tensor) -> str:
     """variant(plan), refusing 2D grids too large for one program."""
-    if plan.n1 * plan.n2 > MAX_FFT_POINTS and not plan.twiddle:
+    if not plan.twiddle and not _fits_one_program(plan):
         raise NotImplementedError(
-            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points; u of shape {tuple(u.shape)} needs "
-            f"{plan.fft_shape} (use backend='torch')"
+            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points and sides up to {MAX_FFT_SIDE}; "
+            f"u of shape {tuple(u.shape)} needs {plan.fft_shape} (use backend='torch')"
         )
     return variant(plan)
 
@@ -186,9 +244,10 @@ def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -
 
 
 def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
-    """Gradients of k and D in their own shapes and dtypes (an empty tensor for an absent D)."""
+    """Gradients of k and D in their own shapes and dtypes (for an absent D an empty tensor of k's dtype, matching the
+    fake implementation)."""
     grad_k = _filter_from_grid(grad_k_grid, plan, tuple(k.shape[1:])).to(k.dtype).contiguous()
-    return grad_k, grad_d.to(D.dtype) if D is not None else grad_d.new_empty(0)
+    return grad_k, grad_d.to(D.dtype) if D is not None else k.new_empty(0)
 
 
 def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -205,9 +264,33 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
         N1=plan.n1,
         N2=plan.n2,
         TWIDDLE=plan.twiddle,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return spectrum
+
+
+def _in_place(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor], list[int]]:
+    """Pointers and (batch, channel) strides for the fused kernels, which read each (b, c) row of u (B, C, *S), the
+    gates and grad_y in place: a view whose rows are contiguous (HyenaOperator's channel slices of one projection) is
+    not copied; other layouts are. An absent tensor is a placeholder pointer (never read) with zero strides."""
+    pointers, strides = [], []
+    for t in tensors:
+        if t is None:
+            pointers.append(tensors[0])
+            strides += [0, 0]
+            continue
+        if t.numel() and not t[0, 0].is_contiguous():
+            t = t.contiguous()
+        pointers.append(t)
+        strides += [t.stride(0), t.stride(1)]
+    return pointers, strides
+
+
+def _precision(*signals: torch.Tensor | None) -> str:
+    """HALF_PRECISION when every signal (u, gates, grad_y) is fp16 / bf16, else FP32_PRECISION."""
+    half = all(t.dtype in (torch.float16, torch.bfloat16) for t in signals if t is not None)
+    return HALF_PRECISION if half else FP32_PRECISION
 
 
 def _contiguous(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -244,6 +327,7 @@ def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: to
             PP=padded,
             BQ=COLUMN_BLOCK,
             HAS_PRE=pre_gate is not None,
+            PRECISION=FP32_PRECISION,
             num_warps=4,
         )
         return
@@ -260,6 +344,7 @@ def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: to
         P1=p1,
         P2=p2,
         HAS_PRE=pre_gate is not None,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1),
     )
 
@@ -283,6 +368,7 @@ def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multip
         MULTIPLY=multiply,
         CONJ=conj,
         INVERSE=inverse,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n2),
     )
 
@@ -313,6 +399,7 @@ def _column_ifft(
             scale,
             PP=padded,
             BQ=COLUMN_BLOCK,
+            PRECISION=FP32_PRECISION,
             num_warps=4,
             **flags,
         )
@@ -330,6 +417,7 @@ def _column_ifft(
         scale,
         P1=p1,
         P2=p2,
+        PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1),
         **flags,
     )
@@ -346,10 +434,29 @@ def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
     return spectrum
 
 
-def _row_chunks(rows: int, plan: Plan) -> list[slice]:
-    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES."""
+def _row_chunks(batch: int, channels: int, plan: Plan) -> list[slice]:
+    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES, each either whole batch elements or
+    a block of channels of one batch element, so that a chunk's per-channel partial sums are a plain (deterministic)
+    sum over its batch axis."""
     step = max(1, SCRATCH_BYTES // (8 * plan.n1 * plan.n2))
-    return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+    rows = batch * channels
+    if step >= channels:
+        step -= step % channels
+        return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+    return [
+        slice(b * channels + c, b * channels + min(c + step, channels))
+        for b in range(batch)
+        for c in range(0, channels, step)
+    ]
+
+
+def _add_per_channel(total: torch.Tensor, rows: slice, values: torch.Tensor) -> None:
+    """total[c] += sum of values[r] over the chunk's rows r of channel c (rows as _row_chunks makes them): a fixed-order
+    reduction, so the backward is deterministic (no index_add_, whose CUDA version uses atomics)."""
+    channels = total.shape[0]
+    width = min(values.shape[0], channels)
+    first = rows.start % channels
+    total[first : first + width] += values.view(-1, width, *values.shape[1:]).sum(0)
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -406,10 +513,11 @@ def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
 
 
 def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
+    u = u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
     spectrum = _multipass_spectrum(k, plan)
     y = torch.empty_like(u)
     u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
-    for rows in _row_chunks(u_rows.shape[0], plan):
+    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
         _multipass_conv(
             u_rows[rows],
             _piece(pre_rows, rows),
@@ -427,15 +535,15 @@ def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
 
 def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
+    grad_y, u = grad_y.contiguous(), u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
     channels = u.shape[1]
     spectrum = _multipass_spectrum(k, plan)
     cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
     grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     u_rows, pre_rows, post_rows, g_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(grad_y)  # (B * C, L)
-    for rows in _row_chunks(u_rows.shape[0], plan):
+    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
         u_piece, pre_piece, g_piece = u_rows[rows], _piece(pre_rows, rows), g_rows[rows].float()  # (rows, L)
-        row_channels = torch.arange(rows.start, rows.stop, device=u.device) % channels  # (rows,)
         x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece
         h = g_piece
         if post_gate is not None:
@@ -448,8 +556,8 @@ def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         x_spectra = _multipass_spectra(u_piece, pre_piece, plan)  # (rows, 2, P, Q)
         h_spectra = _multipass_spectra(h, None, plan)
         xr, xi, hr, hi = x_spectra[:, 0], x_spectra[:, 1], h_spectra[:, 0], h_spectra[:, 1]
-        cross_spectrum.index_add_(0, row_channels, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
-        grad_d.index_add_(0, row_channels, (h * x).sum(-1))
+        _add_per_channel(cross_spectrum, rows, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
+        _add_per_channel(grad_d, rows, (h * x).sum(-1))
         grad_x = torch.empty_like(x)  # corr(h, k) + D h
         _multipass_conv(h, None, spectrum, D, None, grad_x, plan, channels=channels, row0=rows.start, conj=True)
         _rows(grad_u)[rows] = grad_x if pre_piece is None else grad_x * pre_piece
@@ -486,12 +594,12 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _fused_forward(u, k, D, pre_gate, post_gate, plan):
-    y = torch.empty_like(u)
+    precision = _precision(u, pre_gate, post_gate)
+    y = torch.empty_like(u, memory_format=torch.contiguous_format)
     dft1, dft2, twiddles = _constants(plan, u.device)
+    inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](
-        u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        *inputs,
         _skip_fp32(D, u),
         _filter_spectrum(k, plan),
         dft1,
@@ -504,12 +612,14 @@ def _fused_forward(u, k, D, pre_gate, post_gate, plan):
         plan.cols,
         plan.stride,
         plan.limit,
+        *strides,
         N1=plan.n1,
         N2=plan.n2,
         TWIDDLE=plan.twiddle,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return y
@@ -539,17 +649,18 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
 
 
 def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate)
     batch, channels, length = u.shape
     half = (plan.n1 // 2 + 1) * plan.n2
-    # per program: its scratch and its u, pre, post rows (a channel's spectrum is shared by the programs of its batch)
-    programs = _programs(batch * channels, 8 * half + 3 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 2, plan, u.device)
+    # per program: its scratch (two complex regions, see _triton_kernels) and its u, pre, post rows (a channel's
+    # spectrum is shared by the programs of its batch)
+    programs = _programs(batch * channels, 16 * half + 3 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 4, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
-    y = torch.empty_like(u)
+    y = torch.empty_like(u, memory_format=torch.contiguous_format)
+    inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_l2_kernel[(programs,)](
-        u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        *inputs,
         _skip_fp32(D, u),
         _multipass_spectrum(k, plan),
         *constants,
@@ -558,29 +669,33 @@ def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
         batch,
         channels,
         length,
+        *strides,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         **sizes,
     )
     return y
 
 
 def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate, grad_y)
     batch, channels, length = u.shape
     points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
-    # per program: 3 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
-    programs = _programs(channels, 32 * half + 4 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 6, plan, u.device)
+    # per program: 5 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
+    programs = _programs(channels, 48 * half + 4 * length * u.element_size())
+    scratch = _fused_l2_scratch(programs, 10, plan, u.device)
     constants, sizes = _fused_l2_setup(plan, u.device)
-    grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
+    grad_u, grad_pre, grad_post = _empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     grad_k_grid = torch.empty((channels, points), dtype=torch.float32, device=u.device)
     grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
+    (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     kernels.conv_bwd_l2_kernel[(programs,)](
         grad_y,
         u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        pre,
+        post,
         _skip_fp32(D, u),
         _multipass_spectrum(k, plan),
         *constants,
@@ -593,9 +708,11 @@ def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         batch,
         channels,
         length,
+        *strides,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         **sizes,
     )
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
@@ -610,7 +727,7 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         _checked_variant(plan, u)
     ]
     with _device_of(u):
-        return forward(u.contiguous(), k, D, pre_gate, post_gate, plan)
+        return forward(u, k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_op.register_fake
@@ -624,18 +741,20 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+    precision = _precision(u, pre_gate, post_gate, grad_y)
     channels = u.shape[1]
-    grad_u = torch.empty_like(u)
+    grad_u = _empty_or_like(u, u)
     grad_pre = _empty_or_like(pre_gate, u)
     grad_post = _empty_or_like(post_gate, u)
     grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
     dft1, dft2, twiddles = _constants(plan, u.device)
+    (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     kernels.conv_bwd_kernel[(channels,)](
         grad_y,
         u,
-        _contiguous(pre_gate, u),
-        _contiguous(post_gate, u),
+        pre,
+        post,
         _skip_fp32(D, u),
         _filter_spectrum(k, plan),
         dft1,
@@ -652,6 +771,7 @@ def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         plan.cols,
         plan.stride,
         plan.limit,
+        *strides,
         1.0 / (plan.n1 * plan.n2),
         N1=plan.n1,
         N2=plan.n2,
@@ -659,6 +779,7 @@ def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
+        PRECISION=precision,
         num_warps=_num_warps(plan.n1 * plan.n2),
     )
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
@@ -673,7 +794,7 @@ def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
         _checked_variant(plan, u)
     ]
     with _device_of(u):
-        return backward(grad_y.contiguous(), u.contiguous(), k, D, pre_gate, post_gate, plan)
+        return backward(grad_y, u, k, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_backward_op.register_fake
@@ -681,7 +802,7 @@ def _(grad_y, u, k, D, pre_gate, post_gate, causal):
     return (
         torch.empty_like(u, memory_format=torch.contiguous_format),
         torch.empty_like(k, memory_format=torch.contiguous_format),
-        _empty_or_like(D, u),
+        _empty_or_like(D, k),  # D's dtype, or an empty tensor of k's dtype (as the real op returns)
         _empty_or_like(pre_gate, u),
         _empty_or_like(post_gate, u),
     )
