@@ -1,0 +1,193 @@
+"""The torch backend's long convolution and short depthwise convolution as single autograd functions.
+
+Autograd through ``rfft -> multiply -> irfft -> crop -> + D x -> * gate`` keeps a padded copy, a spectrum and a
+product per step and runs a complex-to-complex transform in the backward of ``rfft``; most of the CPU time goes to
+those copies. ``LongConv`` computes the same linear convolution in one function and keeps only what its backward
+needs: the input spectrum (for the kernel's gradient), the kernel spectrum and, with a post-gate, the ungated
+output. Its backward is the adjoint: a correlation, i.e. the same transforms with the conjugate kernel spectrum.
+
+The kernel is laid out circularly (lag 0 at index 0, negative lags at the end of the FFT buffer), so that every
+output is the first ``L`` (``H x W``) samples of the inverse transform; the FFT pads the input (``n=`` / ``s=``)
+without a padded copy. Outputs and input gradients are written with the memory layout of ``u`` (a channels-last
+view stays channels-last, so callers need not permute), while transforms run on contiguous channels-first buffers
+(a strided transform is up to twice as slow). Half-precision inputs are transformed in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = ["long_conv", "short_conv"]
+
+
+def empty_like_layout(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised dense tensor of t's shape whose dimensions are ordered in memory as t's are.
+
+    ``torch.empty_like`` keeps strides only for dense tensors; slices of a wider tensor (the split of a
+    projection) would come back channels-first.
+    """
+    order = sorted(range(t.ndim), key=lambda d: t.stride(d), reverse=True)  # outermost first
+    buffer = torch.empty([t.shape[d] for d in order], dtype=dtype or t.dtype, device=t.device)
+    return buffer.permute([order.index(d) for d in range(t.ndim)])
+
+
+class LongConv(torch.autograd.Function):
+    """``post * (conv(k, pre * u) + D * (pre * u))`` over the last ``len(size)`` dimensions; see ``long_conv``."""
+
+    @staticmethod
+    def forward(ctx, u, k, D, pre, post, lag0, size, dtype):
+        dims = tuple(range(-len(size), 0))
+        x = _mul_like(u, pre, u, dtype) if pre is not None else u.to(dtype)  # (B, C, *spatial), u's layout
+        k_circ = F.pad(k.to(dtype), [p for s, n in zip(reversed(k.shape[1:]), reversed(size)) for p in (0, n - s)])
+        if any(lag0):
+            k_circ = torch.roll(k_circ, shifts=[-lag for lag in lag0], dims=dims)  # lag 0 at index 0
+        k_f = torch.fft.rfftn(k_circ, dim=dims)  # (C, *spectrum)
+        x_f = torch.fft.rfftn(x, s=size, dim=dims)  # (B, C, *spectrum)
+        h = _add_skip(torch.fft.irfftn(x_f * k_f, s=size, dim=dims)[_crop(u, size)], x, D, u)  # (B, C, *spatial)
+        y = _mul_like(h, post, u) if post is not None else h.to(u.dtype)
+        ctx.save_for_backward(u, D, pre, post, x_f if ctx.needs_input_grad[1] else None, k_f, h)
+        ctx.lag0, ctx.size, ctx.dtype, ctx.kshape, ctx.kdtype = lag0, size, dtype, k.shape, k.dtype
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        u, D, pre, post, x_f, k_f, h = ctx.saved_tensors
+        size, dtype = ctx.size, ctx.dtype
+        dims = tuple(range(-len(size), 0))
+        need_u, need_k, need_d, need_pre, need_post = ctx.needs_input_grad[:5]
+        grad_u = grad_k = grad_d = grad_pre = grad_post = None
+        if post is not None:
+            if need_post:
+                grad_post = _mul_like(h, grad, post)
+            grad = _mul_like(grad, post, u, dtype)  # gradient of h, in u's layout
+        else:
+            grad = grad.to(dtype)
+        if need_d:
+            x = _mul_like(u, pre, u, dtype) if pre is not None else u.to(dtype)
+            grad_d = (grad * x).sum([d for d in range(grad.ndim) if d != 1]).to(D.dtype)
+        if not (need_u or need_pre or need_k):
+            return grad_u, grad_k, grad_d, grad_pre, grad_post, None, None, None
+        g_f = torch.fft.rfftn(grad, s=size, dim=dims)  # (B, C, *spectrum)
+        if need_k:  # correlation of the input with the output gradient, summed over the batch
+            k_circ = torch.fft.irfftn((g_f * x_f.conj()).sum(0), s=size, dim=dims)  # (C, *size)
+            if any(ctx.lag0):
+                k_circ = torch.roll(k_circ, shifts=list(ctx.lag0), dims=dims)
+            grad_k = k_circ[(slice(None), *[slice(0, n) for n in ctx.kshape[1:]])].to(ctx.kdtype)
+        if need_u or need_pre:  # the adjoint of a convolution is the correlation: conjugate kernel spectrum
+            grad_x = _add_skip(torch.fft.irfftn(g_f * k_f.conj(), s=size, dim=dims)[_crop(u, size)], grad, D, u)
+            if pre is None:
+                grad_u = grad_x.to(u.dtype)
+            else:
+                grad_u = _mul_like(grad_x, pre, u) if need_u else None
+                grad_pre = _mul_like(grad_x, u, pre) if need_pre else None
+        return grad_u, grad_k, grad_d, grad_pre, grad_post, None, None, None
+
+
+def _crop(u: torch.Tensor, size: tuple[int, ...]) -> tuple:
+    """Index of the first ``u.shape[-len(size):]`` samples of an inverse transform of ``size``."""
+    return (..., *[slice(0, n) for n in u.shape[-len(size) :]])
+
+
+def _add_skip(conv: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """conv + D x, written in like's layout (the one pass that moves a transform's output into that layout)."""
+    out = empty_like_layout(like, conv.dtype)
+    if D is None:
+        return out.copy_(conv)
+    return torch.addcmul(conv, x, D.to(conv.dtype).view(-1, *([1] * (x.ndim - 2))), out=out)
+
+
+def _mul_like(a: torch.Tensor, b: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """a * b, computed in a's dtype (or dtype), written with like's layout in that dtype (default like's)."""
+    compute = dtype or a.dtype
+    out = empty_like_layout(like, dtype or like.dtype)
+    if out.dtype == compute:
+        return torch.mul(a.to(compute), b.to(compute), out=out)
+    return out.copy_(a.to(compute) * b.to(compute))
+
+
+def long_conv(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None,
+    *,
+    lag0: tuple[int, ...],
+    size: tuple[int, ...],
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Linear convolution of u (B, C, *spatial) with per-channel kernels k (C, *klen) whose lag 0 is at ``lag0``.
+
+    ``size`` is the FFT size per spatial dimension; it must be at least ``spatial + klen - 1 - lag0`` so that no
+    output wraps around (the caller validates shapes). Gates and D as in ``fftconv``; output has u's dtype and
+    memory layout. Float64 if any tensor is float64, otherwise float32.
+    """
+    tensors = (u, k, D, pre_gate, post_gate)
+    dtype = torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+    return LongConv.apply(u, k, D, pre_gate, post_gate, tuple(lag0), tuple(size), dtype)
+
+
+class ShortConv(torch.autograd.Function):
+    """Depthwise 1D convolution along dim 1 of channels-last z (B, L, C) as K shifted multiply-adds."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, padding):
+        length, taps = z.shape[1], weight.shape[-1]
+        w = weight.reshape(-1, taps).to(z.dtype)  # (C, K)
+        y = torch.mul(z, w[:, padding])  # the centre tap (shift 0)
+        if bias is not None:
+            y += bias.to(z.dtype)
+        for j, shift in _shifts(taps, padding, length):
+            src, dst = _windows(shift, length)
+            y[:, dst].addcmul_(z[:, src], w[:, j])  # y[t] += w[j] z[t + shift]
+        ctx.save_for_backward(z, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        z, weight = ctx.saved_tensors
+        padding, length, taps = ctx.padding, z.shape[1], weight.shape[-1]
+        grad = grad.contiguous()
+        w = weight.reshape(-1, taps).to(z.dtype)
+        grad_z = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.mul(grad, w[:, padding])
+            for j, shift in _shifts(taps, padding, length):
+                src, dst = _windows(shift, length)
+                grad_z[:, src].addcmul_(grad[:, dst], w[:, j])
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(w)  # (C, K)
+            for j in range(taps):
+                src, dst = _windows(j - padding, length)
+                grad_w[:, j] = (grad[:, dst] * z[:, src]).sum((0, 1))
+            grad_w = grad_w.view(weight.shape).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 1))
+        return grad_z, grad_w, grad_b, None
+
+
+def _shifts(taps: int, padding: int, length: int):
+    """(tap, shift) of every tap but the centre one (shift 0) whose window is not empty."""
+    return [(j, j - padding) for j in range(taps) if j != padding and abs(j - padding) < length]
+
+
+def _windows(shift: int, length: int) -> tuple[slice, slice]:
+    """Source and destination time windows of ``y[t] += w z[t + shift]`` over the valid t."""
+    if shift >= 0:
+        return slice(shift, length), slice(0, max(length - shift, 0))
+    return slice(0, max(length + shift, 0)), slice(-shift, length)
+
+
+def short_conv(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """``Conv1d(C, C, K, groups=C, padding=padding)(z)[..., :L]`` on channels-last z (B, L, C) -> (B, L, C).
+
+    Output t sees inputs t - padding .. t - padding + K - 1: ``padding = K - 1`` is causal, ``K // 2`` centred.
+    ``weight`` (C, 1, K) and ``bias`` (C,) are the Conv1d module's parameters.
+    """
+    if not 0 <= padding < weight.shape[-1]:
+        raise ValueError(f"padding must be in [0, K={weight.shape[-1]}), got {padding}")
+    return ShortConv.apply(z, weight, bias, padding)
