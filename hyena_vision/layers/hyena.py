@@ -141,10 +141,11 @@ class HyenaOperator(nn.Module):
         z = self.in_proj(u)  # (B, L, (N+1) * d_inner)
         if z.is_cuda:  # cuDNN's depthwise kernel on channels-first
             z = self.short_filter(z.transpose(1, 2))[..., :length]  # (B, (N+1) * d_inner, L)
-        else:  # shifted multiply-adds along L, channels-last: no transpose, a cheap backward
+            *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
+        else:  # shifted multiply-adds along L on channels-last z: no transposed copy, a cheap backward
             z = short_conv(z, self.short_filter.weight, self.short_filter.bias, self.short_filter.padding[0])
-            z = z.transpose(1, 2)  # channels-last view (B, (N+1) * d_inner, L)
-        *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
+            # split the last axis, so that the split's backward concatenates contiguous gradients
+            *x, v = [c.transpose(1, 2) for c in z.split(self.d_inner, dim=-1)]  # channels-last (B, d_inner, L)
         k, skip = self.long_filters(length)
         gates = x[:0:-1]  # x_{N-1}, ..., x_1
         fuse_gate = not (self.training and self.dropout.p > 0)

@@ -135,13 +135,14 @@ class ShortConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, weight, bias, padding):
         length, taps = z.shape[1], weight.shape[-1]
-        w = weight.reshape(-1, taps).to(z.dtype)  # (C, K)
-        y = torch.mul(z, w[:, padding])  # the centre tap (shift 0)
-        if bias is not None:
-            y += bias.to(z.dtype)
+        w = weight.reshape(-1, taps).t().to(z.dtype).contiguous()  # (K, C): contiguous rows broadcast fast
+        if bias is None:
+            y = torch.mul(z, w[padding])  # the centre tap (shift 0)
+        else:
+            y = torch.addcmul(bias.to(z.dtype), z, w[padding])
         for j, shift in _shifts(taps, padding, length):
             src, dst = _windows(shift, length)
-            y[:, dst].addcmul_(z[:, src], w[:, j])  # y[t] += w[j] z[t + shift]
+            y[:, dst].addcmul_(z[:, src], w[j])  # y[t] += w[j] z[t + shift]
         ctx.save_for_backward(z, weight)
         ctx.padding, ctx.has_bias = padding, bias is not None
         return y
@@ -152,19 +153,19 @@ class ShortConv(torch.autograd.Function):
         z, weight = ctx.saved_tensors
         padding, length, taps = ctx.padding, z.shape[1], weight.shape[-1]
         grad = grad.contiguous()
-        w = weight.reshape(-1, taps).to(z.dtype)
+        w = weight.reshape(-1, taps).t().to(z.dtype).contiguous()  # (K, C)
         grad_z = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_z = torch.mul(grad, w[:, padding])
+            grad_z = torch.mul(grad, w[padding])
             for j, shift in _shifts(taps, padding, length):
                 src, dst = _windows(shift, length)
-                grad_z[:, src].addcmul_(grad[:, dst], w[:, j])
+                grad_z[:, src].addcmul_(grad[:, dst], w[j])
         if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros_like(w)  # (C, K)
+            grad_w = torch.zeros_like(w)  # (K, C)
             for j in range(taps):
                 src, dst = _windows(j - padding, length)
-                grad_w[:, j] = (grad[:, dst] * z[:, src]).sum((0, 1))
-            grad_w = grad_w.view(weight.shape).to(weight.dtype)
+                grad_w[j] = (grad[:, dst] * z[:, src]).sum((0, 1))
+            grad_w = grad_w.t().reshape(weight.shape).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 1))
         return grad_z, grad_w, grad_b, None
