@@ -37,7 +37,6 @@ from torch import nn
 
 import hyena_vision.models  # noqa: F401  (registers the models with timm)
 from hyena_vision.layers import HyenaOperator
-from hyena_vision.ops import cpu_supports_bf16
 
 MODELS = ("hyena_iso_cifar", "s4nd_iso_cifar", "vit_iso_cifar", "hyena_seq_cifar")
 TRAIN_MODELS = ("hyena_iso_cifar", "hyena_seq_cifar")
@@ -175,6 +174,8 @@ def bench_against_base(args) -> list[dict]:
 
 
 def machine() -> str:
+    from hyena_vision.ops import cpu_supports_bf16  # here: workers import this file with an older tree's package
+
     name = platform.processor() or "unknown CPU"
     try:
         name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
