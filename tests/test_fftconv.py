@@ -250,6 +250,8 @@ def test_gradcheck_1d_channels_last(causal):
 
     assert torch.autograd.gradcheck(fn, [u, k, D, pre, post])
     assert torch.autograd.gradcheck(lambda u, k: fftconv(u, k, causal=causal, backend="torch"), [u, k])
+    k_fixed = k.detach()  # D's gradient without the kernel's (computed directly, not from the correlation)
+    assert torch.autograd.gradcheck(lambda u, D: fftconv(u, k_fixed, D, causal=causal, backend="torch"), [u, D])
 
 
 def test_gradcheck_2d_channels_last():

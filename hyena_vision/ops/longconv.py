@@ -70,7 +70,7 @@ class LongConv(torch.autograd.Function):
             grad = _mul_like(grad, post, u, dtype)  # gradient of h, in u's layout
         else:
             grad = grad.to(dtype)
-        if need_d:
+        if need_d and not need_k:
             x = _mul_like(u, pre, u, dtype) if pre is not None else u.to(dtype)
             grad_d = (grad * x).sum([d for d in range(grad.ndim) if d != 1]).to(D.dtype)
         if not (need_u or need_pre or need_k):
@@ -78,6 +78,8 @@ class LongConv(torch.autograd.Function):
         g_f = _rfft(grad, size)  # (B, C, *spectrum)
         if need_k:  # correlation of the input with the output gradient, summed over the batch
             k_circ = torch.fft.irfftn((g_f * x_f.conj()).sum(0), s=size, dim=dims)  # (C, *size)
+            if need_d:  # the correlation at lag 0 is sum(grad * x): D's gradient for free
+                grad_d = k_circ[(slice(None), *[0] * len(size))].to(D.dtype)
             if any(ctx.lag0):
                 k_circ = torch.roll(k_circ, shifts=list(ctx.lag0), dims=dims)
             grad_k = k_circ[(slice(None), *[slice(0, n) for n in ctx.kshape[1:]])].to(ctx.kdtype)
