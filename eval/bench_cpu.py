@@ -40,6 +40,7 @@ from hyena_vision.layers import HyenaOperator
 
 MODELS = ("hyena_iso_cifar", "s4nd_iso_cifar", "vit_iso_cifar", "hyena_seq_cifar")
 TRAIN_MODELS = ("hyena_iso_cifar", "hyena_seq_cifar")
+SECTIONS = ("models", "operator", "base")
 QUICK_MODEL_KWARGS = {"embed_dim": 8, "depth": 1}
 
 
@@ -188,28 +189,29 @@ def machine() -> str:
 def markdown(args, models: list[dict], operator: list[dict], base: list[dict]) -> str:
     lines = [
         f"Machine: {machine()}; torch {torch.__version__}; {args.threads} thread(s); "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; median CPU time over {args.iters} iterations x {args.rounds} rounds.",
-        "",
-        f"| model | precision | fwd+bwd ms / batch of {args.batch} | img/s |",
-        "|---|---|---|---|",
-        *[f"| {r['model']} | {r['precision']} | {r['ms']:.1f} | {r['img_s']:.1f} |" for r in models],
-        "",
-        f"| operator, B={args.op_batch}, D={args.d_model}, fp32 fwd+bwd | L | original steps ms | ours ms | speedup |",
-        "|---|---|---|---|---|",
-        *[
+        f"{time.strftime('%Y-%m-%d %H:%M')}; median CPU time over {args.iters} iterations x {args.rounds} rounds."
+    ]
+    if models:
+        lines += ["", f"| model | precision | fwd+bwd ms / batch of {args.batch} | img/s |", "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['ms']:.1f} | {r['img_s']:.1f} |" for r in models]
+    if operator:
+        lines += [
+            "",
+            f"| operator, fp32 fwd+bwd, B={args.op_batch}, D={args.d_model} | L | original ms | ours ms | speedup |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
             f"| HyenaOperator order 2 | {r['length']} | {r['original']:.1f} | {r['ours']:.1f} | {r['speedup']:.2f}x |"
             for r in operator
-        ],
-    ]
+        ]
     if base:
         lines += [
             "",
             f"| training step (fwd+bwd+AdamW), batch {args.batch}, fp32 | base ms | this ms | speedup |",
             "|---|---|---|---|",
-            *[f"| {r['model']} | {r['base']:.1f} | {r['this']:.1f} | {r['speedup']:.2f}x |" for r in base],
-            "",
-            f"Base: `{args.base}`.",
         ]
+        lines += [f"| {r['model']} | {r['base']:.1f} | {r['this']:.1f} | {r['speedup']:.2f}x |" for r in base]
+        lines += ["", f"Base: `{args.base}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=5, help="alternations of A and B")
     parser.add_argument("--base", default=None, help="checkout of older code to time training steps against")
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke test in seconds")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="tables to make")
     parser.add_argument("--out", default="runs/bench_cpu")
     parser.add_argument("--worker", default=None, choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -236,12 +239,14 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch, args.lengths, args.op_batch, args.d_model = 2, [64], 2, 8
         args.warmup, args.iters, args.rounds = 1, 1, 1
     torch.set_num_threads(args.threads)
-    print("models:", flush=True)
-    models = bench_models(args)
-    print("operator vs the original's steps:", flush=True)
-    operator = bench_operator(args)
-    base = []
-    if args.base:
+    models, operator, base = [], [], []
+    if "models" in args.sections:
+        print("models:", flush=True)
+        models = bench_models(args)
+    if "operator" in args.sections:
+        print("operator vs the original's steps:", flush=True)
+        operator = bench_operator(args)
+    if args.base and "base" in args.sections:
         print(f"training steps vs {args.base}:", flush=True)
         base = bench_against_base(args)
     table = markdown(args, models, operator, base)
