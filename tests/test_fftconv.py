@@ -4,10 +4,12 @@ import importlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyena_vision.ops import fft_size, fftconv, fftconv2d
+from hyena_vision.ops import cpu_supports_bf16, fft_size, fftconv, fftconv2d
+from hyena_vision.ops.longconv import short_conv
 
 fftconv_module = importlib.import_module("hyena_vision.ops.fftconv")
 
@@ -213,3 +215,111 @@ def test_any_shape_matches_direct(length, klen_frac, causal, batch, channels):
     k = torch.randn(channels, lags if causal else 2 * lags - 1, dtype=f64)
     expected = direct_conv1d(u, k, 0 if causal else lags - 1)
     assert rel_err(fftconv(u, k, causal=causal, backend="torch"), expected) < 1e-10
+
+
+longconv_module = importlib.import_module("hyena_vision.ops.longconv")
+
+
+def channels_last_slices(batch, channels, length, count, dtype=f64):
+    """count (B, C, L) views of one channels-last (B, L, count*C) tensor, as the Hyena operator's split gives."""
+    z = torch.randn(batch, length, count * channels, dtype=dtype)
+    return [c.transpose(1, 2).requires_grad_() for c in z.split(channels, dim=-1)]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_channels_last_views_keep_layout_and_values(causal):
+    u, pre, post = channels_last_slices(2, 3, 9, 3)
+    k, D = torch.randn(3, 9 if causal else 17, dtype=f64), torch.randn(3, dtype=f64)
+    y = fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="torch")
+    expected = post * (direct_conv1d(pre * u, k, 0 if causal else 8) + D[:, None] * pre * u)
+    assert rel_err(y, expected) < 1e-12
+    assert y.transpose(1, 2).is_contiguous()  # written channels-last, as u is laid out
+    (grad_u,) = torch.autograd.grad(y, u, torch.randn_like(y))
+    assert grad_u.transpose(1, 2).is_contiguous()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradcheck_1d_channels_last(causal):
+    length = 7
+    u, pre, post = (t.detach().requires_grad_() for t in channels_last_slices(2, 3, length, 3))
+    k = torch.randn(3, length if causal else 2 * length - 1, dtype=f64, requires_grad=True)
+    D = torch.randn(3, dtype=f64, requires_grad=True)
+
+    def fn(u, k, D, pre, post):
+        return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="torch")
+
+    assert torch.autograd.gradcheck(fn, [u, k, D, pre, post])
+    assert torch.autograd.gradcheck(lambda u, k: fftconv(u, k, causal=causal, backend="torch"), [u, k])
+    k_fixed = k.detach()  # D's gradient without the kernel's (computed directly, not from the correlation)
+    assert torch.autograd.gradcheck(lambda u, D: fftconv(u, k_fixed, D, causal=causal, backend="torch"), [u, D])
+
+
+def test_gradcheck_2d_channels_last():
+    u = torch.randn(2, 5, 4, 3, dtype=f64).permute(0, 3, 1, 2).requires_grad_()  # (B, C, H, W) view of NHWC
+    k = torch.randn(3, 9, 5, dtype=f64, requires_grad=True)
+    D = torch.randn(3, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, k, D: fftconv2d(u, k, D, backend="torch"), [u, k, D])
+    assert fftconv2d(u, k, D, backend="torch").permute(0, 2, 3, 1).is_contiguous()
+
+
+@pytest.mark.parametrize("size", [(5, 7), (8, 8), (9, 4)])
+def test_2d_fft_path_matches_direct(size, monkeypatch):
+    """Small 2D transforms on the CPU are DFT matrix products; the torch.fft path (CUDA, large images) too."""
+    height, width = size
+    u, D = torch.randn(2, 3, height, width, dtype=f64), torch.randn(3, dtype=f64)
+    k = torch.randn(3, 2 * height - 1, 2 * width - 1, dtype=f64)
+    expected = direct_conv2d(u, k) + D[:, None, None] * u
+    assert rel_err(fftconv2d(u, k, D, backend="torch"), expected) < 1e-10
+    monkeypatch.setattr(longconv_module, "_DFT_MAX", 0)
+    assert rel_err(fftconv2d(u, k, D, backend="torch"), expected) < 1e-10
+
+
+def direct_short_conv(z, weight, bias, padding):
+    """The reference: nn.functional.conv1d on channels-first, cropped to the first L steps, as the original."""
+    length = z.shape[1]
+    y = F.conv1d(z.transpose(1, 2), weight, bias, padding=padding, groups=z.shape[-1])[..., :length]
+    return y.transpose(1, 2)
+
+
+@pytest.mark.parametrize(("taps", "padding", "length"), [(3, 2, 9), (3, 1, 9), (5, 2, 11), (5, 4, 3), (3, 2, 1)])
+def test_short_conv_matches_conv1d_and_gradcheck(taps, padding, length):
+    z = torch.randn(2, length, 4, dtype=f64, requires_grad=True)
+    weight = torch.randn(4, 1, taps, dtype=f64, requires_grad=True)
+    bias = torch.randn(4, dtype=f64, requires_grad=True)
+    expected = direct_short_conv(z, weight, bias, padding)
+    assert rel_err(short_conv(z, weight, bias, padding), expected) < 1e-12
+    assert torch.autograd.gradcheck(lambda z, w, b: short_conv(z, w, b, padding), [z, weight, bias])
+    assert torch.autograd.gradcheck(lambda z, w: short_conv(z, w, None, padding), [z, weight])
+    with pytest.raises(ValueError, match=r"padding must be in \[0, K="):
+        short_conv(z, weight, bias, taps)
+
+
+def test_bf16_autocast_forward_backward():
+    """Under CPU bf16 autocast the transforms run in float32; outputs and gradients stay close to float64."""
+    u, pre, post = (t.detach().to(torch.bfloat16).requires_grad_() for t in channels_last_slices(2, 4, 64, 3))
+    k, D = (torch.randn(4, 64) / 8).requires_grad_(), torch.randn(4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fftconv(u, k, D, pre_gate=pre, post_gate=post, backend="torch")
+    assert y.dtype == torch.bfloat16
+    grad = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [u, k, D, pre, post], grad)
+    ref_inputs = [t.detach().double().requires_grad_() for t in (u, k, D, pre, post)]
+    ref = fftconv(ref_inputs[0], ref_inputs[1], ref_inputs[2], pre_gate=ref_inputs[3], post_gate=ref_inputs[4])
+    ref_grads = torch.autograd.grad(ref, ref_inputs, grad.double())
+    assert rel_err(y, ref) < 2e-2
+    for actual, expected, source in zip(grads, ref_grads, (u, k, D, pre, post), strict=True):
+        assert actual.dtype == source.dtype
+        assert rel_err(actual, expected) < 2e-2
+
+
+def test_cpu_supports_bf16(monkeypatch):
+    cpu_module = importlib.import_module("hyena_vision.ops.cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(cpu_module, "_cpuinfo_flags", lambda: {"avx2", "fma"})
+    assert cpu_supports_bf16() is False
+    monkeypatch.setattr(cpu_module, "_cpuinfo_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert cpu_supports_bf16() is True
+    monkeypatch.setattr(cpu_module, "_cpuinfo_flags", lambda: set())
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_supports_bf16() is True

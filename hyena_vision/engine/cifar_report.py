@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from ..ops import cpu_supports_bf16
 from .stats import RunResult, comparison_table, load_predictions, plot_curves
 
 __all__ = [
     "PAIR",
     "PRECISIONS",
-    "cpu_supports_bf16",
     "default_amp",
     "run_curve",
     "run_result",
@@ -31,18 +30,6 @@ __all__ = [
 
 PAIR = ("hyena_vit_cifar", "vit_iso_cifar")  # the shipped pair; the first is the reference of its table
 PRECISIONS = {"bf16": "bf16", "fp16": "fp16", "none": "fp32"}  # train.amp -> what ran
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (x86 avx512_bf16 or AMX-BF16, from /proc/cpuinfo's flags). Without it
-    bf16 autocast on the CPU is emulated and slower than fp32."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def default_amp(device_type: str) -> str:

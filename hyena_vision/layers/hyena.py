@@ -15,6 +15,7 @@ from torch import nn
 
 from ..ops import fftconv, fftconv2d
 from ..ops.fftconv import BACKENDS
+from ..ops.longconv import short_conv
 from .filters import HyenaFilter, HyenaFilter2d, ImplicitFilterConfig
 
 __all__ = ["HyenaOperator", "HyenaOperator2d"]
@@ -124,9 +125,14 @@ class HyenaOperator(nn.Module):
         if u.ndim != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"input must be (B, L, d_model={self.d_model}), got shape {tuple(u.shape)}")
         length = u.shape[1]
-        z = self.in_proj(u).transpose(1, 2)  # (B, (N+1) * d_inner, L)
-        z = self.short_filter(z)[..., :length]
-        *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
+        z = self.in_proj(u)  # (B, L, (N+1) * d_inner)
+        if z.is_cuda:  # cuDNN's depthwise kernel on channels-first
+            z = self.short_filter(z.transpose(1, 2))[..., :length]  # (B, (N+1) * d_inner, L)
+            *x, v = z.split(self.d_inner, dim=1)  # N + 1 tensors (B, d_inner, L)
+        else:  # shifted multiply-adds along L on channels-last z: no transposed copy, a cheap backward
+            z = short_conv(z, self.short_filter.weight, self.short_filter.bias, self.short_filter.padding[0])
+            # split the last axis, so that the split's backward concatenates contiguous gradients
+            *x, v = [c.transpose(1, 2) for c in z.split(self.d_inner, dim=-1)]  # channels-last (B, d_inner, L)
         k, skip = self.long_filters(length)
         gates = x[:0:-1]  # x_{N-1}, ..., x_1
         fuse_gate = not (self.training and self.dropout.p > 0)
@@ -141,7 +147,7 @@ class HyenaOperator(nn.Module):
                 pre_gate=x_i if fuse_gate else None,
                 post_gate=x[0] if o == len(gates) - 1 else None,
                 backend=self.fftconv_backend,
-            )
+            )  # the torch backend keeps v's channels-last layout: no copy before out_proj
         return self.out_proj(v.transpose(1, 2))  # (B, L, d_model)
 
 

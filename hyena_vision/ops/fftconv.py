@@ -13,7 +13,8 @@ Conventions (all linear convolutions, zero-padded, never circular):
 * 2D: ``u`` (B, C, H, W), ``k`` (C, 2Mh-1, 2Mw-1) centred at (Mh-1, Mw-1), ``Mh <= H``, ``Mw <= W``.
 
 Optional gates give ``y = post_gate * (k * (pre_gate * u) + D * (pre_gate * u))``, the form a fused kernel computes.
-The FFT runs in float32 for half-precision inputs (float64 stays float64); the output has ``u``'s dtype.
+The FFT runs in float32 for half-precision inputs (float64 stays float64); the output has ``u``'s dtype and the
+torch backend writes it with ``u``'s memory layout (see ``longconv``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from . import dispatch
+from .longconv import long_conv
 
 __all__ = ["fftconv", "fftconv2d", "fft_size", "BACKENDS"]
 
@@ -57,11 +59,6 @@ def fft_size(n: int) -> int:
         else:
             hi = mid
     return _FFT_SIZES[lo]
-
-
-def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    dtypes = [t.dtype for t in tensors if t is not None]
-    return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
 def _check_float(name: str, t: torch.Tensor) -> None:
@@ -174,20 +171,8 @@ def fftconv(
 
 
 def _fftconv_torch(u, k, D, lag0, pre_gate, post_gate):
-    length = u.shape[-1]
-    dtype = _compute_dtype(u, k, D, pre_gate, post_gate)
-    x = u.to(dtype)
-    if pre_gate is not None:
-        x = x * pre_gate.to(dtype)
-    n = fft_size(length + k.shape[-1] - 1 - lag0)  # every output free of wrap-around
-    k_f = torch.fft.rfft(k.to(dtype), n=n)  # (C, n//2+1)
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * k_f, n=n)  # (B, C, n)
-    y = y[..., lag0 : lag0 + length]  # (B, C, L)
-    if D is not None:
-        y = y + x * D.to(dtype)[:, None]
-    if post_gate is not None:
-        y = y * post_gate.to(dtype)
-    return y.to(u.dtype)
+    size = fft_size(u.shape[-1] + k.shape[-1] - 1 - lag0)  # every output free of wrap-around
+    return long_conv(u, k, D, lag0=(lag0,), size=(size,), pre_gate=pre_gate, post_gate=post_gate)
 
 
 def fftconv2d(
@@ -221,11 +206,5 @@ def fftconv2d(
     if _use_triton(backend, u, "2d", False, lambda name: fftconv2d(u, k, D, backend=name)):
         return _triton_module().fftconv2d(u, k, D)
     mh, mw = (kh + 1) // 2, (kw + 1) // 2
-    dtype = _compute_dtype(u, k, D)
-    x = u.to(dtype)
     size = (fft_size(height + mh - 1), fft_size(width + mw - 1))
-    y = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * torch.fft.rfft2(k.to(dtype), s=size), s=size)  # (B, C, *size)
-    y = y[..., mh - 1 : mh - 1 + height, mw - 1 : mw - 1 + width]  # (B, C, H, W)
-    if D is not None:
-        y = y + x * D.to(dtype)[:, None, None]
-    return y.to(u.dtype)
+    return long_conv(u, k, D, lag0=(mh - 1, mw - 1), size=size)
