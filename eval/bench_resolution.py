@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import timm
 import torch
 from tqdm import tqdm
@@ -164,7 +165,7 @@ def report(rows: list[dict], header: str) -> str:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    for model, marker in zip(MODELS, "osd", strict=True):
+    for i, (model, marker) in enumerate(zip(MODELS, "osd", strict=True)):
         for mode, style in zip(MODES, ("-", "--"), strict=True):
             points = [(r["img_size"], r[model][mode]) for r in rows if r[model][mode] != "OOM"]
             if not points:
@@ -173,12 +174,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             rate = [c["img_s"] for c in cells]
             error = [[c["img_s"] - c["low"] for c in cells], [c["high"] - c["img_s"] for c in cells]]
             label = f"{MODELS[model]} {mode.replace('_', '+')}"
-            speed.errorbar(px, rate, yerr=error, fmt=style + marker, capsize=3, label=label)
+            speed.errorbar(px, rate, yerr=error, fmt=style + marker, color=f"C{i}", capsize=3, label=label)
             if mode == "fwd_bwd" and all(c["mib"] is not None for c in cells):
-                memory.plot(px, [c["mib"] for c in cells], style + marker, label=MODELS[model])
-    speed.set(xscale="log", yscale="log", xlabel="image size (px, patch 16)", ylabel="images/s", title=title)
-    memory.set(xscale="log", yscale="log", xlabel="image size (px, patch 16)", ylabel="peak MiB (fwd+bwd)")
+                memory.plot(px, [c["mib"] for c in cells], style + marker, color=f"C{i}", label=MODELS[model])
+    speed.set(yscale="log", ylabel="images/s (slowest-fastest run)", title=title)
+    memory.set(yscale="log", ylabel="peak MiB (fwd+bwd)")
+    sizes = [r["img_size"] for r in rows]
     for ax in (speed, memory):
+        ax.set(xscale="log", xlabel="image size (px, patch 16)")
+        ax.set_xticks(sizes, [str(px) for px in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3, which="both")
         if ax.lines:
             ax.legend(fontsize=7)
