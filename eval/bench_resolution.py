@@ -10,7 +10,8 @@ filters over the flattened token sequence), ``hyena_vit2d_s`` (gated 2D Hyena ov
 (px / 16)^2: 196 at 224 px, 4096 at 1024 px. Attention costs O(N^2) in the tokens, Hyena O(N log N).
 
 Forward (``no_grad``, eval) and forward+backward (train, loss = mean of the logits) images/s: median over
-``--iters`` timed runs after ``--warmup`` runs, with the slowest and fastest runs as the interval. Peak memory of one
+``--iters`` timed runs after ``--warmup`` runs, with the slowest and fastest runs as the interval; the runs alternate
+between the three models, so that load changes on a shared machine hit them alike. Peak memory of one
 more run: on CUDA the peak allocated beyond the weights and inputs; on the CPU (Linux) the peak resident set size
 beyond the resident size before the run, after returning freed heap pages (``malloc_trim``) and resetting the
 kernel's high-water mark (``/proc/self/clear_refs``). Batch: ``--batch``, or by default as many images as keep the
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import timm
 import torch
 from tqdm import tqdm
@@ -86,11 +88,8 @@ def peak_memory_mib(fn, device: torch.device) -> float | None:
     return _proc_status_mib("VmHWM:") - base
 
 
-def measure(name: str, img_size: int, batch: int, *, device, dtype, toy: bool, warmup: int, iters: int) -> dict:
-    """Images/s and peak memory of one model at one resolution (forward, then forward+backward)."""
-    torch.manual_seed(0)
-    model = build(name, img_size, toy, device, dtype)
-    x = torch.randn(batch, 3, img_size, img_size, device=device, dtype=dtype)
+def _runs(model: torch.nn.Module, x: torch.Tensor) -> dict:
+    """The two measured callables of one model: forward (eval, no grad) and forward+backward (train)."""
 
     def forward():
         with torch.no_grad():
@@ -100,25 +99,49 @@ def measure(name: str, img_size: int, batch: int, *, device, dtype, toy: bool, w
         model.train()(x).float().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    result = {"params": sum(p.numel() for p in model.parameters())}
-    for mode, fn in zip(MODES, (forward, forward_backward), strict=True):
-        try:
-            for _ in range(warmup):
-                fn()
-            times = []
-            for _ in range(iters):
-                _sync(device)
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                times.append(time.perf_counter() - start)
-            mib = peak_memory_mib(fn, device)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            result[mode] = "OOM"
-            continue
-        rates = sorted(batch / t for t in times)  # images/s
-        result[mode] = {"img_s": statistics.median(rates), "low": rates[0], "high": rates[-1], "mib": mib}
+    return {"fwd": forward, "fwd_bwd": forward_backward}
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure(img_size: int, batch: int, *, device, dtype, toy: bool, warmup: int, iters: int) -> dict:
+    """Images/s and peak memory of every model at one resolution, forward then forward+backward.
+
+    The timed runs alternate between the models (model 1, 2, 3, 1, 2, 3, ...), so that a change of load on a
+    shared machine hits all of them alike; a model out of memory is marked "OOM" for that mode.
+    """
+    x = torch.randn(batch, 3, img_size, img_size, device=device, dtype=dtype)
+    models = {}
+    for name in MODELS:
+        torch.manual_seed(0)
+        models[name] = build(name, img_size, toy, device, dtype)
+    result = {name: {"params": sum(p.numel() for p in m.parameters())} for name, m in models.items()}
+    for mode in MODES:
+        runs = {name: _runs(model, x)[mode] for name, model in models.items()}
+        times = {name: [] for name in models}
+        for step in range(warmup + iters):
+            for name, fn in runs.items():
+                if result[name].get(mode) == "OOM":
+                    continue
+                try:
+                    elapsed = _timed(fn, device)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    result[name][mode] = "OOM"
+                    continue
+                if step >= warmup:
+                    times[name].append(elapsed)
+        for name, fn in runs.items():
+            if result[name].get(mode) != "OOM":
+                rates = sorted(batch / t for t in times[name])  # images/s
+                mib = peak_memory_mib(fn, device)
+                result[name][mode] = {"img_s": statistics.median(rates), "low": rates[0], "high": rates[-1], "mib": mib}
     return result
 
 
@@ -164,7 +187,7 @@ def report(rows: list[dict], header: str) -> str:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
-    for model, marker in zip(MODELS, "osd", strict=True):
+    for i, (model, marker) in enumerate(zip(MODELS, "osd", strict=True)):
         for mode, style in zip(MODES, ("-", "--"), strict=True):
             points = [(r["img_size"], r[model][mode]) for r in rows if r[model][mode] != "OOM"]
             if not points:
@@ -173,12 +196,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             rate = [c["img_s"] for c in cells]
             error = [[c["img_s"] - c["low"] for c in cells], [c["high"] - c["img_s"] for c in cells]]
             label = f"{MODELS[model]} {mode.replace('_', '+')}"
-            speed.errorbar(px, rate, yerr=error, fmt=style + marker, capsize=3, label=label)
+            speed.errorbar(px, rate, yerr=error, fmt=style + marker, color=f"C{i}", capsize=3, label=label)
             if mode == "fwd_bwd" and all(c["mib"] is not None for c in cells):
-                memory.plot(px, [c["mib"] for c in cells], style + marker, label=MODELS[model])
-    speed.set(xscale="log", yscale="log", xlabel="image size (px, patch 16)", ylabel="images/s", title=title)
-    memory.set(xscale="log", yscale="log", xlabel="image size (px, patch 16)", ylabel="peak MiB (fwd+bwd)")
+                memory.plot(px, [c["mib"] for c in cells], style + marker, color=f"C{i}", label=MODELS[model])
+    speed.set(yscale="log", ylabel="images/s (slowest-fastest run)", title=title)
+    memory.set(yscale="log", ylabel="peak MiB (fwd+bwd)")
+    sizes = [r["img_size"] for r in rows]
     for ax in (speed, memory):
+        ax.set(xscale="log", xlabel="image size (px, patch 16)")
+        ax.set_xticks(sizes, [str(px) for px in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3, which="both")
         if ax.lines:
             ax.legend(fontsize=7)
@@ -216,20 +243,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     options = dict(device=device, dtype=dtype, toy=args.quick, warmup=args.warmup, iters=args.iters)
-    with tqdm(total=len(args.sizes) * len(MODELS), desc="bench_resolution", unit="cell") as progress:
-        for size in args.sizes:
-            batch = args.batch or default_batch(size, 16, tokens_per_batch)
-            row = {"img_size": size, "tokens": (size // 16) ** 2, "batch": batch}
-            for model in MODELS:
-                row[model] = result = measure(model, size, batch, **options)
-                rate = "OOM" if result["fwd"] == "OOM" else f"{result['fwd']['img_s']:.2f} img/s fwd"
-                progress.write(f"{size} px {MODELS[model]}: {rate}")
-                progress.update()
-            rows.append(row)
-            table = report(rows, header)  # rewritten after every resolution: a long run leaves what it measured
-            (out / "bench.md").write_text(table)
-            (out / "bench.json").write_text(json.dumps({"device": where, "args": vars(args), "rows": rows}, indent=1))
-            plot(rows, out / "bench.png", where)
+    for size in tqdm(args.sizes, desc="bench_resolution", unit="size"):
+        batch = args.batch or default_batch(size, 16, tokens_per_batch)
+        row = {"img_size": size, "tokens": (size // 16) ** 2, "batch": batch, **measure(size, batch, **options)}
+        for model in MODELS:
+            fwd = row[model]["fwd"]
+            tqdm.write(f"{size} px {MODELS[model]}: " + ("OOM" if fwd == "OOM" else f"{fwd['img_s']:.2f} img/s fwd"))
+        rows.append(row)
+        table = report(rows, header)  # rewritten after every resolution: a long run leaves what it measured
+        (out / "bench.md").write_text(table)
+        (out / "bench.json").write_text(json.dumps({"device": where, "args": vars(args), "rows": rows}, indent=1))
+        plot(rows, out / "bench.png", where)
     print(table)
     return rows
 

@@ -157,7 +157,9 @@ def report(rows: list[dict], args) -> str:
         f"{args.train_subset or 50000} images, evaluated on {rows[0]['32']['images']} test images upsampled; "
         f"fine-tune {args.finetune_epochs} epoch(s). Top-1 % [95% Wilson interval], seed {args.seed}.",
         "",
-        "| model | params | " + " | ".join(f"{c} px" for c in columns) + " |",
+        "| model | params | "
+        + " | ".join(c.replace(" ", " px ", 1) if " " in c else f"{c} px" for c in columns)
+        + " |",
         "|---|---:|" + "---:|" * len(columns),
     ]
     for row in rows:

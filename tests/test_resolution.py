@@ -11,14 +11,6 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def load_script(relative: str):
     spec = importlib.util.spec_from_file_location(pathlib.Path(relative).stem + "_script", ROOT / relative)
     module = importlib.util.module_from_spec(spec)

@@ -1,14 +1,17 @@
-"""What every model family here shares: the checkpoint filter and the optimizer helpers."""
+"""What every model family here shares: the checkpoint filter, the optimizer helpers, the block-stack timm API."""
 
 from __future__ import annotations
 
 import torch
 from timm.layers import register_notrace_function
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
 from torch import nn
 
 from ..layers.optim import no_weight_decay_names, param_groups
 
 __all__ = [
+    "BlockStackMixin",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "check_image",
@@ -63,3 +66,50 @@ def cifar_cfg(url: str = "", **kwargs) -> dict:
         "license": "apache-2.0",
         **kwargs,
     }
+
+
+class BlockStackMixin:
+    """timm API of a model that runs ``self.blocks`` (an ``nn.Sequential``) then ``self.norm``: weight-decay
+    exclusions from the optimizer hints, gradient checkpointing, intermediate features and pruning."""
+
+    grad_checkpointing = False
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters whose optimizer hints set weight decay 0 (filter networks, positional features, SSM A, dt)."""
+        return no_weight_decay_names(self)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+    def run_blocks_with_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None, norm: bool, stop_early: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The blocks' output and the outputs of those selected by ``indices`` (last n if int, all if None), normed
+        when ``norm``; ``stop_early`` stops after the last selected block."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the final norm / head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices

@@ -26,14 +26,12 @@ from timm.layers import (
 )
 from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, register_model
-from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
-from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
-from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
+from ..layers import HyenaOperator2d, ImplicitFilterConfig
+from ._helpers import BlockStackMixin, check_image, checkpoint_filter_fn, cifar_cfg
 
 __all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso", "create_isotropic"]
 
@@ -90,7 +88,7 @@ class IsoBlock(nn.Module):
         return x + self.drop_path(self.mixer(self.norm(x)))
 
 
-class IsotropicNet(nn.Module):
+class IsotropicNet(BlockStackMixin, nn.Module):
     """Isotropic image classifier: 1x1 embedding, ``depth`` ``IsoBlock`` s of ``mixer_layer``, norm, pool, head.
 
     Subclasses build ``mixer_layer`` (a callable ``(dim, device=, dtype=) -> module`` on channels-last maps) from
@@ -123,7 +121,6 @@ class IsotropicNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.grad_checkpointing = False
         self.stem = PatchEmbed(
             img_size=img_size,
             patch_size=1,
@@ -158,17 +155,8 @@ class IsotropicNet(nn.Module):
         update_model_input_size(self, self.stem.img_size)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Parameters whose optimizer hints set weight decay 0 (filter networks, SSM A and dt, ...)."""
-        return no_weight_decay_names(self)
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -190,37 +178,17 @@ class IsotropicNet(nn.Module):
         """Features and the outputs of the blocks selected by ``indices``, as 'NCHW' or 'NHWC' maps."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
-            if i in take_indices:
-                y = self.norm(x) if norm else x
-                intermediates.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
+        x, intermediates = self.run_blocks_with_intermediates(x, indices, norm, stop_early)
+        if output_fmt == "NCHW":
+            intermediates = [y.permute(0, 3, 1, 2) for y in intermediates]
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
 
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the blocks after the last of ``indices`` (and the final norm / head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
+        x = self.run_blocks(x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

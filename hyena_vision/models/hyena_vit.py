@@ -39,15 +39,14 @@ from timm.layers import (
 )
 from timm.layers.helpers import get_device_dtype
 from timm.models import build_model_with_cfg, register_model
-from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
-from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
+from timm.models._manipulate import named_apply
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
-from ..layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig, no_weight_decay_names
+from ..layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig
 from ._blocks import PreNormBlock
-from ._helpers import check_image, checkpoint_filter_fn, cifar_cfg
+from ._helpers import BlockStackMixin, check_image, checkpoint_filter_fn, cifar_cfg
 from ._shipped import shipped_cfgs
 
 __all__ = ["HyenaViT"]
@@ -73,7 +72,7 @@ def init_weights_linear(module: nn.Module, name: str = "") -> None:
             nn.init.zeros_(module.bias)
 
 
-class HyenaViT(nn.Module):
+class HyenaViT(BlockStackMixin, nn.Module):
     """Hyena-ViT (see the module docstring). Input (B, in_chans, H, W); ``forward_features`` gives (B, N, C)."""
 
     def __init__(
@@ -142,7 +141,6 @@ class HyenaViT(nn.Module):
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.dynamic_img_size = dynamic_img_size
         self.mixer_type = mixer
-        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(
             img_size=img_size,
@@ -193,17 +191,8 @@ class HyenaViT(nn.Module):
         named_apply(init_weights_linear, self)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Parameters whose optimizer hints set weight decay 0 (implicit filter networks, positional features)."""
-        return no_weight_decay_names(self)
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -255,15 +244,8 @@ class HyenaViT(nn.Module):
         """
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         batch, _, height, width = x.shape
-        x = self._embed(x)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm else x)
+        x, intermediates = self.run_blocks_with_intermediates(self._embed(x), indices, norm, stop_early)
         grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
         if output_fmt == "NCHW":
             intermediates = [y.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2) for y in intermediates]
@@ -273,25 +255,10 @@ class HyenaViT(nn.Module):
             return intermediates
         return self.norm(x.reshape(batch, grid_h * grid_w, -1)), intermediates
 
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the blocks after the last of ``indices`` (and the final norm / head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> normed tokens (B, N, C), row-major over the patch grid for both mixers."""
         x = self._embed(x)  # (B, N, C) or (B, H', W', C)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
+        x = self.run_blocks(x)
         return self.norm(x.flatten(1, -2))  # (B, N, C)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
