@@ -1,0 +1,1 @@
+"""Engine: configs, training and evaluation loops, checkpoints, logging, comparisons."""
