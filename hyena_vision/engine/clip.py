@@ -216,7 +216,7 @@ def _proportion(successes: int, n: int) -> dict:
 @torch.no_grad()
 def _image_features(model, dataset, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size):
+    for images, targets in tqdm(DataLoader(dataset, batch_size=batch_size), desc="image features", mininterval=2):
         feats.append(model.encode_image(images.to(device), normalize=True).float().cpu())  # (B, E)
         labels.append(targets)
     return torch.cat(feats), torch.cat(labels)
