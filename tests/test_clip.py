@@ -232,3 +232,18 @@ def test_wilson_interval():
     assert hi - lo == pytest.approx(2 * math.sqrt(z2) * math.sqrt(100 * 0.25 + z2 / 4) / (100 + z2), rel=1e-9)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_shipped_weights_load_by_tag_and_beat_chance(shared_data, cifar_subset):
+    assert open_clip.list_pretrained_tags_by_model("hyena_clip_cifar") == ["cifar_captions"]
+    model, _, preprocess = open_clip.create_model_and_transforms("hyena_clip_cifar", pretrained="cifar_captions")
+    out = evaluate_cifar(
+        model,
+        preprocess,
+        open_clip.get_tokenizer("hyena_clip_cifar"),
+        cifar=str(cifar_subset(1, 10)),
+        glosses=str(shared_data / "class-glosses.tsv"),
+        held_out_classes=HELD_OUT_CLASSES,
+        retrieval_per_class=1,
+    )
+    assert out["zero_shot_top1"]["n"] == 100 and out["zero_shot_top1"]["ci95"][0] > 0.1  # above 10-class chance
