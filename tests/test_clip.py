@@ -201,6 +201,8 @@ def test_config_errors(tmp_path):
         main([f"out_dir={tmp_path}", "train.batch_size=1"])
     with pytest.raises(ValueError, match="warmup_steps"):
         main([f"out_dir={tmp_path}", "train.steps=10", "optim.warmup_steps=10"])
+    with pytest.raises(FileNotFoundError, match="caption CSV"):
+        main([f"out_dir={tmp_path / 'csv'}", f"data.train={tmp_path / 'missing.csv'}", "eval.cifar=false"])
 
 
 def test_zero_shot_and_retrieval_eval_runs(shared_data, cifar_subset):

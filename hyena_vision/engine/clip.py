@@ -256,6 +256,9 @@ def evaluate_cifar(
         subset = Subset(test, sorted(torch.randperm(len(test), generator=g)[:test_images].tolist()))
     feats, labels = _image_features(model, subset, batch_size, device)  # (N, E), (N,)
     logits = feats @ weights.cpu()  # (N, C)
+    unknown = sorted(set(held_out_classes) - set(test.classes))
+    if unknown:
+        raise ValueError(f"held_out_classes {unknown} are not classes of the test set {test.classes}")
     held = [test.class_to_idx[c] for c in held_out_classes]
     seen = [i for i in range(len(test.classes)) if i not in held]
     out = {"zero_shot_top1": _proportion(int((logits.argmax(1) == labels).sum()), len(labels))}
@@ -383,6 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             images, texts = next(batches)  # (B, 3, H, W), (B, L)
         except StopIteration:
+            if batch_in_epoch == 0:
+                raise ValueError(f"data.train {source[:200]!r} holds no full batch of train.batch_size") from None
             epoch, batch_in_epoch = epoch + 1, 0
             batches = iter(epoch_loader(cfg, source, epoch, preprocess_train, tokenize))
             continue
