@@ -205,19 +205,24 @@ def test_config_errors(tmp_path):
         main([f"out_dir={tmp_path / 'csv'}", f"data.train={tmp_path / 'missing.csv'}", "eval.cifar=false"])
 
 
-def test_zero_shot_and_retrieval_eval_runs(shared_data, cifar_subset):
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms("hyena_clip_cifar")
-    out = evaluate_cifar(
+def _evaluate(pretrained, cifar_root, shared_data, retrieval_per_class: int) -> dict:
+    model, _, preprocess = open_clip.create_model_and_transforms("hyena_clip_cifar", pretrained=pretrained)
+    tokenizer, glosses = open_clip.get_tokenizer("hyena_clip_cifar"), str(shared_data / "class-glosses.tsv")
+    return evaluate_cifar(
         model,
         preprocess,
-        open_clip.get_tokenizer("hyena_clip_cifar"),
-        cifar=str(cifar_subset(1, 3)),
-        glosses=str(shared_data / "class-glosses.tsv"),
+        tokenizer,
+        cifar=str(cifar_root),
+        glosses=glosses,
         held_out_classes=HELD_OUT_CLASSES,
-        retrieval_per_class=2,
+        retrieval_per_class=retrieval_per_class,
         batch_size=7,
     )
+
+
+def test_zero_shot_and_retrieval_eval_runs(shared_data, cifar_subset):
+    torch.manual_seed(0)
+    out = _evaluate(None, cifar_subset(1, 3), shared_data, retrieval_per_class=2)
     assert out["zero_shot_top1"]["n"] == 30 and out["zero_shot_top1_held_out"]["n"] == 6
     assert out["zero_shot_top1_seen"]["n"] == 24 and out["i2t_recall@5"]["n"] == 20
     for m in out.values():
@@ -238,14 +243,5 @@ def test_wilson_interval():
 
 def test_shipped_weights_load_by_tag_and_beat_chance(shared_data, cifar_subset):
     assert open_clip.list_pretrained_tags_by_model("hyena_clip_cifar") == ["cifar_captions"]
-    model, _, preprocess = open_clip.create_model_and_transforms("hyena_clip_cifar", pretrained="cifar_captions")
-    out = evaluate_cifar(
-        model,
-        preprocess,
-        open_clip.get_tokenizer("hyena_clip_cifar"),
-        cifar=str(cifar_subset(1, 10)),
-        glosses=str(shared_data / "class-glosses.tsv"),
-        held_out_classes=HELD_OUT_CLASSES,
-        retrieval_per_class=1,
-    )
+    out = _evaluate("cifar_captions", cifar_subset(1, 10), shared_data, retrieval_per_class=1)
     assert out["zero_shot_top1"]["n"] == 100 and out["zero_shot_top1"]["ci95"][0] > 0.1  # above 10-class chance
