@@ -43,3 +43,11 @@ def compare_cifar10() -> None:
 
 def compare_lm() -> None:
     _run("compare_lm")
+
+
+def train_clip() -> None:
+    _run("clip")
+
+
+def compare_clip() -> None:
+    importlib.import_module("hyena_vision.engine.clip").compare_main()
