@@ -10,8 +10,6 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
-from hyena_vision.training import ConfigError  # noqa: E402
-
 from hyena_vision.data.captions import (  # noqa: E402
     HELD_OUT_CLASSES,
     TRAIN_TEMPLATES,
@@ -25,6 +23,7 @@ from hyena_vision.data.captions import (  # noqa: E402
     write_caption_shards,
 )
 from hyena_vision.engine.clip import evaluate_cifar, main, wilson_interval  # noqa: E402
+from hyena_vision.engine.config import ConfigError  # noqa: E402
 from hyena_vision.models.hyena_clip import HyenaTextEncoder, build_hyena_text_tower  # noqa: E402
 
 NAMES = ("hyena_clip_cifar", "hyena_clip_cifar_bidir", "clip_vit_cifar")

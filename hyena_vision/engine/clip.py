@@ -48,10 +48,11 @@ from ..data.captions import (
 )
 from ..data.images import extract_tar, find_split_dir, image_dataset, is_tar
 from ..layers import param_groups
-from .checkpoint import export_safetensors, load_checkpoint, resume_path, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run
 from .config import load_config, parse_args, save_config
 from .distributed import init_distributed
-from .metrics import MetricsLogger
+from .loop import grad_scaler, train_update
+from .metrics import LogWindow, MetricsLogger
 
 __all__ = ["ClipConfig", "compare_main", "evaluate_cifar", "main", "wilson_interval"]
 
@@ -184,6 +185,19 @@ def epoch_loader(cfg: ClipConfig, source: str, epoch: int, transform, tokenize: 
         shuffle_buffer=cfg.data.shuffle_buffer,
     )
     return DataLoader(pipeline, batch_size=None, **common)
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """The CLIP model and open_clip's ``ClipLoss`` as one module, (images, token ids) -> loss, so that the engine's
+    update loop (``train_update``) drives contrastive training like the other trainers."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.loss = model, ClipLoss()
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        image_features, text_features, logit_scale = self.model(*batch)  # (B, E), (B, E), ()
+        return self.loss(image_features, text_features, logit_scale)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,92 +334,61 @@ def main(argv: list[str] | None = None) -> dict:
         warmup_prefix=True,
         t_in_epochs=False,
     )
-    loss_fn = ClipLoss()
+    contrastive = ContrastiveLoss(model)
+    scaler = grad_scaler(device, None)
 
     step, epoch, batch_in_epoch, train_seconds, ckpt_path = 0, 0, 0, 0.0, out_dir / "last.pt"
-    saved_rng = None
     if checkpoint_path is not None:
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch, train_seconds = state["step"], state["epoch"], state["batch"], state["seconds"]
-        saved_rng = state["rng"]
+        saved = load_checkpoint(checkpoint_path)  # the data position first: the skipped batches draw random numbers
+        step, epoch, batch_in_epoch, train_seconds = saved["step"], saved["epoch"], saved["batch"], saved["seconds"]
     scheduler.step_update(num_updates=step)
-
-    def save() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "batch": batch_in_epoch,
-                "seconds": train_seconds,
-                "config": OmegaConf.to_container(cfg),
-            },
-        )
-
-    # the data position: skip the batches of this epoch already trained on, then restore the RNG (the skipped
-    # batches' augmentations drew from it)
     batches = iter(epoch_loader(cfg, source, epoch, preprocess_train, tokenize))
-    for _ in range(batch_in_epoch):
+    for _ in range(batch_in_epoch):  # skip this epoch's batches already trained on, then restore the RNG
         next(batches)
-    if saved_rng is not None:
-        set_rng_state(saved_rng)
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    if checkpoint_path is not None:
+        restore_run(checkpoint_path, dist_info, objects, seed=t.seed)
+
+    def training_batches():  # ((images (B, 3, H, W), token ids (B, L)), no targets), across epochs
+        nonlocal batches, epoch, batch_in_epoch
+        while True:
+            try:
+                images, texts = next(batches)
+            except StopIteration:
+                if batch_in_epoch == 0:
+                    raise ValueError(f"data.train {source[:200]!r} holds no full batch of train.batch_size") from None
+                epoch, batch_in_epoch = epoch + 1, 0
+                batches = iter(epoch_loader(cfg, source, epoch, preprocess_train, tokenize))
+                continue
+            batch_in_epoch += 1
+            yield (images.to(device), texts.to(device)), None
 
     logger = MetricsLogger(out_dir, enabled=True)
     print(f"{cfg.model.name}: {n_params / 1e6:.3f}M params, data {source[:80]}, batch {t.batch_size}, device {device}")
     stop_at = min(t.steps, t.stop_after) if t.stop_after else t.steps
     base_group = next(g for g in optimizer.param_groups if g["initial_lr"] == o.lr)  # for logging the lr
-    bar = tqdm(total=t.steps, initial=step, desc=cfg.model.name, unit="upd", mininterval=2)
-    window_start, window_updates = time.perf_counter(), 0
+    window = LogWindow(
+        logger, total=t.steps, initial=step, desc=cfg.model.name, rate_name="img_per_s", items_per_update=t.batch_size
+    )
+    stream = training_batches()
     model.train()
     while step < stop_at:
         t0 = time.perf_counter()
-        try:
-            images, texts = next(batches)  # (B, 3, H, W), (B, L)
-        except StopIteration:
-            if batch_in_epoch == 0:
-                raise ValueError(f"data.train {source[:200]!r} holds no full batch of train.batch_size") from None
-            epoch, batch_in_epoch = epoch + 1, 0
-            batches = iter(epoch_loader(cfg, source, epoch, preprocess_train, tokenize))
-            continue
-        image_features, text_features, logit_scale = model(images.to(device), texts.to(device))  # (B, E) x2, ()
-        loss = loss_fn(image_features, text_features, logit_scale)
-        loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        update = dict(optimizer=optimizer, scaler=scaler, clip_grad=o.grad_clip, device=device, amp=None)
+        loss = train_update(contrastive, stream, lambda loss, _: loss, accum_steps=1, **update)
         with torch.no_grad():  # as CLIP: the temperature may not go below 1/100
             model.logit_scale.clamp_(0, math.log(100))
-        step, batch_in_epoch = step + 1, batch_in_epoch + 1
+        step += 1
         scheduler.step_update(num_updates=step)
         train_seconds += time.perf_counter() - t0
-        window_updates += 1
-        bar.update(1)
+        window.update()
         if step % t.log_every == 0 or step == stop_at:
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-            img_per_s = window_updates * t.batch_size / (time.perf_counter() - window_start)
-            logger.log(
-                step,
-                train_loss=loss.item(),
-                lr=base_group["lr"],
-                logit_scale=logit_scale.item(),
-                epoch=epoch,
-                img_per_s=img_per_s,
-            )
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{img_per_s:.0f}", epoch=epoch)
-            window_start, window_updates = time.perf_counter(), 0
+            window.log(step, loss, base_group["lr"], logit_scale=model.logit_scale.exp().item(), epoch=epoch)
         if step % t.save_every == 0 or step == stop_at:
-            save()
-            window_start, window_updates = time.perf_counter(), 0  # throughput excludes saving
-    bar.close()
+            position = dict(step=step, epoch=epoch, batch=batch_in_epoch, seconds=train_seconds)
+            save_run(ckpt_path, dist_info, objects, **position, config=OmegaConf.to_container(cfg))
+            window.reset()  # throughput counts training only
+    window.close()
     logger.close()
 
     summary: dict = {}

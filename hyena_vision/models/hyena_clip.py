@@ -25,6 +25,7 @@ before every block so padding cannot change the result either.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,9 +33,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import HyenaOperator, no_weight_decay_names
+from ..layers import HyenaOperator, ImplicitFilterConfig, no_weight_decay_names
+from ._blocks import PreNormBlock
 from ._helpers import checkpoint_filter_fn, cifar_cfg
-from .hyena_lm import HyenaBlock, init_gpt2_weights
+from ._lm import init_gpt2_weights
 from .hyena_vit import HyenaViT
 
 __all__ = ["CLIP_CONFIG_DIR", "CLIP_WEIGHTS", "HyenaTextEncoder", "build_hyena_text_tower", "register_with_open_clip"]
@@ -92,32 +94,33 @@ class HyenaTextEncoder(nn.Module):
         self.context_length, self.vocab_size, self.causal = context_length, vocab_size, causal
         self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, width, **dd)
-        self.blocks = nn.ModuleList(
-            HyenaBlock(
-                width,
-                int(width * mlp_ratio),
-                HyenaOperator(
-                    width,
-                    context_length,
-                    order=order,
-                    filter_order=filter_order,
-                    short_filter_order=short_filter_order,
-                    causal=causal,
-                    emb_dim=emb_dim,
-                    num_inner_mlps=num_inner_mlps,
-                    w=w,
-                    modulate=modulate,
-                    filter_lr=filter_lr,
-                    lr_pos_emb=lr_pos_emb,
-                    fftconv_backend=fftconv_backend,
-                    **dd,
-                ),
-                dropout=dropout,
-                eps=1e-5,
-                **dd,
-            )
-            for _ in range(layers)
+        filter_cfg = ImplicitFilterConfig(
+            emb_dim=emb_dim,
+            filter_order=filter_order,
+            num_inner_mlps=num_inner_mlps,
+            w=w,
+            modulate=modulate,
+            lr=filter_lr,
+            lr_pos_emb=lr_pos_emb,
         )
+        mixer_layer = partial(
+            HyenaOperator,
+            l_max=context_length,
+            order=order,
+            short_filter_order=short_filter_order,
+            causal=causal,
+            fftconv_backend=fftconv_backend,
+            filter_cfg=filter_cfg,
+        )
+        block = partial(
+            PreNormBlock,
+            mlp_hidden=int(width * mlp_ratio),
+            branch_drop=dropout,
+            norm_layer=partial(nn.LayerNorm, eps=1e-5),
+            act_layer=partial(nn.GELU, approximate="tanh"),
+            **dd,
+        )
+        self.blocks = nn.ModuleList(block(width, mixer_layer) for _ in range(layers))
         self.ln_final = nn.LayerNorm(width, **dd)
         self.text_projection = nn.Linear(width, output_dim, bias=False, **dd)
         if self.token_embedding.weight.device.type != "meta":
