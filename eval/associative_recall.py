@@ -16,14 +16,13 @@ reported as "OOM".
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from hyena_vision.data.associative_recall import associative_recall_batch
+from hyena_vision.engine.stats import write_results
 from hyena_vision.models.gpt import create_lm
 from hyena_vision.models.hyena_lm import init_gpt2_weights
 
@@ -82,11 +81,12 @@ def train_one(name: str, length: int, args, device: torch.device) -> dict:
         acc = accuracy(model, test_inputs, test_targets, args.batch_size)
         minutes = (time.perf_counter() - start) / 60
         history.append({"step": step, "loss": loss.item(), "accuracy": acc, "minutes": minutes})
-        print(f"{name:>6} L={length:<6} step {step:>5}  loss {loss.item():.4f}  accuracy {acc:6.1%}  "
-              f"({minutes:.1f} min)", flush=True)  # fmt: skip
+        print(
+            f"{name:>6} L={length:<6} step {step:>5}  loss {loss.item():.4f}  accuracy {acc:6.1%}  ({minutes:.1f} min)",
+            flush=True,
+        )
     params = sum(p.numel() for p in model.parameters())
-    return {"model": name, "length": length, "accuracy": acc, "steps": step, "minutes": minutes, "params": params,
-            "history": history}  # fmt: skip
+    return dict(model=name, length=length, accuracy=acc, steps=step, minutes=minutes, params=params, history=history)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -140,12 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in results:
         acc = "OOM" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
         lines.append(f"| {r['model']} | {r['length']} | {acc} | {r['steps']} | {r['minutes']:.1f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(args.out, "results", "\n".join(lines) + "\n", results)
     return results
 
 

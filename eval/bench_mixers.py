@@ -16,14 +16,13 @@ a plot to ``<out>/bench.png``. The paper's figure (A100, batch 1 assumed): Hyena
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import matplotlib
 import torch
 
+from hyena_vision.engine.stats import write_results
 from hyena_vision.layers import HyenaOperator
 from hyena_vision.models.gpt import CausalSelfAttention
 
@@ -142,8 +141,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             del mixer
         rows.append(row)
         h, a = row["hyena"], row["attention"]
-        print(f"L={length:>6}: fwd hyena {fmt(h['fwd_ms'])} ms attention {fmt(a['fwd_ms'])} ms | fwd+bwd hyena "
-              f"{fmt(h['fwd_bwd_ms'])} ms attention {fmt(a['fwd_bwd_ms'])} ms", flush=True)  # fmt: skip
+        print(
+            f"L={length:>6}: fwd hyena {fmt(h['fwd_ms'])} ms attention {fmt(a['fwd_ms'])} ms | "
+            f"fwd+bwd hyena {fmt(h['fwd_bwd_ms'])} ms attention {fmt(a['fwd_bwd_ms'])} ms",
+            flush=True,
+        )
 
     lines = [
         f"Mixer benchmark on {gpu}: batch {args.batch}, d_model {args.d_model}, {args.heads} heads, {dtype}, "
@@ -169,12 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if at_64k:
         speedup = ratio(at_64k["hyena"]["fwd_ms"], at_64k["attention"]["fwd_ms"])
         lines.append(f"At 64K, forward: attention / Hyena = {speedup} (paper: {129.0 / 11.3:.1f}x).")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.md").write_text(table)
-    (out / "bench.json").write_text(json.dumps({"device": gpu, "args": vars(args), "rows": rows}, indent=1))
+    out = write_results(args.out, "bench", "\n".join(lines) + "\n", {"device": gpu, "args": vars(args), "rows": rows})
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, style in (("hyena", "-o"), ("attention", "-s")):

@@ -4,8 +4,10 @@ Without a GPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1, CPU
 before triton is imported, hence here; `import torch` does not import triton.
 """
 
+import importlib.util
 import os
 import pathlib
+import sys
 import tarfile
 
 import pytest
@@ -30,7 +32,8 @@ def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float | 
     torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
 
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -73,3 +76,22 @@ def cifar_subset(tmp_path_factory):
         return root / "cifar10"
 
     return extract
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small ops on 2 shared cores: one intra-op thread avoids spin-waiting thread pools (several times faster).
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def load_script(relative: str):
+    """Imports a script of the checkout (``eval/x.py``) as a module, so a test can call its ``main(argv)``."""
+    spec = importlib.util.spec_from_file_location(pathlib.Path(relative).stem + "_script", REPO / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module

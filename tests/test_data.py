@@ -107,21 +107,16 @@ def test_eval_split_and_subset_cover_every_index_once():
         subset_indices(5, 6, 0)
 
 
+def _train_stream(kind: str, **kwargs):
+    """``train_stream`` on one rank with seed 0, ToTensor images and the epoch length from the data."""
+    return train_stream(
+        kind, split="train", train_samples=0, transform=TF.to_tensor, rank=0, world_size=1, seed=0, **kwargs
+    )
+
+
 def test_train_stream_folder_resumes_mid_epoch(cifar_folder):
     def stream():
-        return train_stream(
-            "folder",
-            root=str(cifar_folder),
-            split="train",
-            shards=None,
-            train_samples=0,
-            transform=TF.to_tensor,
-            global_batch=12,
-            accum_steps=2,
-            rank=0,
-            world_size=1,
-            seed=0,
-        )
+        return _train_stream("folder", root=str(cifar_folder), shards=None, global_batch=12, accum_steps=2)
 
     full = [y for _, y in stream().epoch_batches(epoch=1, start_update=0)]
     assert len(full) == 10  # 5 updates x 2 micro-batches of 6
@@ -154,20 +149,7 @@ def test_shard_round_trip(cifar_folder, tmp_path):
     batches = train_shard_pipeline(urls, transform=TF.to_tensor, batch_size=8, seed=0, shuffle_buffer=16)
     first = list(itertools.islice(batches, 6))  # 6 batches of 8 from 30 samples: shards are resampled
     assert len(first) == 6 and all(x.shape == (8, 3, 32, 32) and y.shape == (8,) for x, y in first)
-    stream = train_stream(
-        "shards",
-        root=None,
-        split="train",
-        shards=urls,
-        train_samples=0,
-        transform=TF.to_tensor,
-        global_batch=8,
-        accum_steps=1,
-        rank=0,
-        world_size=1,
-        seed=0,
-        shuffle_buffer=16,
-    )
+    stream = _train_stream("shards", root=None, shards=urls, global_batch=8, accum_steps=1, shuffle_buffer=16)
     assert stream.updates_per_epoch == 3
     assert len(list(stream.epoch_batches(0, 0))) == 3 and len(list(stream.epoch_batches(1, 1))) == 2
 

@@ -1,16 +1,15 @@
 """HyenaLM and the GPT baseline: causality, learning, cached generation, checkpoints, original-weight loading;
 the LM trainer (a run, exact resume, config errors), perplexity and sampling on a tiny corpus."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 import types
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import load_script
 from safari_reference import random_safari_state_dict, safari_operator_forward
 
 from hyena_vision.data.associative_recall import associative_recall_batch
@@ -21,14 +20,7 @@ from hyena_vision.engine.config import ConfigError, load_config
 from hyena_vision.models.gpt import GPT, create_lm
 from hyena_vision.models.hyena_lm import HyenaLM, convert_safari_lm_state_dict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on 2 shared cores: one intra-op thread avoids spin-waiting on busy cores (several times faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(vocab_size=13, d_model=16, n_layer=2, d_mlp=32, l_max=24, filter_order=16, emb_dim=5, w=14.0)
@@ -293,7 +285,6 @@ def test_associative_recall_targets():
 # ----------------------------------------------------------------------------------------------------------------
 # The LM trainer, perplexity and sampling (their main(argv) run in this process, saving interpreter start-ups)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = [
     "model.d_model=16",
     "model.n_layer=2",
@@ -310,14 +301,6 @@ TINY_RUN = [
     "optim.warmup_steps=2",
     "model.dropout=0.1",
 ]
-
-
-def load_script(relative: str):
-    spec = importlib.util.spec_from_file_location(pathlib.Path(relative).stem + "_script", ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -46,13 +46,7 @@ SMALL_MODELS = ["hyena_vit_t", *CIFAR_MODELS]  # each class and mixer, fast enou
 TEST_SIZE = {"hyena_vit_b_p8": 32}  # default 64 for ImageNet models, 32 for CIFAR ones
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """These are many small ops on 2 shared cores: spinning thread pools make them several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _size(name: str) -> int:
@@ -62,6 +56,12 @@ def _size(name: str) -> int:
 def _create(name: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
     return timm.create_model(name, **kwargs)
+
+
+def _eval_model_and_input(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A seeded ``name`` model in eval mode at its test size, and a random batch of 2 images for it."""
+    size = _size(name)
+    return _create(name, img_size=size).eval(), torch.randn(2, 3, size, size)
 
 
 def _num_params(name: str, **kwargs) -> int:
@@ -152,9 +152,7 @@ def test_parameters_follow_default_and_requested_dtype(name):
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_bf16_autocast_forward(name):
-    size = _size(name)
-    model = _create(name, img_size=size).eval()
-    x = torch.randn(2, 3, size, size)
+    model, x = _eval_model_and_input(name)
     with torch.no_grad():
         reference = model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -165,9 +163,7 @@ def test_bf16_autocast_forward(name):
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_channels_last_input(name):
-    size = _size(name)
-    model = _create(name, img_size=size).eval()
-    x = torch.randn(2, 3, size, size)
+    model, x = _eval_model_and_input(name)
     with torch.no_grad():
         expected = model(x)
         out = model(x.contiguous(memory_format=torch.channels_last))
@@ -399,9 +395,7 @@ def test_features_only_shapes(name, channels, grid):
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_timm_contract_forward_intermediates(name):
-    size = _size(name)
-    model = _create(name, img_size=size).eval()
-    x = torch.randn(2, 3, size, size)
+    model, x = _eval_model_and_input(name)
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x)
         assert [f.shape[1] for f in intermediates] == [info["num_chs"] for info in model.feature_info]

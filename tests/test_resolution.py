@@ -1,22 +1,12 @@
 """Smoke tests of the resolution scripts: eval/bench_resolution.py (--quick) and eval/resolution_transfer.py."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
 import torch
+from conftest import load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_script(relative: str):
-    spec = importlib.util.spec_from_file_location(pathlib.Path(relative).stem + "_script", ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_resolution_quick(tmp_path):

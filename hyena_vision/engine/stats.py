@@ -8,6 +8,7 @@ coin. A model is called better or worse than the reference only at p < ``ALPHA``
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import textwrap
@@ -28,6 +29,7 @@ __all__ = [
     "plot_curves",
     "pop_predictions",
     "save_predictions",
+    "write_results",
     "wilson_interval",
 ]
 
@@ -238,3 +240,14 @@ def load_predictions(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``save_predictions``' file back as int64 tensors."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     return {k: data[k].long() for k in PREDICTION_KEYS}
+
+
+def write_results(out: str | os.PathLike, stem: str, table: str, data: object) -> Path:
+    """Prints a Markdown ``table`` and writes it to ``out/<stem>.md`` and ``data`` to ``out/<stem>.json``; returns
+    the folder ``out`` (created if needed)."""
+    print(table)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(table)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+    return out

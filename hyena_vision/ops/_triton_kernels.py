@@ -74,6 +74,18 @@ def _load_complex(ptr, R: tl.constexpr, S: tl.constexpr):
 
 
 @triton.jit
+def _load_row(src, offs, PLANE):
+    """(real, imag) at offs of a complex tensor whose planes are PLANE elements apart."""
+    return tl.load(src + offs), tl.load(src + PLANE + offs)
+
+
+@triton.jit
+def _store_row(dst, offs, zr, zi, PLANE):
+    tl.store(dst + offs, zr)
+    tl.store(dst + PLANE + offs, zi)
+
+
+@triton.jit
 def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr):
     """Offsets and mask of the signal's samples on the (N1, N2) grid (zero padding where the mask is false)."""
     n1 = tl.arange(0, N1)[:, None]
@@ -86,6 +98,52 @@ def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr)
 @triton.jit
 def _load_signal(ptr, offs, mask):
     return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_gated(u_row, pre_row, offs, mask, HAS_PRE: tl.constexpr):
+    """x = pre * u (or u) at offs, fp32."""
+    x = _load_signal(u_row, offs, mask)
+    if HAS_PRE:
+        x = x * _load_signal(pre_row, offs, mask)
+    return x
+
+
+@triton.jit
+def _store_output(y, post_row, y_row, offs, mask, HAS_POST: tl.constexpr):
+    """y_row[offs] = post * y (or y), in y_row's dtype."""
+    if HAS_POST:
+        y = y * _load_signal(post_row, offs, mask)
+    tl.store(y_row + offs, y.to(y_row.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _skip_and_store(
+    y,
+    u_row,
+    pre_row,
+    post_row,
+    d_ptr,
+    y_row,
+    offs,
+    mask,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """The last pass's epilogue: y_row[offs] = post * (y + D * pre * u), re-reading u and the gates (from L2)."""
+    if HAS_D:
+        y = y + tl.load(d_ptr) * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
+    _store_output(y, post_row, y_row, offs, mask, HAS_POST)
+
+
+@triton.jit
+def _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr):
+    """The in-register four-step FFT's constants on an (N1, N2) grid: DFT matrices F_N1, F_N2 and the twiddles."""
+    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
+    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
+    twr, twi = _load_complex(tw_ptr, N1, N2)
+    return f1r, f1i, f2r, f2i, twr, twi
 
 
 @triton.jit
@@ -143,9 +201,7 @@ def filter_spectrum_kernel(
 ):
     """One program per channel: the filter's spectrum times ``scale`` (1/N), shared by every batch element."""
     c = tl.program_id(0).to(tl.int64)
-    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
-    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
-    twr, twi = _load_complex(tw_ptr, N1, N2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     kr, ki = _fft_real(tl.load(k_ptr + c * N1 * N2 + offs), f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     tl.store(spec_ptr + c * 2 * N1 * N2 + offs, kr * scale)
@@ -193,21 +249,15 @@ def conv_fwd_kernel(
     row = b * C + c  # of the (contiguous) output
     u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    x = _load_signal(u_row, offs, mask)  # (N1, N2)
-    if HAS_PRE:
-        x = x * _load_signal(pre_row, offs, mask)
-    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
-    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
-    twr, twi = _load_complex(tw_ptr, N1, N2)
+    x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
     xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     zr, zi = _cmul(xr, xi, kr, ki)
     y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
     if HAS_D:
         y = y + tl.load(d_ptr + c) * x
-    if HAS_POST:
-        y = y * _load_signal(post_row, offs, mask)
-    tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
 
 
 @triton.jit
@@ -257,9 +307,7 @@ def conv_bwd_kernel(
     """
     c = tl.program_id(0).to(tl.int64)
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
-    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
-    twr, twi = _load_complex(tw_ptr, N1, N2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X), layout [k1, k2]
@@ -364,17 +412,12 @@ def column_fft_kernel(
     grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): p, or s on output
     offs = grid * Q + q
     mask = offs < LIMIT
-    x = _load_signal(u_ptr + row * LIMIT, offs, mask)
-    if HAS_PRE:
-        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-    f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
-    f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
-    twr, twi = _load_complex(twp_ptr, P1, P2)
+    x = _load_gated(u_ptr + row * LIMIT, pre_ptr + row * LIMIT, offs, mask, HAS_PRE)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
     xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     xr, xi = _cmul(xr, xi, wr, wi)
-    tl.store(scratch_ptr + row * 2 * n_points + offs, xr)
-    tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi)
+    _store_row(scratch_ptr + row * 2 * n_points, offs, xr, xi, n_points)
 
 
 @triton.jit
@@ -402,25 +445,20 @@ def row_fft_kernel(
     n_points = P * Q1 * Q2
     offs = s * Q1 * Q2 + tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]  # (Q1, Q2)
     base = scratch_ptr + row * 2 * n_points
-    zr = tl.load(base + offs)
-    zi = tl.load(base + n_points + offs)
-    f1r, f1i = _load_complex(dftq1_ptr, Q1, Q1)
-    f2r, f2i = _load_complex(dftq2_ptr, Q2, Q2)
-    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    zr, zi = _load_row(base, offs, n_points)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     if FORWARD:
         zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
     if MULTIPLY:
         spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points
-        kr = tl.load(spec + offs)
-        ki = tl.load(spec + n_points + offs)
+        kr, ki = _load_row(spec, offs, n_points)
         if CONJ:
             zr, zi = _cmul_conj(zr, zi, kr, ki)
         else:
             zr, zi = _cmul(zr, zi, kr, ki)
     if INVERSE:
         zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
-    tl.store(base + offs, zr * scale)
-    tl.store(base + n_points + offs, zi * scale)
+    _store_row(base, offs, zr * scale, zi * scale, n_points)
 
 
 @triton.jit
@@ -452,23 +490,14 @@ def column_ifft_kernel(
     n_points = P1 * P2 * Q
     grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s on input, p on output
     offs = grid * Q + q
-    zr = tl.load(scratch_ptr + row * 2 * n_points + offs)
-    zi = tl.load(scratch_ptr + row * 2 * n_points + n_points + offs)
+    zr, zi = _load_row(scratch_ptr + row * 2 * n_points, offs, n_points)
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     zr, zi = _cmul_conj(zr, zi, wr, wi)
-    f1r, f1i = _load_complex(dftp1_ptr, P1, P1)
-    f2r, f2i = _load_complex(dftp2_ptr, P2, P2)
-    twr, twi = _load_complex(twp_ptr, P1, P2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
     y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
     mask = offs < LIMIT
-    if HAS_D:
-        x = _load_signal(u_ptr + row * LIMIT, offs, mask)
-        if HAS_PRE:
-            x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-        y = y + tl.load(d_ptr + (ROW0 + row) % C) * x
-    if HAS_POST:
-        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
-    tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
+    _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 
 
 # Short columns (P <= 64): pass 1 and pass 3 as one DFT-matrix product on a (PP, BQ) tile of BQ adjacent columns
@@ -507,9 +536,7 @@ def column_dft_kernel(
     row = tl.program_id(0).to(tl.int64)
     n_points = P * Q
     p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
-    x = _load_signal(u_ptr + row * LIMIT, offs, mask)  # (PP, BQ)
-    if HAS_PRE:
-        x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
+    x = _load_gated(u_ptr + row * LIMIT, pre_ptr + row * LIMIT, offs, mask, HAS_PRE)  # (PP, BQ)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
     wr, wi = _direct_twiddle(p, q, n_points)
     xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
@@ -549,14 +576,8 @@ def column_idft_kernel(
     zr, zi = _cmul_conj(zr, zi, wr, wi)
     fr, fi = _load_complex(dftp_ptr, PP, PP)
     y = (_dot(fr, zr, PRECISION) + _dot(fi, zi, PRECISION)) * scale  # (PP, BQ), indexed [p, q]
-    if HAS_D:
-        x = _load_signal(u_ptr + row * LIMIT, offs, mask)
-        if HAS_PRE:
-            x = x * _load_signal(pre_ptr + row * LIMIT, offs, mask)
-        y = y + tl.load(d_ptr + (ROW0 + row) % C) * x
-    if HAS_POST:
-        y = y * _load_signal(post_ptr + row * LIMIT, offs, mask)
-    tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
+    _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS, up to MAX_FUSED_L2_POINTS): the multi-pass (P, Q) view with short
@@ -621,18 +642,6 @@ def _row_offsets(fp, Q1: tl.constexpr, Q2: tl.constexpr):
 
 
 @triton.jit
-def _load_row(src, offs, PLANE: tl.constexpr):
-    """(real, imag) at offs of a complex tensor whose planes are PLANE apart."""
-    return tl.load(src + offs), tl.load(src + PLANE + offs)
-
-
-@triton.jit
-def _store_row(dst, offs, zr, zi, PLANE: tl.constexpr):
-    tl.store(dst + offs, zr)
-    tl.store(dst + PLANE + offs, zi)
-
-
-@triton.jit
 def conv_fwd_l2_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
@@ -670,9 +679,7 @@ def conv_fwd_l2_kernel(
     work_cols = scratch_ptr + tl.program_id(0).to(tl.int64) * 4 * HALF  # region A
     work_rows = work_cols + 2 * HALF  # region B
     fr, fi = _load_complex(dftp_ptr, P, P)
-    g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
-    g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
-    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
         c = i // B
         b = i % B
@@ -680,9 +687,7 @@ def conv_fwd_l2_kernel(
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x into the scratch
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            x = _load_signal(u_row, offs, offs < LIMIT)  # (P, BQ)
-            if HAS_PRE:
-                x = x * _load_signal(pre_row, offs, offs < LIMIT)
+            x = _load_gated(u_row, pre_row, offs, offs < LIMIT, HAS_PRE)  # (P, BQ)
             _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF, PRECISION)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
@@ -698,14 +703,9 @@ def conv_fwd_l2_kernel(
             p, q, offs = _column_tile(q0, Q, P, BQ)
             mask = offs < LIMIT
             y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF, PRECISION)  # (P, BQ)
-            if HAS_D:
-                x = _load_signal(u_row, offs, mask)  # re-read from L2 (read by pass 1)
-                if HAS_PRE:
-                    x = x * _load_signal(pre_row, offs, mask)
-                y = y + tl.load(d_ptr + c) * x
-            if HAS_POST:
-                y = y * _load_signal(post_row, offs, mask)
-            tl.store(y_ptr + row * LIMIT + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+            _skip_and_store(
+                y, u_row, pre_row, post_row, d_ptr + c, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D
+            )
 
 
 @triton.jit
@@ -762,9 +762,7 @@ def conv_bwd_l2_kernel(
     rows_h = rows_x + 2 * HALF
     work_acc = rows_h + 2 * HALF
     fr, fi = _load_complex(dftp_ptr, P, P)
-    g1r, g1i = _load_complex(dftq1_ptr, Q1, Q1)
-    g2r, g2i = _load_complex(dftq2_ptr, Q2, Q2)
-    twr, twi = _load_complex(twq_ptr, Q1, Q2)
+    g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for c in range(tl.program_id(0).to(tl.int64), C, tl.num_programs(0)):  # int64 channel indices
         d = tl.load(d_ptr + c) if HAS_D else 0.0
         zeros = tl.zeros((Q1, Q2), dtype=tl.float32)
@@ -778,12 +776,8 @@ def conv_bwd_l2_kernel(
             for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x and h
                 p, q, offs = _column_tile(q0, Q, P, BQ)
                 mask = offs < LIMIT
-                x = _load_signal(u_row, offs, mask)  # (P, BQ)
-                if HAS_PRE:
-                    x = x * _load_signal(pre_row, offs, mask)
-                h = _load_signal(grad_y_row, offs, mask)
-                if HAS_POST:
-                    h = h * _load_signal(post_row, offs, mask)
+                x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (P, BQ)
+                h = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
                 acc_d += h * x
                 _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF, PRECISION)
                 _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF, PRECISION)

@@ -250,6 +250,16 @@ def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
     return grad_k, grad_d.to(D.dtype) if D is not None else k.new_empty(0)
 
 
+def _register_sizes(plan: Plan) -> dict:
+    """Compile-time sizes and warps of the fused-register kernels (one (N1, N2) grid per program)."""
+    return {"N1": plan.n1, "N2": plan.n2, "TWIDDLE": plan.twiddle, "num_warps": _num_warps(plan.n1 * plan.n2)}
+
+
+def _signal_geometry(plan: Plan) -> tuple[int, int, int, int]:
+    """Where a signal row's samples lie on the (N1, N2) grid: rows, cols, row stride, samples per row."""
+    return plan.rows, plan.cols, plan.stride, plan.limit
+
+
 def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
     """Spectrum of k divided by N, (C, 2, n1, n2) fp32, in the kernels' [k1, k2] layout."""
     dft1, dft2, twiddles = _constants(plan, k.device)
@@ -261,11 +271,8 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
         twiddles,
         spectrum,
         1.0 / (plan.n1 * plan.n2),
-        N1=plan.n1,
-        N2=plan.n2,
-        TWIDDLE=plan.twiddle,
+        **_register_sizes(plan),
         PRECISION=FP32_PRECISION,
-        num_warps=_num_warps(plan.n1 * plan.n2),
     )
     return spectrum
 
@@ -285,6 +292,11 @@ def _in_place(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor], list[i
         pointers.append(t)
         strides += [t.stride(0), t.stride(1)]
     return pointers, strides
+
+
+def _flags(D: torch.Tensor | None, pre_gate: torch.Tensor | None, post_gate: torch.Tensor | None) -> dict[str, bool]:
+    """The kernels' HAS_* constexprs: which of the skip term and the gates are present."""
+    return {"HAS_PRE": pre_gate is not None, "HAS_POST": post_gate is not None, "HAS_D": D is not None}
 
 
 def _precision(*signals: torch.Tensor | None) -> str:
@@ -311,42 +323,50 @@ def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tens
     return n1, n2, _dft_matrix(n1, device), _dft_matrix(n2, device), _twiddles(n1, n2, True, device)
 
 
-def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: torch.Tensor, plan: Plan) -> None:
-    """Pass 1 on rows of signal (rows, limit) [times pre_gate] into scratch (rows, 2, P, Q)."""
-    pre = _contiguous(pre_gate, signal)
+def _column_pass(kernel_pair: tuple, plan: Plan, rows: int, head: tuple, middle: tuple, tail: tuple, flags: dict):
+    """Launches pass 1 or 3 on ``rows`` rows: the DFT-matrix kernel for short columns (``plan.direct``) or the
+    in-register four-step FFT kernel. Both take ``*head``, their column constants, ``*middle``, the column sizes,
+    then ``*tail``; ``flags`` are the HAS_* constexprs."""
+    direct_kernel, fft_kernel = kernel_pair
+    device = head[0].device
     if plan.direct:
         padded = max(MIN_SIDE, plan.n1)
-        kernels.column_dft_kernel[(signal.shape[0], plan.n2 // COLUMN_BLOCK)](
-            signal,
-            pre,
-            scratch,
-            _dft_matrix(plan.n1, signal.device, padded),
-            signal.shape[1],
+        direct_kernel[(rows, plan.n2 // COLUMN_BLOCK)](
+            *head,
+            _dft_matrix(plan.n1, device, padded),
+            *middle,
             plan.n1,
             plan.n2,
+            *tail,
             PP=padded,
             BQ=COLUMN_BLOCK,
-            HAS_PRE=pre_gate is not None,
             PRECISION=FP32_PRECISION,
             num_warps=4,
+            **flags,
         )
         return
-    p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, signal.device)
-    kernels.column_fft_kernel[(signal.shape[0], plan.n2)](
-        signal,
-        pre,
-        scratch,
+    p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, device)
+    fft_kernel[(rows, plan.n2)](
+        *head,
         dft1,
         dft2,
         twiddles,
-        signal.shape[1],
+        *middle,
         plan.n2,
+        *tail,
         P1=p1,
         P2=p2,
-        HAS_PRE=pre_gate is not None,
         PRECISION=FP32_PRECISION,
         num_warps=_num_warps(plan.n1),
+        **flags,
     )
+
+
+def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: torch.Tensor, plan: Plan) -> None:
+    """Pass 1 on rows of signal (rows, limit) [times pre_gate] into scratch (rows, 2, P, Q)."""
+    head = (signal, _contiguous(pre_gate, signal), scratch)
+    pair = (kernels.column_dft_kernel, kernels.column_fft_kernel)
+    _column_pass(pair, plan, signal.shape[0], head, (signal.shape[1],), (), {"HAS_PRE": pre_gate is not None})
 
 
 def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multiply, conj, inverse) -> None:
@@ -377,7 +397,7 @@ def _column_ifft(
     scratch, out, plan, *, channels, row0, scale, skip=None, pre_gate=None, D=None, post_gate=None
 ) -> None:
     """Pass 3: out (rows, limit) = post_gate * (scale * inverse of scratch + D * pre_gate * skip), all optional."""
-    tensors = (
+    head = (
         scratch,
         _contiguous(skip, out),
         _contiguous(pre_gate, out),
@@ -385,42 +405,9 @@ def _column_ifft(
         _skip_fp32(D, out),
         out,
     )
-    flags = {"HAS_PRE": pre_gate is not None, "HAS_POST": post_gate is not None, "HAS_D": D is not None}
-    if plan.direct:
-        padded = max(MIN_SIDE, plan.n1)
-        kernels.column_idft_kernel[(scratch.shape[0], plan.n2 // COLUMN_BLOCK)](
-            *tensors,
-            _dft_matrix(plan.n1, scratch.device, padded),
-            channels,
-            row0,
-            out.shape[1],
-            plan.n1,
-            plan.n2,
-            scale,
-            PP=padded,
-            BQ=COLUMN_BLOCK,
-            PRECISION=FP32_PRECISION,
-            num_warps=4,
-            **flags,
-        )
-        return
-    p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, scratch.device)
-    kernels.column_ifft_kernel[(scratch.shape[0], plan.n2)](
-        *tensors,
-        dft1,
-        dft2,
-        twiddles,
-        channels,
-        row0,
-        out.shape[1],
-        plan.n2,
-        scale,
-        P1=p1,
-        P2=p2,
-        PRECISION=FP32_PRECISION,
-        num_warps=_num_warps(plan.n1),
-        **flags,
-    )
+    flags = _flags(D, pre_gate, post_gate)
+    pair = (kernels.column_idft_kernel, kernels.column_ifft_kernel)
+    _column_pass(pair, plan, scratch.shape[0], head, (channels, row0, out.shape[1]), (scale,), flags)
 
 
 def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -476,30 +463,9 @@ def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan, *, channels,
     """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk of rows; k conjugated for correlation."""
     scratch = _scratch(slice(0, u.shape[0]), plan, u.device)  # (rows, 2, P, Q)
     _column_fft(u, pre_gate, scratch, plan)
-    _row_pass(
-        scratch,
-        spectrum,
-        plan,
-        channels=channels,
-        row0=row0,
-        scale=1.0,
-        forward=True,
-        multiply=True,
-        conj=conj,
-        inverse=True,
-    )
-    _column_ifft(
-        scratch,
-        out,
-        plan,
-        channels=channels,
-        row0=row0,
-        scale=1.0,
-        skip=u,
-        pre_gate=pre_gate,
-        D=D,
-        post_gate=post_gate,
-    )
+    mapping = {"channels": channels, "row0": row0, "scale": 1.0}  # row r is channel (row0 + r) % channels
+    _row_pass(scratch, spectrum, plan, **mapping, forward=True, multiply=True, conj=conj, inverse=True)
+    _column_ifft(scratch, out, plan, **mapping, skip=u, pre_gate=pre_gate, D=D, post_gate=post_gate)
 
 
 def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
@@ -593,35 +559,20 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext()
 
 
+def _fused_launch(k, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]:
+    """What both fused-register kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (the operands
+    after the inputs: skip D, filter spectrum, DFT constants; the constexprs and launch options)."""
+    u, pre_gate, post_gate = signals[:3]
+    operands = (_skip_fp32(D, u), _filter_spectrum(k, plan), *_constants(plan, u.device))
+    return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+
+
 def _fused_forward(u, k, D, pre_gate, post_gate, plan):
-    precision = _precision(u, pre_gate, post_gate)
+    operands, meta = _fused_launch(k, D, (u, pre_gate, post_gate), plan)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
-    dft1, dft2, twiddles = _constants(plan, u.device)
     inputs, strides = _in_place(u, pre_gate, post_gate)
-    kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](
-        *inputs,
-        _skip_fp32(D, u),
-        _filter_spectrum(k, plan),
-        dft1,
-        dft2,
-        twiddles,
-        y,
-        u.shape[0],
-        u.shape[1],
-        plan.rows,
-        plan.cols,
-        plan.stride,
-        plan.limit,
-        *strides,
-        N1=plan.n1,
-        N2=plan.n2,
-        TWIDDLE=plan.twiddle,
-        HAS_PRE=pre_gate is not None,
-        HAS_POST=post_gate is not None,
-        HAS_D=D is not None,
-        PRECISION=precision,
-        num_warps=_num_warps(plan.n1 * plan.n2),
-    )
+    geometry = (*u.shape[:2], *_signal_geometry(plan), *strides)
+    kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](*inputs, *operands, y, *geometry, **meta)
     return y
 
 
@@ -648,74 +599,43 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
     return torch.empty((programs, planes, plan.n1 // 2 + 1, plan.n2), dtype=torch.float32, device=device)
 
 
+def _fused_l2_launch(k, D, signals: tuple, plan: Plan, work: int, slot_bytes: int, planes: int):
+    """What both fused-L2 kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (programs, the operands
+    after the inputs (skip D, filter spectrum, DFT constants, scratch of ``planes`` planes per program), the
+    constexprs and launch options)."""
+    u, pre_gate, post_gate = signals[:3]
+    programs = _programs(work, slot_bytes)
+    constants, sizes = _fused_l2_setup(plan, u.device)
+    scratch = _fused_l2_scratch(programs, planes, plan, u.device)
+    operands = (_skip_fp32(D, u), _multipass_spectrum(k, plan), *constants, scratch)
+    return programs, operands, {**sizes, **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+
+
 def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
-    precision = _precision(u, pre_gate, post_gate)
     batch, channels, length = u.shape
     half = (plan.n1 // 2 + 1) * plan.n2
     # per program: its scratch (two complex regions, see _triton_kernels) and its u, pre, post rows (a channel's
     # spectrum is shared by the programs of its batch)
-    programs = _programs(batch * channels, 16 * half + 3 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 4, plan, u.device)
-    constants, sizes = _fused_l2_setup(plan, u.device)
+    slot_bytes = 16 * half + 3 * length * u.element_size()
+    programs, operands, meta = _fused_l2_launch(k, D, (u, pre_gate, post_gate), plan, batch * channels, slot_bytes, 4)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
-    kernels.conv_fwd_l2_kernel[(programs,)](
-        *inputs,
-        _skip_fp32(D, u),
-        _multipass_spectrum(k, plan),
-        *constants,
-        scratch,
-        y,
-        batch,
-        channels,
-        length,
-        *strides,
-        HAS_PRE=pre_gate is not None,
-        HAS_POST=post_gate is not None,
-        HAS_D=D is not None,
-        PRECISION=precision,
-        **sizes,
-    )
+    kernels.conv_fwd_l2_kernel[(programs,)](*inputs, *operands, y, batch, channels, length, *strides, **meta)
     return y
 
 
 def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
-    precision = _precision(u, pre_gate, post_gate, grad_y)
     batch, channels, length = u.shape
     points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
     # per program: 5 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
-    programs = _programs(channels, 48 * half + 4 * length * u.element_size())
-    scratch = _fused_l2_scratch(programs, 10, plan, u.device)
-    constants, sizes = _fused_l2_setup(plan, u.device)
-    grad_u, grad_pre, grad_post = _empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
-    grad_k_grid = torch.empty((channels, points), dtype=torch.float32, device=u.device)
-    grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
+    slot_bytes = 48 * half + 4 * length * u.element_size()
+    programs, operands, meta = _fused_l2_launch(k, D, (u, pre_gate, post_gate, grad_y), plan, channels, slot_bytes, 10)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, (points,))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     kernels.conv_bwd_l2_kernel[(programs,)](
-        grad_y,
-        u,
-        pre,
-        post,
-        _skip_fp32(D, u),
-        _multipass_spectrum(k, plan),
-        *constants,
-        scratch,
-        grad_u,
-        grad_pre if pre_gate is not None else u,
-        grad_post if post_gate is not None else u,
-        grad_k_grid,
-        grad_d,
-        batch,
-        channels,
-        length,
-        *strides,
-        HAS_PRE=pre_gate is not None,
-        HAS_POST=post_gate is not None,
-        HAS_D=D is not None,
-        PRECISION=precision,
-        **sizes,
+        grad_y, u, pre, post, *operands, *outputs, batch, channels, length, *strides, **meta
     )
-    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
+    grad_k, grad_d = _filter_gradients(*outputs[3:], k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
@@ -740,49 +660,23 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
+def _gradient_buffers(u, pre_gate, post_gate, grad_k_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """The fused backward kernels' outputs: ((grad_u, grad_pre, grad_post), the five buffers the kernel writes:
+    grad_u, grad_pre, grad_post (u as a never-written dummy for an absent gate), grad_k (C, *grad_k_shape), grad_d)."""
+    grads = (_empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u))
+    grad_k_grid = torch.empty((u.shape[1], *grad_k_shape), dtype=torch.float32, device=u.device)
+    grad_d = torch.empty(u.shape[1], dtype=torch.float32, device=u.device)
+    dummy = (grads[1] if pre_gate is not None else u, grads[2] if post_gate is not None else u)
+    return grads, (grads[0], *dummy, grad_k_grid, grad_d)
+
+
 def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
-    precision = _precision(u, pre_gate, post_gate, grad_y)
-    channels = u.shape[1]
-    grad_u = _empty_or_like(u, u)
-    grad_pre = _empty_or_like(pre_gate, u)
-    grad_post = _empty_or_like(post_gate, u)
-    grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
-    grad_d = torch.empty(channels, dtype=torch.float32, device=u.device)
-    dft1, dft2, twiddles = _constants(plan, u.device)
+    operands, meta = _fused_launch(k, D, (u, pre_gate, post_gate, grad_y), plan)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, (plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
-    kernels.conv_bwd_kernel[(channels,)](
-        grad_y,
-        u,
-        pre,
-        post,
-        _skip_fp32(D, u),
-        _filter_spectrum(k, plan),
-        dft1,
-        dft2,
-        twiddles,
-        grad_u,
-        grad_pre if pre_gate is not None else u,
-        grad_post if post_gate is not None else u,
-        grad_k_grid,
-        grad_d,
-        u.shape[0],
-        channels,
-        plan.rows,
-        plan.cols,
-        plan.stride,
-        plan.limit,
-        *strides,
-        1.0 / (plan.n1 * plan.n2),
-        N1=plan.n1,
-        N2=plan.n2,
-        TWIDDLE=plan.twiddle,
-        HAS_PRE=pre_gate is not None,
-        HAS_POST=post_gate is not None,
-        HAS_D=D is not None,
-        PRECISION=precision,
-        num_warps=_num_warps(plan.n1 * plan.n2),
-    )
-    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
+    geometry = (*u.shape[:2], *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
+    kernels.conv_bwd_kernel[(u.shape[1],)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
+    grad_k, grad_d = _filter_gradients(*outputs[3:], k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
