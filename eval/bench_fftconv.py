@@ -17,6 +17,10 @@ then show the model alone.
     python eval/bench_fftconv.py                          # B=64 C=768, L = 256 .. 64K, bf16 and fp32
     python eval/bench_fftconv.py --long                   # adds L = 1M
     python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
+    python eval/bench_fftconv.py --sizes-2d 32 64 --batch-2d 50 --channels-2d 128   # Hyena-ISO's 2D convolutions
+
+The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
+skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
 """
 
 import argparse
@@ -28,7 +32,7 @@ import time
 
 import torch
 
-from hyena_vision.ops import fftconv
+from hyena_vision.ops import fftconv, fftconv2d
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_LENGTHS = [256 << (2 * i) for i in range(5)]  # 256, 1K, 4K, 16K, 64K
@@ -128,13 +132,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--sizes-2d", type=int, nargs="+", default=[32, 64], help="2D sides H = W; 0: no 2D section")
+    parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
+    parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench_fftconv"))
     args = parser.parse_args()
+    args.sizes_2d = [side for side in args.sizes_2d if side > 0]
     if args.long and LONG_LENGTH not in args.lengths:
         args.lengths.append(LONG_LENGTH)
-    for name in ("batch", "channels", "warmup", "iters"):
+    for name in ("batch", "channels", "warmup", "iters", "batch_2d", "channels_2d"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.lengths) < 1:
         parser.error("--lengths must all be >= 1")
     return args
@@ -197,10 +205,9 @@ def flashfftconv_impl(length, dtype, device):
 
 
 def measure(impl, inputs, warmup, iters, device) -> tuple[float, float]:
-    u, k, D, pre, post = inputs
-    fwd_ms = time_ms(lambda: impl(u, k, D, pre, post), warmup, iters, device)
+    fwd_ms = time_ms(lambda: impl(*inputs), warmup, iters, device)
     leaves = [t.detach().requires_grad_() for t in inputs]
-    grad_y = torch.randn_like(u)
+    grad_y = torch.randn_like(inputs[0])  # the output has u's shape
 
     def forward_backward():
         for t in leaves:
@@ -253,6 +260,48 @@ def benchmark(args, device) -> list[Result]:
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
             del inputs
     return results
+
+
+def benchmark_2d(args, device) -> list[Result]:
+    """Hyena-ISO's 2D convolutions: u (B, C, H, W), centred k (C, 2H-1, 2W-1), skip D, no gates."""
+    results = []
+    backends = ("torch", "triton") if device == "cuda" else ("torch",)
+    for dtype_name in args.dtypes:
+        dtype = DTYPES[dtype_name]
+        for side in args.sizes_2d:
+            u = torch.randn(args.batch_2d, args.channels_2d, side, side, device=device, dtype=dtype)
+            k = torch.randn(args.channels_2d, 2 * side - 1, 2 * side - 1, device=device) / side
+            D = torch.randn(args.channels_2d, device=device)
+            for backend in backends:
+
+                def impl(u, k, D, backend=backend):
+                    return fftconv2d(u, k, D, backend=backend)
+
+                results.append(run_case(backend, impl, (u, k, D), args, device, dtype_name, side))
+                print(f"2D {dtype_name} {side}x{side} {backend}: {results[-1]}", flush=True)
+    return results
+
+
+def markdown_table_2d(results: list[Result], args) -> str:
+    reference = {(r.dtype, r.length): r for r in results if r.impl == "torch"}
+    lines = [
+        f"2D (Hyena-ISO): B={args.batch_2d} C={args.channels_2d}, ungated, skip term.",
+        "",
+        "| dtype | H x W | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        ref = reference[(r.dtype, r.length)]
+        speedups = [
+            None if mine is None or base is None else base / mine
+            for mine, base in ((r.fwd_ms, ref.fwd_ms), (r.fwd_bwd_ms, ref.fwd_bwd_ms))
+        ]
+        lines.append(
+            f"| {r.dtype} | {r.length} x {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | "
+            f"{fmt(r.fwd_ms, '{:.3f}')} | {fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | "
+            f"{fmt(speedups[1], '{:.2f}x')} |"
+        )
+    return "\n".join(lines)
 
 
 def floor_ms(result: Result, args, bandwidth: float, tensors: int) -> float:
@@ -344,6 +393,8 @@ def main() -> None:
     print(header, flush=True)
     results = benchmark(args, device)
     table = markdown_table(results, args, bandwidth)
+    if args.sizes_2d:
+        table += "\n\n" + markdown_table_2d(benchmark_2d(args, device), args)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_fftconv.md").write_text(f"# FFT long convolution benchmark\n\n{header}\n\n{table}\n")

@@ -55,7 +55,8 @@ def steps(cifar: Path) -> list[Step]:
             "fftconv",
             ["eval/bench_fftconv.py", "--dtypes", "bf16", "fp32", "--iters", "10"],
             cap_s=80,
-            dry_args=["eval/bench_fftconv.py", "--lengths", "64", "--batch", "1", "--channels", "4", "--iters", "1"],
+            dry_args=["eval/bench_fftconv.py", "--lengths", "64", "--batch", "1", "--channels", "4", "--iters", "1"]
+            + ["--sizes-2d", "8", "--batch-2d", "2", "--channels-2d", "4"],
         ),
         Step(
             "mixers",

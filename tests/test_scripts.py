@@ -18,8 +18,11 @@ def run_script(*args: str) -> str:
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
     args = "--lengths 64 200 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2".split()
+    args += "--sizes-2d 6 --batch-2d 2 --channels-2d 3".split()
     out = run_script("eval/bench_fftconv.py", *args, "--out", str(tmp_path))
-    rows = [line for line in (tmp_path / "bench_fftconv.md").read_text().splitlines() if line.startswith("| fp32")]
+    lines = (tmp_path / "bench_fftconv.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| fp32") and " x " not in line.split("|")[2]]
+    assert [line.split("|")[2:4] for line in lines if "| 6 x 6 |" in line] == [[" 6 x 6 ", " torch "]]  # 2D section
     assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "200"]
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
     triton_rows = {row.split("|")[2].strip(): row.split("|")[3:] for row in rows if "| triton (" in row}

@@ -225,7 +225,9 @@ class HyenaViT(BlockStackMixin, nn.Module):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer, the grid (B, H', W', C) for the 2D one."""
-        x = self.patch_embed(check_image(x, self.in_chans))  # (B, H', W', C)
+        # the patch embedding's NHWC output is a permuted view: made contiguous once here, or every LayerNorm of the
+        # residual stream would copy its input (and its gradient) to channels-last again
+        x = self.patch_embed(check_image(x, self.in_chans)).contiguous()  # (B, H', W', C)
         return x.flatten(1, 2) if self.mixer_type == "hyena1d" else x
 
     def forward_intermediates(
