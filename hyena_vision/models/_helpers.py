@@ -68,9 +68,8 @@ def cifar_cfg(url: str = "", **kwargs) -> dict:
     }
 
 
-class BlockStackMixin:
-    """timm API of a model that runs ``self.blocks`` (an ``nn.Sequential``) then ``self.norm``: weight-decay
-    exclusions from the optimizer hints, gradient checkpointing, intermediate features and pruning."""
+class HintedCheckpointingMixin:
+    """timm's ``no_weight_decay`` (from the optimizer hints) and the gradient-checkpointing switch."""
 
     grad_checkpointing = False
 
@@ -82,6 +81,11 @@ class BlockStackMixin:
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+
+
+class BlockStackMixin(HintedCheckpointingMixin):
+    """timm API of a model that runs ``self.blocks`` (an ``nn.Sequential``) then ``self.norm``: weight-decay
+    exclusions from the optimizer hints, gradient checkpointing, intermediate features and pruning."""
 
     def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

@@ -73,6 +73,20 @@ def check_generate_args(
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
 
 
+def gpt2_block(*, mlp_hidden: int, dropout: float, layer_norm_eps: float, device=None, dtype=None):
+    """``block(dim, mixer_layer)``: GPT-2's pre-norm block (LayerNorm, GELU(tanh) MLP, dropout on each residual
+    branch) around an injected mixer, as the language models and the CLIP text tower use it."""
+    return partial(
+        PreNormBlock,
+        mlp_hidden=mlp_hidden,
+        branch_drop=dropout,
+        norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
+        act_layer=partial(nn.GELU, approximate="tanh"),
+        device=device,
+        dtype=dtype,
+    )
+
+
 class CausalLM(nn.Module):
     """Token ids (B, L) -> logits (B, L, vocab_size), L <= l_max (see the module docstring).
 
@@ -109,14 +123,7 @@ class CausalLM(nn.Module):
         self.vocab_size, self.d_model, self.n_layer, self.l_max = vocab_size, d_model, n_layer, l_max
         self.word_embeddings = nn.Embedding(padded_vocab_size(vocab_size, pad_vocab_size_multiple), d_model, **factory)
         self.embed_dropout = nn.Dropout(embed_dropout)
-        block = partial(
-            PreNormBlock,
-            mlp_hidden=d_mlp,
-            branch_drop=dropout,
-            norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
-            act_layer=partial(nn.GELU, approximate="tanh"),
-            **factory,
-        )
+        block = gpt2_block(mlp_hidden=d_mlp, dropout=dropout, layer_norm_eps=layer_norm_eps, **factory)
         self.layers = nn.ModuleList(block(d_model, mixer_layer) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model, eps=layer_norm_eps, **factory)
 

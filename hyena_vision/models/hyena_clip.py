@@ -33,10 +33,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import HyenaOperator, ImplicitFilterConfig, no_weight_decay_names
-from ._blocks import PreNormBlock
-from ._helpers import checkpoint_filter_fn, cifar_cfg
-from ._lm import init_gpt2_weights
+from ..layers import HyenaOperator, ImplicitFilterConfig
+from ._helpers import HintedCheckpointingMixin, checkpoint_filter_fn, cifar_cfg
+from ._lm import gpt2_block, init_gpt2_weights
 from .hyena_vit import HyenaViT
 
 __all__ = ["CLIP_CONFIG_DIR", "CLIP_WEIGHTS", "HyenaTextEncoder", "build_hyena_text_tower", "register_with_open_clip"]
@@ -51,7 +50,7 @@ CLIP_WEIGHTS = {
 _TEXT_CFG_KEYS = ("context_length", "vocab_size", "width", "layers", "mlp_ratio")
 
 
-class HyenaTextEncoder(nn.Module):
+class HyenaTextEncoder(HintedCheckpointingMixin, nn.Module):
     """Token ids (B, L) int64, L <= context_length, each row holding its end-of-text token as its largest id ->
     text features (B, output_dim).
 
@@ -92,7 +91,6 @@ class HyenaTextEncoder(nn.Module):
             )
         dd = {"device": device, "dtype": dtype}
         self.context_length, self.vocab_size, self.causal = context_length, vocab_size, causal
-        self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, width, **dd)
         filter_cfg = ImplicitFilterConfig(
             emb_dim=emb_dim,
@@ -112,14 +110,7 @@ class HyenaTextEncoder(nn.Module):
             fftconv_backend=fftconv_backend,
             filter_cfg=filter_cfg,
         )
-        block = partial(
-            PreNormBlock,
-            mlp_hidden=int(width * mlp_ratio),
-            branch_drop=dropout,
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),
-            act_layer=partial(nn.GELU, approximate="tanh"),
-            **dd,
-        )
+        block = gpt2_block(mlp_hidden=int(width * mlp_ratio), dropout=dropout, layer_norm_eps=1e-5, **dd)
         self.blocks = nn.ModuleList(block(width, mixer_layer) for _ in range(layers))
         self.ln_final = nn.LayerNorm(width, **dd)
         self.text_projection = nn.Linear(width, output_dim, bias=False, **dd)
@@ -144,14 +135,6 @@ class HyenaTextEncoder(nn.Module):
             x = checkpoint(block, x, use_reentrant=False) if self.grad_checkpointing and self.training else block(x)
         x = self.ln_final(x[torch.arange(batch, device=text.device), eot])  # (B, width)
         return self.text_projection(x)  # (B, output_dim)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return no_weight_decay_names(self)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
 
     def lock(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
         """Freeze the tower (LiT-style) but its last ``unlocked_layers`` blocks and, when any, the final norm and
