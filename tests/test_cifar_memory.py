@@ -226,3 +226,14 @@ def test_train_pieces_are_disjoint_slices_of_the_training_set(tmp_path):
     for bad in ("train:5", "train:3:2", "train:0:41", "train:a:b"):
         with pytest.raises(ValueError, match="train:<start>:<stop>|start < stop"):
             load_cifar10(bad, root=tmp_path)
+
+
+def test_bench_cifar_pipeline_runs_both_kinds(cifar_subset, capsys):
+    from conftest import load_script
+
+    root = cifar_subset(13, 1)  # 130 training images: one batch of the config's 128
+    bench = load_script("eval/bench_cifar_pipeline.py")
+    runs = ["vit_iso_cifar:folder", "vit_iso_cifar:memory_cifar10"]
+    bench.main(["--data", str(root), "--runs", *runs, "--rounds", "1", "--updates", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    assert "| vit_iso_cifar | folder |" in out and "| vit_iso_cifar | memory_cifar10 |" in out
