@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.utils
+from hv_testing import load_script
 from torchvision import transforms as T
 
 from hyena_vision.data import cifar_memory
@@ -229,7 +230,6 @@ def test_train_pieces_are_disjoint_slices_of_the_training_set(tmp_path):
 
 
 def test_bench_cifar_pipeline_runs_both_kinds(cifar_subset, capsys):
-    from conftest import load_script
 
     root = cifar_subset(13, 1)  # 130 training images: one batch of the config's 128
     bench = load_script("eval/bench_cifar_pipeline.py")

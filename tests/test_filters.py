@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_rel_close
+from hv_testing import assert_rel_close
 
 from hyena_vision.layers import (
     ExponentialModulation,

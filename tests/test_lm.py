@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import load_script
+from hv_testing import load_script
 from safari_reference import random_safari_state_dict, safari_operator_forward
 
 from hyena_vision.data.associative_recall import associative_recall_batch

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_script
+from hv_testing import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -33,6 +33,7 @@ TRAINER = "hyena_vision.engine.classify"  # the image trainer, run as ``python -
 CONFIGS = {"hyena_vit_cifar": "cifar10/hyena_vit", "vit_iso_cifar": "cifar10/vit_iso"}  # shipped config names
 SWEEP_LRS = (5e-4, 1e-3, 2e-3)
 SWEEP_TRAIN, SWEEP_VAL = "train:0:10000", "train:10000:15000"
+FULL_EVAL_EVERY = 5  # epochs between test-set evaluations of a full run (the curve's points; the last one always)
 
 
 @dataclass
@@ -73,6 +74,7 @@ def sweep(model: str, recipe: Recipe) -> tuple[float, dict[float, float]]:
     for lr in recipe.lrs:
         run = recipe.out / "sweep" / f"{model}_lr{lr:g}"
         overrides = [f"optim.lr={lr}", f"train.epochs={recipe.sweep_epochs}", "sched.warmup_epochs=1"]
+        overrides += [f"train.eval_every={recipe.sweep_epochs}"]  # the sweep reads the final validation only
         overrides += [f"data.train_split={recipe.sweep_train}", f"data.val_split={recipe.sweep_val}"]
         _train(model, run, overrides, recipe)
         scores[lr] = json.loads((run / "summary.json").read_text())["val_top1"]
@@ -100,15 +102,21 @@ def ship(model: str, run: Path) -> Path:
     return target
 
 
+def train_model(model: str, recipe: Recipe) -> tuple[float, dict[float, float]]:
+    """One model's part of the recipe: its sweep, then its full run; returns the sweep's (chosen lr, scores)."""
+    lr, scores = sweep(model, recipe)
+    overrides = [f"optim.lr={lr}", f"train.epochs={recipe.epochs}", "data.val_split=test"]
+    overrides += [f"train.eval_every={min(FULL_EVAL_EVERY, recipe.epochs)}"]
+    overrides += [f"data.train_subset={recipe.train_subset}", f"data.val_subset={recipe.val_subset}"]
+    _train(model, recipe.out / "full" / model, overrides, recipe)
+    return lr, scores
+
+
 def run_recipe(recipe: Recipe, *, ship_weights: bool = False) -> str:
     """Sweep, full runs, report (and shipping); returns the Markdown report."""
     chosen, sweeps = {}, {}
     for model in PAIR:
-        chosen[model], sweeps[model] = sweep(model, recipe)
-    for model in PAIR:
-        overrides = [f"optim.lr={chosen[model]}", f"train.epochs={recipe.epochs}", "data.val_split=test"]
-        overrides += [f"data.train_subset={recipe.train_subset}", f"data.val_subset={recipe.val_subset}"]
-        _train(model, recipe.out / "full" / model, overrides, recipe)
+        chosen[model], sweeps[model] = train_model(model, recipe)
     runs = {model: recipe.out / "full" / model for model in PAIR}
     lines = [
         f"Learning-rate sweep ({recipe.sweep_epochs} epochs, train {recipe.sweep_train}, validate {recipe.sweep_val}"
@@ -156,10 +164,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--amp", choices=tuple(PRECISIONS), help="default: bf16 on CUDA or a CPU with native bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true", help="copy the final weights into hyena_vision/weights")
+    p.add_argument(
+        "--model",
+        choices=PAIR,
+        help="train only this model's sweep and full run (one process per model, e.g. one per core); "
+        "a run without --model then reuses both and writes the report",
+    )
     p.add_argument("overrides", nargs="*", help="extra dot-list overrides for every run (toy sizes)")
     args = p.parse_args(argv)
     if args.data is None and default_data.is_file():
         args.data = str(default_data)
+    if args.ship and args.model:
+        p.error("--ship needs both models: run without --model once both are trained")
     if args.ship and (args.epochs < 50 or args.train_subset or args.val_subset or args.overrides):
         p.error("--ship needs the full recipe: --epochs >= 50, all training and test images, no overrides")
     return args
@@ -185,6 +201,11 @@ def main(argv: list[str] | None = None) -> str:
         seed=args.seed,
         extra=tuple(args.overrides),
     )
+    if args.model:
+        lr, scores = train_model(args.model, recipe)
+        text = f"{args.model}: sweep {scores}, chosen lr {lr:g}; full run in {recipe.out / 'full' / args.model}"
+        print(text)
+        return text
     text = run_recipe(recipe, ship_weights=args.ship)
     print("\n" + text)
     return text
