@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hyena_vision.models  # noqa: F401  (registers the models with timm)
+from hyena_vision.engine.bench import add_timing_args
 from hyena_vision.layers import HyenaOperator
 
 MODELS = ("hyena_iso_cifar", "s4nd_iso_cifar", "vit_iso_cifar", "hyena_seq_cifar")
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--op-batch", type=int, default=4)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
+    add_timing_args(parser, warmup=1, iters=3)
     parser.add_argument("--rounds", type=int, default=5, help="alternations of A and B")
     parser.add_argument("--base", default=None, help="checkout of older code to time training steps against")
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke test in seconds")

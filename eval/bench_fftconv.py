@@ -32,6 +32,8 @@ import time
 
 import torch
 
+from hyena_vision.engine.bench import add_timing_args
+from hyena_vision.engine.figures import save_figure, subplots
 from hyena_vision.ops import fftconv, fftconv2d
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -130,8 +132,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS)
     parser.add_argument("--long", action="store_true", help=f"also L = {LONG_LENGTH}")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
+    add_timing_args(parser, warmup=3, iters=10)
     parser.add_argument("--sizes-2d", type=int, nargs="+", default=[32, 64], help="2D sides H = W; 0: no 2D section")
     parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
     parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
@@ -355,12 +356,7 @@ def model_cells(model: Model | None, elements: int) -> str:
 
 
 def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    fig, axes = subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
     for ax, dtype_name in zip(axes[0], dtypes, strict=True):
         for impl in dict.fromkeys(r.impl for r in results):
             rows = [r for r in results if r.dtype == dtype_name and r.impl == impl and r.fwd_ms is not None]
@@ -372,9 +368,7 @@ def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
         ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="ms", title=dtype_name)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

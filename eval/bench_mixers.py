@@ -19,15 +19,13 @@ import argparse
 import statistics
 import time
 
-import matplotlib
 import torch
 
+from hyena_vision.engine.bench import add_timing_args
+from hyena_vision.engine.figures import save_figure, subplots
 from hyena_vision.engine.stats import write_results
 from hyena_vision.layers import HyenaOperator
 from hyena_vision.models.gpt import CausalSelfAttention
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 PAPER_MS = {1024: (0.9, 0.29), 8192: (1.5, 2.1), 65536: (11.3, 129.0)}  # L: (Hyena, FlashAttention) forward
 
@@ -112,9 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12, help="attention heads (head dim 64 at d 768)")
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="on CUDA; CPU uses fp32")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_timing_args(parser, warmup=3, iters=10, device=True)
     parser.add_argument("--cpu-tiny", action="store_true", help="CPU setting: d 128, 2 heads, L 256..16K, 5 iters")
     parser.add_argument("--out", default="runs/bench_mixers")
     args = parser.parse_args(argv)
@@ -173,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lines.append(f"At 64K, forward: attention / Hyena = {speedup} (paper: {129.0 / 11.3:.1f}x).")
     out = write_results(args.out, "bench", "\n".join(lines) + "\n", {"device": gpu, "args": vars(args), "rows": rows})
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for name, style in (("hyena", "-o"), ("attention", "-s")):
         for key, alpha in (("fwd_ms", 1.0), ("fwd_bwd_ms", 0.5)):
             points = [(r["length"], r[name][key]) for r in rows if isinstance(r[name][key], float)]
@@ -185,8 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="ms", title=gpu)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "bench.png", dpi=120)
+    save_figure(fig, out / "bench.png")
     return rows
 
 

@@ -29,16 +29,14 @@ import statistics
 import time
 from pathlib import Path
 
-import matplotlib
 import matplotlib.ticker
 import timm
 import torch
 from tqdm import tqdm
 
 import hyena_vision.models  # noqa: F401  (registers the Hyena models with timm)
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from hyena_vision.engine.bench import add_timing_args
+from hyena_vision.engine.figures import save_figure, subplots
 
 MODELS = {
     "hyena_vit_s": "Hyena-ViT-S 1D",
@@ -186,7 +184,7 @@ def report(rows: list[dict], header: str) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (speed, memory) = subplots(1, 2, figsize=(10, 4))
     for i, (model, marker) in enumerate(zip(MODELS, "osd", strict=True)):
         for mode, style in zip(MODES, ("-", "--"), strict=True):
             points = [(r["img_size"], r[model][mode]) for r in rows if r[model][mode] != "OOM"]
@@ -209,9 +207,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.grid(alpha=0.3, which="both")
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -220,9 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=None, help="images per batch (default: --tokens-per-batch)")
     parser.add_argument("--tokens-per-batch", type=int, default=None, help="default: 16384 on CUDA, 1 on the CPU")
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="on CUDA; the CPU uses fp32")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_timing_args(parser, warmup=1, iters=3, device=True)
     parser.add_argument("--quick", action="store_true", help="toy widths, 32 and 64 px, one run")
     parser.add_argument("--out", default="runs/bench_resolution")
     args = parser.parse_args(argv)

@@ -30,7 +30,6 @@ import math
 import time
 from pathlib import Path
 
-import matplotlib
 import timm
 import torch
 import torch.nn.functional as F
@@ -43,11 +42,9 @@ from tqdm import tqdm
 import hyena_vision.models  # noqa: F401  (registers the models with timm)
 from hyena_vision.data.images import build_eval_transform, build_train_transform, image_dataset, subset_indices
 from hyena_vision.engine.evaluation import evaluate_classifier
+from hyena_vision.engine.figures import save_figure, subplots
 from hyena_vision.layers import param_groups
 from hyena_vision.models._helpers import CIFAR10_MEAN, CIFAR10_STD
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -171,7 +168,7 @@ def report(rows: list[dict], args) -> str:
 
 
 def plot(rows: list[dict], args, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for i, row in enumerate(rows):
         for kind, style in (("as is", "-o"), ("stretch", ":^"), ("fine-tuned", "--s")):
             keys = ["32"] + [f"{s} {kind}" for s in args.sizes]
@@ -185,9 +182,7 @@ def plot(rows: list[dict], args, path: Path) -> None:
     ax.set(xlabel="test image size (px, upsampled from 32)", ylabel="top-1 (%)", xticks=[32, *args.sizes])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

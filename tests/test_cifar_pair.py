@@ -102,3 +102,24 @@ def cifar_report_loader(root):
     transform = cifar_memory.BatchNormalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     args = dict(root=str(root), split="test", shards=None, transform=transform, batch_size=5, rank=0, world_size=1)
     return cifar_memory.eval_loader(cifar_memory.KIND, subset=12, seed=3, **args)
+
+
+def test_one_model_per_process_trains_only_that_model(tmp_path, monkeypatch):
+    """``--model``: that model's sweep and full run only (one process per core); both runs then feed the report."""
+    trained = []
+
+    def fake_train(model, run, overrides, recipe):
+        trained.append((model, run.name, overrides))
+        run.mkdir(parents=True)
+        lr = float(next(o for o in overrides if o.startswith("optim.lr=")).split("=")[1])
+        (run / "summary.json").write_text(json.dumps({"val_top1": {5e-4: 40.0, 1e-3: 55.0, 2e-3: 50.0}[lr]}))
+
+    monkeypatch.setattr(cifar_pair, "_train", fake_train)
+    text = cifar_pair.main(["--model", "vit_iso_cifar", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert {model for model, _, _ in trained} == {"vit_iso_cifar"} and len(trained) == 4  # three lrs, one full run
+    assert "chosen lr 0.001" in text
+    full = trained[-1]
+    assert full[1] == "vit_iso_cifar" and "optim.lr=0.001" in full[2] and "train.epochs=50" in full[2]
+    assert "train.eval_every=5" in full[2] and "data.val_split=test" in full[2]
+    with pytest.raises(SystemExit):
+        cifar_pair.parse_args(["--model", "vit_iso_cifar", "--ship"])  # shipping needs both models

@@ -10,18 +10,7 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
-from hyena_vision.data.captions import (  # noqa: E402
-    HELD_OUT_CLASSES,
-    TRAIN_TEMPLATES,
-    CaptionCSV,
-    CaptionTokenizer,
-    caption_samples,
-    caption_shard_pipeline,
-    load_class_texts,
-    make_caption,
-    write_caption_csv,
-    write_caption_shards,
-)
+from hyena_vision.data import captions  # noqa: E402
 from hyena_vision.engine.clip import evaluate_cifar, main, wilson_interval  # noqa: E402
 from hyena_vision.engine.config import ConfigError  # noqa: E402
 from hyena_vision.models.hyena_clip import HyenaTextEncoder, build_hyena_text_tower  # noqa: E402
@@ -120,14 +109,15 @@ def test_loss_decreases_on_a_tiny_batch():
 
 
 def test_captions_templates_and_held_out(shared_data, cifar_subset):
-    texts = load_class_texts(shared_data / "class-glosses.tsv")
+    texts = captions.load_class_texts(shared_data / "class-glosses.tsv")
     assert len(texts) == 10 and texts["frog"].names[0] == "frog" and ";" not in texts["dog"].gloss
-    caption = make_caption("a blurry photo of a {}", texts["frog"], random.Random(1))
+    caption = captions.make_caption("a blurry photo of a {}", texts["frog"], random.Random(1))
     assert caption.startswith("a blurry photo of a ") and caption.endswith(".")
     root = cifar_subset(2, 2)
-    samples = caption_samples(root / "train", texts, TRAIN_TEMPLATES, exclude_classes=HELD_OUT_CLASSES, seed=0)
-    assert len(samples) == 16 and not any(held in s.path for s in samples for held in HELD_OUT_CLASSES)
-    tokenizer = CaptionTokenizer(open_clip.get_tokenizer("hyena_clip_cifar"))
+    held_out, templates = captions.HELD_OUT_CLASSES, captions.TRAIN_TEMPLATES
+    samples = captions.caption_samples(root / "train", texts, templates, exclude_classes=held_out, seed=0)
+    assert len(samples) == 16 and not any(held in s.path for s in samples for held in held_out)
+    tokenizer = captions.CaptionTokenizer(open_clip.get_tokenizer("hyena_clip_cifar"))
     for s in samples:  # every training caption fits the context
         tokenizer(s.caption)
     with pytest.raises(ValueError, match="truncate_captions"):
@@ -138,24 +128,24 @@ def test_shards_and_csv_read_what_was_written(shared_data, cifar_subset, tmp_pat
     from PIL import Image
     from torchvision.transforms import PILToTensor
 
-    texts = load_class_texts(shared_data / "class-glosses.tsv")
-    samples = caption_samples(cifar_subset(2, 2) / "train", texts, TRAIN_TEMPLATES, seed=3)
-    tokenize = CaptionTokenizer(open_clip.get_tokenizer("hyena_clip_cifar"))
-    shards = write_caption_shards(samples, tmp_path / "shards", maxcount=7)
+    texts = captions.load_class_texts(shared_data / "class-glosses.tsv")
+    samples = captions.caption_samples(cifar_subset(2, 2) / "train", texts, captions.TRAIN_TEMPLATES, seed=3)
+    tokenize = captions.CaptionTokenizer(open_clip.get_tokenizer("hyena_clip_cifar"))
+    shards = captions.write_caption_shards(samples, tmp_path / "shards", maxcount=7)
     assert len(shards) == 3
-    csv_path = write_caption_csv(samples, tmp_path / "captions.csv")
+    csv_path = captions.write_caption_csv(samples, tmp_path / "captions.csv")
 
     def key(image, ids):  # integers only: exact comparison
         return tuple(ids.tolist()), tuple(image.flatten().tolist())
 
     expected = Counter(key(PILToTensor()(Image.open(s.path)), tokenize(s.caption)) for s in samples)
-    pipeline = caption_shard_pipeline(
+    pipeline = captions.caption_shard_pipeline(
         "::".join(shards), transform=PILToTensor(), tokenize=tokenize, batch_size=4, seed=0, shuffle_buffer=0
     )
     batches = list(pipeline)
     assert len(batches) == 5 and batches[0][0].shape == (4, 3, 32, 32) and batches[0][1].shape == (4, 48)
     from_shards = Counter(key(img, ids) for images, ids_b in batches for img, ids in zip(images, ids_b, strict=True))
-    dataset = CaptionCSV(csv_path, transform=PILToTensor(), tokenize=tokenize)
+    dataset = captions.CaptionCSV(csv_path, transform=PILToTensor(), tokenize=tokenize)
     from_csv = Counter(key(*dataset[i]) for i in range(len(dataset)))
     assert from_shards == expected and from_csv == expected
 
@@ -176,9 +166,9 @@ def _train(tmp_path, csv_path, out, *extra):
 
 
 def test_train_one_step_and_resume_equivalence(shared_data, cifar_subset, tmp_path):
-    texts = load_class_texts(shared_data / "class-glosses.tsv")
-    samples = caption_samples(cifar_subset(2, 2) / "train", texts, TRAIN_TEMPLATES, seed=0)
-    csv_path = write_caption_csv(samples, tmp_path / "captions.csv")
+    texts = captions.load_class_texts(shared_data / "class-glosses.tsv")
+    samples = captions.caption_samples(cifar_subset(2, 2) / "train", texts, captions.TRAIN_TEMPLATES, seed=0)
+    csv_path = captions.write_caption_csv(samples, tmp_path / "captions.csv")
     summary = _train(tmp_path, csv_path, "full")
     assert summary["steps"] == 2 and (tmp_path / "full" / "model.safetensors").is_file()
     assert _train(tmp_path, csv_path, "split", "train.stop_after=1") == {}
@@ -214,7 +204,7 @@ def _evaluate(pretrained, cifar_root, shared_data, retrieval_per_class: int) -> 
         tokenizer,
         cifar=str(cifar_root),
         glosses=glosses,
-        held_out_classes=HELD_OUT_CLASSES,
+        held_out_classes=captions.HELD_OUT_CLASSES,
         retrieval_per_class=retrieval_per_class,
         batch_size=7,
     )

@@ -90,14 +90,8 @@ def ship(model: str, run: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "model.safetensors", target)
     r = run_result(run)
-    figures = dict(
-        precision=r.precision,
-        images_seen=r.images_seen,
-        train_seconds=r.train_seconds,
-        train_img_per_s=r.train_img_per_s,
-        test_top1=r.top1,
-        test_images=r.correct.numel(),
-    )
+    figures = {name: getattr(r, name) for name in ("precision", "images_seen", "train_seconds", "train_img_per_s")}
+    figures.update(test_top1=r.top1, test_images=r.correct.numel())
     target.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     return target
 

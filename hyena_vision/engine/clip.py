@@ -49,8 +49,9 @@ from ..data.captions import (
 from ..data.images import extract_tar, find_split_dir, image_dataset, is_tar
 from ..layers import param_groups
 from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run
-from .config import load_config, parse_args, save_config
+from .config import AdamWCosineConfig, load_config, parse_args, save_config
 from .distributed import init_distributed
+from .figures import save_figure, subplots
 from .loop import grad_scaler, train_update
 from .metrics import LogWindow, MetricsLogger
 
@@ -80,17 +81,6 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 1e-3  # peak; parameters with optimizer hints (Hyena filters) keep their own
-    min_lr: float = 1e-5
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    warmup_steps: int = 50
-    grad_clip: float = 1.0  # max global grad norm; 0: off
-
-
-@dataclass
 class TrainConfig:
     steps: int = 600  # optimizer updates; the cosine schedule spans them
     stop_after: int = 0  # > 0: stop (with a checkpoint) after this many updates; resume later
@@ -112,7 +102,9 @@ class EvalConfig:
 class ClipConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: AdamWCosineConfig = field(  # CLIP's usual betas and eps
+        default_factory=lambda: AdamWCosineConfig(min_lr=1e-5, betas=[0.9, 0.98], eps=1e-6, warmup_steps=50)
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     out_dir: str = "runs/clip"
@@ -475,12 +467,7 @@ def compare_main(argv: list[str] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = subplots(figsize=(10, 4))
     width = 0.8 / len(summaries)
     for i, s in enumerate(summaries):
         vals = [100 * s["eval"][m]["value"] for m in METRICS]
@@ -494,8 +481,6 @@ def compare_main(argv: list[str] | None = None) -> str:
     ax.set_ylabel("% (95% Wilson interval)")
     ax.set_title("CLIP on CIFAR-10 captions")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "compare.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "compare.png")
     print(table)
     return table

@@ -16,13 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
-
 from .config import config_file
+from .figures import save_figure, subplots
 from .metrics import read_metrics
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> str:
     table = "\n".join(lines) + "\n"
     (out / "comparison.md").write_text(table)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for arch, (summary, rows) in runs.items():
         label = f"{arch} ({summary['params'] / 1e6:.2f}M)"
         ax.plot([r["step"] for r in rows], [r["val_loss"] for r in rows], marker="o", ms=3, label=label)
@@ -83,8 +79,7 @@ def main(argv: list[str] | None = None) -> str:
     ax.set_ylim(top=min(ax.get_ylim()[1], 3.0))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "val_loss.png", dpi=120)
+    save_figure(fig, out / "val_loss.png")
     print(table)
     return table
 

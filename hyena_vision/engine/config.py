@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,9 +17,31 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .._io import atomic_write
 
-__all__ = ["CONFIG_DIR", "ConfigError", "config_file", "load_config", "parse_args", "save_config", "shipped_configs"]
+__all__ = [
+    "CONFIG_DIR",
+    "AdamWCosineConfig",
+    "ConfigError",
+    "config_file",
+    "load_config",
+    "parse_args",
+    "save_config",
+    "shipped_configs",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class AdamWCosineConfig:
+    """``optim`` of the step-counted trainers (LM, CLIP): AdamW, linear warmup, cosine decay to ``min_lr``."""
+
+    lr: float = 1e-3  # peak; parameters with optimizer hints (Hyena filters) keep their own
+    min_lr: float = 1e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # max global grad norm; 0: off
 
 
 class ConfigError(ValueError):

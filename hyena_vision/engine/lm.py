@@ -36,7 +36,7 @@ from ..data.text import TokenDataset, Tokenizer, prepare_text_corpus, tokenizer_
 from ..layers import param_groups
 from ..models.gpt import create_lm
 from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run
-from .config import load_config, parse_args, save_config
+from .config import AdamWCosineConfig, load_config, parse_args, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed, wrap_model
 from .evaluation import evaluate_lm
 from .loop import amp_dtype, grad_scaler, train_update
@@ -86,17 +86,6 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 1e-3  # peak; parameters with optimizer hints (filters) keep their own
-    min_lr: float = 1e-4
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    grad_clip: float = 1.0  # max global grad norm; 0: off
-
-
-@dataclass
 class TrainConfig:
     steps: int = 2000  # optimizer updates; the cosine schedule spans them
     stop_after: int = 0  # > 0: stop (with a checkpoint) after this many updates; resume later
@@ -116,7 +105,7 @@ class TrainConfig:
 class LMConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: AdamWCosineConfig = field(default_factory=AdamWCosineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/lm"
 

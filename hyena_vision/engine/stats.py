@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .figures import save_figure, subplots
+
 __all__ = [
     "ALPHA",
     "Comparison",
@@ -182,12 +184,7 @@ def plot_curves(
 ) -> Path:
     """Two panels, test top-1 against training wall-clock seconds and against images seen, with Wilson 95%
     intervals. ``curves[name]``: (train seconds, images seen, top-1 %, test images) per evaluation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 4), sharey=True)
     for name, points in curves.items():
         if not points:
             continue
@@ -207,11 +204,7 @@ def plot_curves(
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle(textwrap.fill(title, 130), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -114,17 +114,20 @@ def _use_triton(backend: str, u: torch.Tensor, kind: str, gated: bool, run) -> b
     return dispatch.AUTO.choose(dispatch.ProblemKey.of(u, kind, gated), run) == "triton"
 
 
+def _check_signal_and_filter(u: torch.Tensor, k: torch.Tensor, u_layout: str, k_layout: str) -> None:
+    """Float tensors of the layouts' ranks (``"(B, C, L)"``, ``"(C, Lk)"``) with the same channel count."""
+    for name, t, layout in (("u", u, u_layout), ("k", k, k_layout)):
+        _check_float(name, t)
+        if t.ndim != layout.count(",") + 1:
+            raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
+    if k.shape[0] != u.shape[1]:
+        raise ValueError(f"k has {k.shape[0]} channels but u has C={u.shape[1]}")
+
+
 def _check_1d(u: torch.Tensor, k: torch.Tensor, causal: bool) -> int:
     """Validate the 1D arguments; returns the index of lag 0 in k (0 when causal, M-1 when bidirectional)."""
-    _check_float("u", u)
-    _check_float("k", k)
-    if u.ndim != 3:
-        raise ValueError(f"u must be (B, C, L), got shape {tuple(u.shape)}")
-    if k.ndim != 2:
-        raise ValueError(f"k must be (C, Lk), got shape {tuple(k.shape)}")
-    _, channels, length = u.shape
-    if k.shape[0] != channels:
-        raise ValueError(f"k has {k.shape[0]} channels but u has C={channels}")
+    _check_signal_and_filter(u, k, "(B, C, L)", "(C, Lk)")
+    length = u.shape[2]
     if length == 0:
         raise ValueError("u must have L >= 1")
     klen = k.shape[1]
@@ -187,15 +190,8 @@ def fftconv2d(
     Output has u's shape: ``y[b,c,i,j] = sum_{p,q} k[c, Mh-1+p, Mw-1+q] u[b,c,i-p,j-q] + D[c] u[b,c,i,j]``.
     """
     _check_backend(backend)
-    _check_float("u", u)
-    _check_float("k", k)
-    if u.ndim != 4:
-        raise ValueError(f"u must be (B, C, H, W), got shape {tuple(u.shape)}")
-    if k.ndim != 3:
-        raise ValueError(f"k must be (C, 2Mh-1, 2Mw-1), got shape {tuple(k.shape)}")
+    _check_signal_and_filter(u, k, "(B, C, H, W)", "(C, 2Mh-1, 2Mw-1)")
     _, channels, height, width = u.shape
-    if k.shape[0] != channels:
-        raise ValueError(f"k has {k.shape[0]} channels but u has C={channels}")
     kh, kw = k.shape[1:]
     if kh % 2 == 0 or kw % 2 == 0 or (kh + 1) // 2 > height or (kw + 1) // 2 > width:
         raise ValueError(
