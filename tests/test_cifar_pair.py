@@ -123,3 +123,7 @@ def test_one_model_per_process_trains_only_that_model(tmp_path, monkeypatch):
     assert "train.eval_every=5" in full[2] and "data.val_split=test" in full[2]
     with pytest.raises(SystemExit):
         cifar_pair.parse_args(["--model", "vit_iso_cifar", "--ship"])  # shipping needs both models
+    out = tmp_path / "out"
+    assert cifar_pair.report_models(out) == cifar_report.PAIR  # the 2D model is not trained: not in the report
+    cifar_pair.main(["--model", "hyena_vit2d_cifar", "--data", str(tmp_path), "--out", str(out)])
+    assert cifar_pair.report_models(out) == (*cifar_report.PAIR, "hyena_vit2d_cifar")
