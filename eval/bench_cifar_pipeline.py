@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from hyena_vision.data.loaders import train_stream, train_transform
 from hyena_vision.engine import classify  # the trainer's building blocks
 from hyena_vision.engine.compare_cifar10 import default_data
 from hyena_vision.engine.loop import AMP_DTYPES
@@ -25,20 +26,10 @@ CONFIGS = {"vit_iso_cifar": "cifar10/vit_iso", "hyena_vit_cifar": "cifar10/hyena
 def build(model_name: str, kind: str, data: str, amp: str):
     overrides = [f"data.kind={kind}", f"data.root={data}", "data.num_workers=0", f"train.amp={amp}"]
     cfg = classify.load_config(classify.ClassifyConfig, CONFIGS[model_name], overrides)
-    build_train, _, train_stream, _, _ = classify.data_functions(kind)
     torch.manual_seed(0)
     model = classify.create_model(cfg, 10)
-    s = classify.data_settings(cfg, model)
-    a = cfg.aug
-    transform = build_train(
-        a.policy,
-        input_size=s["input_size"],
-        mean=s["mean"],
-        std=s["std"],
-        interpolation=s["interpolation"],
-        hflip=a.hflip,
-        crop_padding=a.crop_padding,
-    )
+    image, _ = classify.data_settings(cfg, model)
+    transform = train_transform(kind, image, classify.train_augment(cfg))
     d = cfg.data
     stream = train_stream(
         kind,

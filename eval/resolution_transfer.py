@@ -40,7 +40,14 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 import hyena_vision.models  # noqa: F401  (registers the models with timm)
-from hyena_vision.data.images import build_eval_transform, build_train_transform, image_dataset, subset_indices
+from hyena_vision.data.images import (
+    ImageSettings,
+    TrainAugment,
+    build_eval_transform,
+    build_train_transform,
+    image_dataset,
+    subset_indices,
+)
 from hyena_vision.engine.evaluation import evaluate_classifier
 from hyena_vision.engine.figures import save_figure, subplots
 from hyena_vision.layers import param_groups
@@ -78,12 +85,12 @@ def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def loader(args, split: str, size: int, train: bool) -> DataLoader:
-    common = dict(input_size=(3, size, size), mean=CIFAR10_MEAN, std=CIFAR10_STD, interpolation="bilinear")
+    image = ImageSettings((3, size, size), CIFAR10_MEAN, CIFAR10_STD, interpolation="bilinear")
     if train:  # upsample first, then the CIFAR crop (padding scaled with the size) and flip
-        crop = build_train_transform("cifar", crop_padding=size // 8, **common)
+        crop = build_train_transform(image, TrainAugment("cifar", crop_padding=size // 8))
         transform = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR), crop])
     else:
-        transform = build_eval_transform(crop_pct=1.0, **common)
+        transform = build_eval_transform(image, crop_pct=1.0)
     dataset = image_dataset("folder", args.data, split, transform)
     subset = args.train_subset if train else args.test_subset
     dataset = Subset(dataset, subset_indices(len(dataset), subset, args.seed))

@@ -14,19 +14,12 @@ from hv_testing import load_script
 from torchvision import transforms as T
 
 from hyena_vision.data import cifar_memory
-from hyena_vision.data.cifar_memory import (
-    BatchAugment,
-    BatchNormalize,
-    build_eval_transform,
-    build_train_transform,
-    eval_loader,
-    load_cifar10,
-    train_stream,
-)
-from hyena_vision.data.images import RobustImageFolder
-from hyena_vision.data.loaders import eval_loader as folder_eval_loader
+from hyena_vision.data.cifar_memory import KIND, BatchAugment, BatchNormalize, load_cifar10
+from hyena_vision.data.images import ImageSettings, RobustImageFolder, TrainAugment
+from hyena_vision.data.loaders import eval_loader, eval_transform, num_classes_of, train_stream, train_transform
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGE = ImageSettings((3, 32, 32), MEAN, STD)
 
 
 @pytest.fixture(autouse=True)
@@ -145,21 +138,40 @@ def test_batch_augment_is_a_padded_crop_and_flip():
     assert len({(t, l) for t, l, _ in seen}) == (2 * p + 1) ** 2 and {f for *_, f in seen} == {0, 1}
 
 
-def test_transform_builders_validate():
-    assert isinstance(build_train_transform("cifar", input_size=(3, 32, 32), mean=MEAN, std=STD), BatchAugment)
-    with pytest.raises(ValueError, match="data.kind=folder"):
-        build_train_transform("timm", input_size=(3, 32, 32), mean=MEAN, std=STD)
+def test_transforms_are_batched_and_validated():
+    assert isinstance(train_transform(KIND, IMAGE, TrainAugment("cifar")), BatchAugment)
+    assert type(train_transform(KIND, IMAGE, TrainAugment("none"))) is BatchNormalize
+    for aug in (
+        TrainAugment("timm"),
+        TrainAugment("cifar", color_jitter=0.4),
+        TrainAugment("cifar", rand_augment="m9"),
+    ):
+        with pytest.raises(ValueError, match="data.kind=folder"):
+            train_transform(KIND, IMAGE, aug)
     with pytest.raises(ValueError, match="input_size"):
-        build_train_transform("cifar", input_size=(3, 64, 64), mean=MEAN, std=STD)
+        train_transform(KIND, ImageSettings((3, 64, 64), MEAN, STD), TrainAugment("cifar"))
     with pytest.raises(ValueError, match="crop_pct"):
-        build_eval_transform(input_size=(3, 32, 32), mean=MEAN, std=STD, crop_pct=0.9)
+        eval_transform(KIND, IMAGE, crop_pct=0.9)
+    with pytest.raises(ValueError, match="augmentation policy"):
+        TrainAugment("autoaugment")
+
+
+def test_shards_are_refused_by_name(tmp_path):
+    common = dict(root=str(tmp_path), split="train", shards="s-{0..3}.tar", transform=None, rank=0, world_size=1)
+    with pytest.raises(ValueError, match="data.train_shards"):
+        train_stream(KIND, train_samples=0, global_batch=8, accum_steps=1, seed=0, **common)
+    with pytest.raises(ValueError, match="data.val_shards"):
+        eval_loader(KIND, batch_size=8, **common)
+    with pytest.raises(ValueError, match="data.train_shards"):
+        num_classes_of(KIND, root=None, split="train", shards="s.tar")
+    assert num_classes_of(KIND, root=None, split="train", shards=None) == 10
 
 
 def _stream(root, **kwargs):
-    transform = build_train_transform("cifar", input_size=(3, 32, 32), mean=MEAN, std=STD)
+    transform = train_transform(KIND, IMAGE, TrainAugment("cifar"))
     args = dict(root=str(root), split="train", shards=None, train_samples=0, transform=transform, global_batch=8)
     args.update(accum_steps=2, rank=0, world_size=1, seed=3, cache_dir=str(root / "cache"))
-    return train_stream("memory_cifar10", **{**args, **kwargs})
+    return train_stream(KIND, **{**args, **kwargs})
 
 
 def test_stream_resumes_exactly_and_splits_ranks(tmp_path):
@@ -183,11 +195,10 @@ def test_stream_resumes_exactly_and_splits_ranks(tmp_path):
 
 def test_eval_loader_matches_folder_order(small_cifar, tmp_path):
     root = small_cifar
-    eval_tf = build_eval_transform(input_size=(3, 32, 32), mean=MEAN, std=STD, crop_pct=1.0)
     args = dict(root=str(root), split="test", shards=None, batch_size=7, rank=0, world_size=1, subset=12, seed=5)
     args.update(cache_dir=str(tmp_path))
-    memory = eval_loader("memory_cifar10", transform=eval_tf, **args)
-    folder = folder_eval_loader("folder", transform=T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)]), **args)
+    memory = eval_loader(KIND, transform=eval_transform(KIND, IMAGE, crop_pct=1.0), **args)
+    folder = eval_loader("folder", transform=eval_transform("folder", IMAGE, crop_pct=1.0), **args)
     assert len(memory) == 2
     pairs = list(zip(memory, folder, strict=True))
     for (x, y), (xf, yf) in pairs:

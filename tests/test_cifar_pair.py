@@ -98,10 +98,11 @@ def test_shipped_pair_is_evaluated_on_the_runs_test_images(tmp_path, monkeypatch
 def cifar_report_loader(root):
     """The seeded 12-image test subset the run's config describes (seed 3), as the trainer would read it."""
     from hyena_vision.data import cifar_memory
+    from hyena_vision.data.loaders import eval_loader
 
     transform = cifar_memory.BatchNormalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     args = dict(root=str(root), split="test", shards=None, transform=transform, batch_size=5, rank=0, world_size=1)
-    return cifar_memory.eval_loader(cifar_memory.KIND, subset=12, seed=3, **args)
+    return eval_loader(cifar_memory.KIND, subset=12, seed=3, **args)
 
 
 def test_one_model_per_process_trains_only_that_model(tmp_path, monkeypatch):

@@ -18,14 +18,23 @@ from torchvision.transforms import functional as TF
 
 from hyena_vision.data.images import (
     EpochSampler,
+    ImageSettings,
     RobustImageFolder,
+    TrainAugment,
     extract_tar,
     find_split_dir,
     image_dataset,
     shard_indices,
     subset_indices,
 )
-from hyena_vision.data.loaders import eval_loader, micro_batch_size, num_classes_of, train_stream
+from hyena_vision.data.loaders import (
+    eval_loader,
+    eval_transform,
+    micro_batch_size,
+    num_classes_of,
+    train_stream,
+    train_transform,
+)
 from hyena_vision.data.shards import eval_shard_pipeline, read_meta, train_shard_pipeline, write_shards
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -70,6 +79,20 @@ def test_data_errors_name_the_problem(cifar_folder, tmp_path):
         micro_batch_size(10, accum_steps=3, world_size=1)
     with pytest.raises(ValueError, match="data.kind must be one of"):
         eval_loader("tfrecord", root=None, split="x", shards=None, transform=None, batch_size=1, rank=0, world_size=1)
+
+
+def test_per_image_transforms_follow_the_settings(cifar_folder):
+    """The "cifar" policy without padding or flip is the whole-image evaluation transform; "timm" crops to size."""
+    photo = Image.open(cifar_folder / "test" / "cat" / "0000.jpg").convert("RGB")
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    image = ImageSettings([3, 32, 32], mean, std)  # lists (as from YAML) are kept as tuples
+    assert image.input_size == (3, 32, 32) and hash(image) == hash(ImageSettings((3, 32, 32), mean, std))
+    reference = (TF.to_tensor(photo) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    fixed = train_transform("folder", image, TrainAugment("cifar", hflip=0.0, crop_padding=0))(photo)
+    torch.testing.assert_close(fixed, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eval_transform("folder", image, crop_pct=1.0)(photo), reference, rtol=1e-5, atol=1e-5)
+    small = ImageSettings((3, 24, 24), mean, std, interpolation="bilinear")
+    assert train_transform("shards", small, TrainAugment("timm", re_prob=0.5))(photo).shape == (3, 24, 24)
 
 
 def test_unreadable_image_is_reported_and_replaced(cifar_folder, tmp_path, caplog):

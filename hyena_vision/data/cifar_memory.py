@@ -9,8 +9,9 @@ ImageFolder order (sorted class folders, sorted file names), so subsets and pred
 ``data.kind=folder``; torchvision's pickled release (a folder holding ``cifar-10-batches-py``); or, with
 ``root=None`` and ``download=True``, torchvision's download of that release into the cache folder.
 
-The functions take the same arguments as ``images.build_train_transform`` / ``build_eval_transform`` and
-``loaders.train_stream`` / ``eval_loader`` / ``num_classes_of``, so the trainer swaps them in by ``data.kind``.
+``loaders`` serves this kind from the pieces here (``train_transform`` / ``eval_transform``, ``train_stream`` /
+``eval_loader`` / ``num_classes_of`` with ``kind="memory_cifar10"``): ``load_cifar10``, the batched transforms and
+the ``MemoryStream`` / ``TensorBatches`` iterables.
 
 Splits: "train", "test", and "train:<start>:<stop>", the images ``start:stop`` of one fixed random permutation of
 the training set: disjoint pieces of it (e.g. "train:0:10000" to train and "train:10000:15000" to validate a
@@ -34,21 +35,18 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .images import EpochSampler, default_cache_dir, find_split_dir, is_tar, shard_indices, subset_indices
-from .loaders import micro_batch_size
+from .images import EpochSampler, ImageSettings, TrainAugment, default_cache_dir, find_split_dir, is_tar
 
 __all__ = [
     "KIND",
+    "NUM_CLASSES",
     "BatchAugment",
     "BatchNormalize",
     "MemoryStream",
     "TensorBatches",
-    "build_eval_transform",
-    "build_train_transform",
-    "eval_loader",
+    "batch_eval_transform",
+    "batch_train_transform",
     "load_cifar10",
-    "num_classes_of",
-    "train_stream",
 ]
 
 KIND = "memory_cifar10"
@@ -57,6 +55,7 @@ PIECE_SEED = 0  # the permutation that "train:<start>:<stop>" slices
 TORCHVISION_FOLDER = "cifar-10-batches-py"
 TORCHVISION_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 IMAGE_SIZE = (3, 32, 32)
+NUM_CLASSES = 10
 
 _loaded: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}  # decoded splits kept for this process
 
@@ -251,65 +250,41 @@ class BatchAugment(BatchNormalize):
         return self.erase(out) if self.erase is not None else out
 
 
-def _check_size(input_size: Sequence[int]) -> None:
-    if tuple(input_size) != IMAGE_SIZE:
-        raise ValueError(f"data.kind={KIND} serves 32x32 RGB images: input_size must be {IMAGE_SIZE}, got {input_size}")
+def _check_size(image: ImageSettings) -> None:
+    if image.input_size != IMAGE_SIZE:
+        raise ValueError(
+            f"data.kind={KIND} serves 32x32 RGB images: input_size must be {IMAGE_SIZE}, got {image.input_size}"
+        )
 
 
-def build_train_transform(
-    policy: str,
-    *,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-    hflip: float = 0.5,
-    color_jitter: float = 0.0,
-    rand_augment: str | None = None,
-    re_prob: float = 0.0,
-    scale: Sequence[float] = (0.08, 1.0),
-    crop_padding: int = 4,
-) -> Callable:
-    """Batched version of ``images.build_train_transform`` for the "cifar" (pad + crop + flip) and "none" policies.
-    ``interpolation`` and ``scale`` belong to the "timm" policy, which is per image: use data.kind=folder for it."""
-    _check_size(input_size)
-    if policy == "timm" or color_jitter > 0 or rand_augment:
+def batch_train_transform(image: ImageSettings, aug: TrainAugment) -> BatchNormalize:
+    """Batched counterpart of ``images.build_train_transform`` for the "cifar" (pad + crop + flip) and "none"
+    policies. ``image.interpolation`` and ``aug.scale`` belong to the "timm" policy, which is per image: use
+    data.kind=folder for it."""
+    _check_size(image)
+    if aug.policy == "timm" or aug.color_jitter > 0 or aug.rand_augment:
         raise ValueError(
             f"data.kind={KIND} augments whole batches and supports aug.policy 'cifar' or 'none' without "
-            f"color_jitter / rand_augment (got policy {policy!r}, color_jitter {color_jitter}, rand_augment "
-            f"{rand_augment!r}); use data.kind=folder for per-image timm augmentation"
+            f"color_jitter / rand_augment (got policy {aug.policy!r}, color_jitter {aug.color_jitter}, rand_augment "
+            f"{aug.rand_augment!r}); use data.kind=folder for per-image timm augmentation"
         )
-    if policy == "cifar":
-        return BatchAugment(mean=mean, std=std, padding=crop_padding, hflip=hflip, re_prob=re_prob)
-    if policy == "none":
-        return BatchNormalize(mean, std)
-    raise ValueError(f"augmentation policy must be 'timm', 'cifar' or 'none', got {policy!r}")
+    if aug.policy == "cifar":
+        return BatchAugment(
+            mean=image.mean, std=image.std, padding=aug.crop_padding, hflip=aug.hflip, re_prob=aug.re_prob
+        )
+    return BatchNormalize(image.mean, image.std)  # policy "none"
 
 
-def build_eval_transform(
-    *,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-    crop_pct: float = 0.875,
-) -> Callable:
+def batch_eval_transform(image: ImageSettings, crop_pct: float) -> BatchNormalize:
     """Normalization only: CIFAR models evaluate the whole 32x32 image (``crop_pct`` 1)."""
-    _check_size(input_size)
+    _check_size(image)
     if crop_pct != 1.0:
         raise ValueError(f"data.kind={KIND} evaluates whole 32x32 images: crop_pct must be 1.0, got {crop_pct}")
-    return BatchNormalize(mean, std)
+    return BatchNormalize(image.mean, image.std)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Streams
-
-
-def _check_source(kind: str, shards: str | None) -> None:
-    if kind != KIND:
-        raise ValueError(f"kind must be {KIND!r} for this reader, got {kind!r}")
-    if shards:
-        raise ValueError(f"data.kind={KIND} reads data.root, not shards (got {shards!r})")
 
 
 @dataclass
@@ -342,38 +317,6 @@ class MemoryStream:
             yield self.transform(self.images[batch], generator), self.labels[batch]
 
 
-def train_stream(
-    kind: str,
-    *,
-    root: str | None,
-    split: str,
-    shards: str | None,
-    train_samples: int,
-    transform: Callable,
-    global_batch: int,
-    accum_steps: int,
-    rank: int,
-    world_size: int,
-    seed: int,
-    subset: int = 0,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    shuffle_buffer: int = 5000,
-    cache_dir: str | None = None,
-    download: bool = False,
-) -> MemoryStream:
-    """``loaders.train_stream`` over decoded CIFAR-10; ``train_samples``, ``num_workers``, ``pin_memory`` and
-    ``shuffle_buffer`` have nothing to do here (no worker processes, no shards)."""
-    _check_source(kind, shards)
-    micro = micro_batch_size(global_batch, accum_steps, world_size)
-    images, labels = load_cifar10(split, root=root, cache_dir=cache_dir, download=download)
-    if subset:
-        keep = torch.tensor(subset_indices(len(labels), subset, seed))
-        images, labels = images[keep], labels[keep]
-    sampler = EpochSampler(len(labels), global_batch=global_batch, rank=rank, world_size=world_size, seed=seed)
-    return MemoryStream(images, labels, transform, sampler, micro, accum_steps, seed, rank)
-
-
 @dataclass
 class TensorBatches:
     """Evaluation batches, in order, of (transformed images, labels)."""
@@ -383,42 +326,13 @@ class TensorBatches:
     transform: Callable
     batch_size: int
 
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, len(self.labels), self.batch_size):
             yield self.transform(self.images[i : i + self.batch_size]), self.labels[i : i + self.batch_size]
-
-
-def eval_loader(
-    kind: str,
-    *,
-    root: str | None,
-    split: str,
-    shards: str | None,
-    transform: Callable,
-    batch_size: int,
-    rank: int,
-    world_size: int,
-    subset: int = 0,
-    seed: int = 0,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    cache_dir: str | None = None,
-    download: bool = False,
-) -> TensorBatches:
-    """Every evaluation image exactly once across ranks, in test-set order (``subset``: the same seeded subset as
-    ``loaders.eval_loader``); ``num_workers`` and ``pin_memory`` have nothing to do here."""
-    _check_source(kind, shards)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images, labels = load_cifar10(split, root=root, cache_dir=cache_dir, download=download)
-    indices = subset_indices(len(labels), subset, seed)
-    keep = torch.tensor([indices[i] for i in shard_indices(len(indices), rank, world_size)], dtype=torch.int64)
-    return TensorBatches(images[keep], labels[keep], transform, batch_size)
-
-
-def num_classes_of(kind: str, *, root: str | None, split: str, shards: str | None, cache_dir: str | None = None) -> int:
-    _check_source(kind, shards)
-    return 10

@@ -14,7 +14,8 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,8 +27,11 @@ from torchvision import transforms as T
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "POLICIES",
     "EpochSampler",
+    "ImageSettings",
     "RobustImageFolder",
+    "TrainAugment",
     "build_eval_transform",
     "build_train_transform",
     "extract_tar",
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+POLICIES = ("timm", "cifar", "none")  # training augmentation policies (TrainAugment)
 
 
 def is_tar(path: str | os.PathLike) -> bool:
@@ -192,73 +197,78 @@ class EpochSampler(Sampler[int]):
         return self.updates_per_epoch * self.global_batch // self.world_size - self.start
 
 
-def build_train_transform(
-    policy: str,
-    *,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-    hflip: float = 0.5,
-    color_jitter: float = 0.0,
-    rand_augment: str | None = None,
-    re_prob: float = 0.0,
-    scale: Sequence[float] = (0.08, 1.0),
-    crop_padding: int = 4,
-) -> Callable:
-    """Training transform. ``policy``: "timm" (RandomResizedCrop + flip + optional RandAugment / colour jitter +
-    random erasing, via ``timm.data.create_transform``), "cifar" (random crop with ``crop_padding`` + flip: the
-    "basic augmentation" of CIFAR papers) or "none" (the evaluation transform at full size)."""
+@dataclass(frozen=True)
+class ImageSettings:
+    """What a model expects of its input images: ``input_size`` (C, H, W), per-channel ``mean`` / ``std`` and the
+    resize ``interpolation`` (timm's data config, less the evaluation crop)."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):  # lists (YAML, timm configs) become tuples: settings are hashable values
+        for name in ("input_size", "mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def from_data_config(cls, config: dict) -> ImageSettings:
+        """From a ``timm.data.resolve_data_config`` dict (its ``crop_pct`` is the evaluation's, not read here)."""
+        return cls(config["input_size"], config["mean"], config["std"], config["interpolation"])
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """Training augmentation. ``policy``: "timm" (RandomResizedCrop over ``scale`` + flip + optional RandAugment /
+    colour jitter + random erasing, via ``timm.data.create_transform``), "cifar" (random crop after zero padding by
+    ``crop_padding`` + flip: the "basic augmentation" of CIFAR papers, and optional random erasing) or "none" (the
+    evaluation transform at full size). ``hflip``: flip probability; ``re_prob``: random erasing probability."""
+
+    policy: str
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    rand_augment: str | None = None  # e.g. "rand-m9-mstd0.5"
+    re_prob: float = 0.0
+    scale: tuple[float, float] = (0.08, 1.0)
+    crop_padding: int = 4
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", tuple(self.scale))
+        if self.policy not in POLICIES:
+            raise ValueError(f"augmentation policy must be 'timm', 'cifar' or 'none', got {self.policy!r}")
+
+
+def build_train_transform(image: ImageSettings, aug: TrainAugment) -> Callable:
+    """Per-image training transform of a PIL image (``aug.policy`` says which)."""
     from timm.data import create_transform
 
-    if policy == "timm":
+    if aug.policy == "timm":
         return create_transform(
-            tuple(input_size),
+            **asdict(image),  # input_size, mean, std, interpolation: create_transform's own names
             is_training=True,
-            scale=tuple(scale),
-            hflip=hflip,
-            color_jitter=color_jitter,
-            auto_augment=rand_augment,
-            interpolation=interpolation,
-            mean=tuple(mean),
-            std=tuple(std),
-            re_prob=re_prob,
+            scale=aug.scale,
+            hflip=aug.hflip,
+            color_jitter=aug.color_jitter,
+            auto_augment=aug.rand_augment,
+            re_prob=aug.re_prob,
             re_mode="pixel",
             re_count=1,
         )
-    if policy == "cifar":
-        steps = [T.RandomCrop(tuple(input_size[-2:]), padding=crop_padding, padding_mode="constant")]
-        if hflip > 0:
-            steps.append(T.RandomHorizontalFlip(hflip))
-        steps += [T.ToTensor(), T.Normalize(mean, std)]
-        if re_prob > 0:
+    if aug.policy == "cifar":
+        steps = [T.RandomCrop(image.input_size[-2:], padding=aug.crop_padding, padding_mode="constant")]
+        if aug.hflip > 0:
+            steps.append(T.RandomHorizontalFlip(aug.hflip))
+        steps += [T.ToTensor(), T.Normalize(image.mean, image.std)]
+        if aug.re_prob > 0:
             from timm.data.random_erasing import RandomErasing
 
-            steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
+            steps.append(RandomErasing(aug.re_prob, mode="pixel", device="cpu"))
         return T.Compose(steps)
-    if policy == "none":
-        return build_eval_transform(
-            input_size=input_size, mean=mean, std=std, interpolation=interpolation, crop_pct=1.0
-        )
-    raise ValueError(f"augmentation policy must be 'timm', 'cifar' or 'none', got {policy!r}")
+    return build_eval_transform(image, crop_pct=1.0)  # policy "none"
 
 
-def build_eval_transform(
-    *,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-    crop_pct: float = 0.875,
-) -> Callable:
+def build_eval_transform(image: ImageSettings, crop_pct: float) -> Callable:
     """Resize to ``input_size / crop_pct``, centre crop, normalize (timm's evaluation transform)."""
     from timm.data import create_transform
 
-    return create_transform(
-        tuple(input_size),
-        is_training=False,
-        interpolation=interpolation,
-        mean=tuple(mean),
-        std=tuple(std),
-        crop_pct=crop_pct,
-    )
+    return create_transform(**asdict(image), is_training=False, crop_pct=crop_pct)

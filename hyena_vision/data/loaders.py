@@ -1,7 +1,9 @@
-"""Data loaders for classification training and evaluation over every supported source.
+"""Transforms and data loaders for classification training and evaluation over every supported source.
 
 Sources (``kind``): "folder" (an ImageFolder directory with split subfolders, or a tar of one), "shards"
-(webdataset URLs / brace patterns), "torchvision_cifar10". Training reads whole optimizer updates:
+(webdataset URLs / brace patterns), "torchvision_cifar10", each transformed per image (``images``), and
+"memory_cifar10" (CIFAR-10 decoded into memory and transformed in whole batches, ``cifar_memory``). Each function
+here takes ``kind`` and picks the reader and transforms for it. Training reads whole optimizer updates:
 ``global_batch = micro_batch * accum_steps * world_size`` images per update.
 """
 
@@ -14,12 +16,32 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .images import EpochSampler, image_dataset, shard_indices, subset_indices
+from . import cifar_memory
+from .cifar_memory import MemoryStream, TensorBatches
+from .images import (
+    EpochSampler,
+    ImageSettings,
+    TrainAugment,
+    build_eval_transform,
+    build_train_transform,
+    image_dataset,
+    shard_indices,
+    subset_indices,
+)
 from .shards import eval_shard_pipeline, read_meta, train_shard_pipeline
 
-__all__ = ["TrainStream", "eval_loader", "micro_batch_size", "num_classes_of", "train_stream"]
+__all__ = [
+    "KINDS",
+    "TrainStream",
+    "eval_loader",
+    "eval_transform",
+    "micro_batch_size",
+    "num_classes_of",
+    "train_stream",
+    "train_transform",
+]
 
-KINDS = ("folder", "shards", "torchvision_cifar10")
+KINDS = ("folder", "shards", "torchvision_cifar10", cifar_memory.KIND)
 
 
 def micro_batch_size(global_batch: int, accum_steps: int, world_size: int) -> int:
@@ -34,6 +56,37 @@ def micro_batch_size(global_batch: int, accum_steps: int, world_size: int) -> in
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")
+
+
+def _reject_shards(shards: str | None, option: str) -> None:
+    if shards:
+        raise ValueError(
+            f"data.kind={cifar_memory.KIND} reads data.root, not shards: {option} must be unset, got {shards!r}"
+        )
+
+
+def _eval_indices(n: int, subset: int, seed: int, rank: int, world_size: int) -> list[int]:
+    """This rank's share of the evaluation images (all ``n``, or a seeded random ``subset`` of them)."""
+    indices = subset_indices(n, subset, seed)
+    return [indices[i] for i in shard_indices(len(indices), rank, world_size)]
+
+
+def train_transform(kind: str, image: ImageSettings, aug: TrainAugment) -> Callable:
+    """The training transform for ``kind``: per PIL image, or per uint8 batch for memory_cifar10 (which supports
+    the "cifar" and "none" policies on 32x32 images only)."""
+    _check_kind(kind)
+    if kind == cifar_memory.KIND:
+        return cifar_memory.batch_train_transform(image, aug)
+    return build_train_transform(image, aug)
+
+
+def eval_transform(kind: str, image: ImageSettings, crop_pct: float) -> Callable:
+    """The evaluation transform for ``kind``: resize + centre crop + normalize per PIL image, or normalize a uint8
+    batch for memory_cifar10 (whole 32x32 images: ``crop_pct`` must be 1)."""
+    _check_kind(kind)
+    if kind == cifar_memory.KIND:
+        return cifar_memory.batch_eval_transform(image, crop_pct)
+    return build_eval_transform(image, crop_pct)
 
 
 @dataclass
@@ -84,9 +137,20 @@ def train_stream(
     shuffle_buffer: int = 5000,
     cache_dir: str | None = None,
     download: bool = False,
-) -> TrainStream:
+) -> TrainStream | MemoryStream:
+    """Micro-batches of ``split`` (``transform`` from ``train_transform``), ``updates_per_epoch`` updates per epoch.
+    ``train_samples`` and ``shuffle_buffer`` are for shards; ``num_workers`` and ``pin_memory`` for the DataLoader
+    of every kind but memory_cifar10, which has no worker processes."""
     _check_kind(kind)
     micro = micro_batch_size(global_batch, accum_steps, world_size)
+    if kind == cifar_memory.KIND:
+        _reject_shards(shards, "data.train_shards")
+        images, labels = cifar_memory.load_cifar10(split, root=root, cache_dir=cache_dir, download=download)
+        if subset:
+            keep = torch.tensor(subset_indices(len(labels), subset, seed))
+            images, labels = images[keep], labels[keep]
+        sampler = EpochSampler(len(labels), global_batch=global_batch, rank=rank, world_size=world_size, seed=seed)
+        return MemoryStream(images, labels, transform, sampler, micro, accum_steps, seed, rank)
     generator = torch.Generator()
     common = dict(num_workers=num_workers, pin_memory=pin_memory, generator=generator, persistent_workers=False)
     if kind == "shards":
@@ -131,9 +195,16 @@ def eval_loader(
     pin_memory: bool = False,
     cache_dir: str | None = None,
     download: bool = False,
-) -> DataLoader:
-    """Every evaluation image exactly once across ranks (``subset`` > 0: a seeded random subset of that size)."""
+) -> DataLoader | TensorBatches:
+    """Every evaluation image exactly once across ranks, in the data's order (``subset`` > 0: a seeded random
+    subset of that size, the same images for every map-style kind); ``num_workers`` and ``pin_memory`` have nothing
+    to do for memory_cifar10."""
     _check_kind(kind)
+    if kind == cifar_memory.KIND:
+        _reject_shards(shards, "data.val_shards")
+        images, labels = cifar_memory.load_cifar10(split, root=root, cache_dir=cache_dir, download=download)
+        keep = torch.tensor(_eval_indices(len(labels), subset, seed, rank, world_size), dtype=torch.int64)
+        return TensorBatches(images[keep], labels[keep], transform, batch_size)
     common = dict(num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
     if kind == "shards":
         if not shards:
@@ -146,16 +217,17 @@ def eval_loader(
     if root is None:
         raise ValueError(f"data.root must be given when data.kind={kind!r}")
     dataset = image_dataset(kind, root, split, transform, cache_dir=cache_dir, download=download)
-    indices = subset_indices(len(dataset), subset, seed)
-    dataset = Subset(dataset, [indices[i] for i in shard_indices(len(indices), rank, world_size)])
+    dataset = Subset(dataset, _eval_indices(len(dataset), subset, seed, rank, world_size))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
 
 
 def num_classes_of(kind: str, *, root: str | None, split: str, shards: str | None, cache_dir: str | None = None) -> int:
     """Class count of a data source (folder: its class folders; shards: meta.json; CIFAR-10: 10)."""
     _check_kind(kind)
-    if kind == "torchvision_cifar10":
-        return 10
+    if kind == cifar_memory.KIND:
+        _reject_shards(shards, "data.train_shards")
+    if kind in ("torchvision_cifar10", cifar_memory.KIND):
+        return cifar_memory.NUM_CLASSES
     if kind == "shards":
         meta = read_meta(shards or "")
         if meta is None:

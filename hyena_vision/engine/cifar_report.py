@@ -72,7 +72,9 @@ def shipped_results(like: str | os.PathLike) -> list[RunResult]:
 
     import hyena_vision.models  # noqa: F401  (registers the models and their shipped tags)
 
-    from ..data import cifar_memory
+    from ..data.cifar_memory import KIND
+    from ..data.images import ImageSettings
+    from ..data.loaders import eval_loader, eval_transform
     from ..models._shipped import weights_file
     from .evaluation import evaluate_classifier
 
@@ -86,16 +88,13 @@ def shipped_results(like: str | os.PathLike) -> list[RunResult]:
             continue
         # the file named explicitly: the same weights the registered tag "arch.c10" loads
         model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).to(device)
-        settings = resolve_data_config(model=model)
-        transform = cifar_memory.build_eval_transform(
-            input_size=settings["input_size"], mean=settings["mean"], std=settings["std"], crop_pct=1.0
-        )
-        loader = cifar_memory.eval_loader(
-            cifar_memory.KIND,
+        image = ImageSettings.from_data_config(resolve_data_config(model=model))
+        loader = eval_loader(
+            KIND,
             root=cfg.data.root,
             split="test",
             shards=None,
-            transform=transform,
+            transform=eval_transform(KIND, image, crop_pct=1.0),
             batch_size=500,
             rank=0,
             world_size=1,

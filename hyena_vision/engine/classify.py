@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,8 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from .. import models  # noqa: F401  (registers our models with timm)
-from ..data import cifar_memory
-from ..data.images import build_eval_transform, build_train_transform
-from ..data.loaders import TrainStream, eval_loader, num_classes_of, train_stream
+from ..data.images import ImageSettings, TrainAugment
+from ..data.loaders import TrainStream, eval_loader, eval_transform, num_classes_of, train_stream, train_transform
 from ..layers import param_groups
 from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run, seed_everything
 from .config import load_config, parse_args, save_config
@@ -158,14 +157,20 @@ def create_model(cfg: ClassifyConfig, num_classes: int) -> torch.nn.Module:
     )
 
 
-def data_settings(cfg: ClassifyConfig, model: torch.nn.Module) -> dict:
-    """input_size / mean / std / interpolation / crop_pct: the model's pretrained_cfg unless the config says."""
+def data_settings(cfg: ClassifyConfig, model: torch.nn.Module) -> tuple[ImageSettings, float]:
+    """(image settings, evaluation crop_pct): the model's pretrained_cfg where ``cfg.data`` leaves them unset."""
     settings = resolve_data_config(model=model)
     for key in ("input_size", "mean", "std", "interpolation", "crop_pct"):
         value = cfg.data[key]
         if value is not None:
-            settings[key] = tuple(value) if OmegaConf.is_list(value) else value
-    return settings
+            settings[key] = value
+    return ImageSettings.from_data_config(settings), settings["crop_pct"]
+
+
+def train_augment(cfg: ClassifyConfig) -> TrainAugment:
+    """The image augmentation of ``cfg.aug`` (its keys of the same names); Mixup/CutMix and label smoothing belong
+    to the loss."""
+    return TrainAugment(**{f.name: cfg.aug[f.name] for f in fields(TrainAugment)})
 
 
 def create_optimizer_and_scheduler(cfg: ClassifyConfig, model: torch.nn.Module, updates_per_epoch: int):
@@ -220,48 +225,17 @@ def create_loss(cfg: ClassifyConfig, num_classes: int):
     return None, torch.nn.CrossEntropyLoss()
 
 
-def data_kwargs(cfg: ClassifyConfig) -> dict:
-    d = cfg.data
-    return dict(root=d.root, cache_dir=d.cache_dir, download=d.download)
-
-
-def data_functions(kind: str) -> tuple:
-    """(build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of) for ``data.kind``:
-    memory_cifar10 has its own, with the same arguments (decoded CIFAR-10 kept in memory, augmented in batches)."""
-    if kind == cifar_memory.KIND:
-        m = cifar_memory
-        return m.build_train_transform, m.build_eval_transform, m.train_stream, m.eval_loader, m.num_classes_of
-    return build_train_transform, build_eval_transform, train_stream, eval_loader, num_classes_of
-
-
-def create_loaders(cfg: ClassifyConfig, settings: dict, dist_info: DistInfo):
+def create_loaders(cfg: ClassifyConfig, image: ImageSettings, crop_pct: float, dist_info: DistInfo):
     """(training stream of micro-batches with ``updates_per_epoch``, validation loader for this rank's share)."""
-    d, aug, device = cfg.data, cfg.aug, dist_info.device
-    build_train_transform, build_eval_transform, train_stream, eval_loader, _ = data_functions(d.kind)
-    transform = dict(
-        input_size=settings["input_size"],
-        mean=settings["mean"],
-        std=settings["std"],
-        interpolation=settings["interpolation"],
-    )
-    train_tf = build_train_transform(
-        aug.policy,
-        **transform,
-        hflip=aug.hflip,
-        color_jitter=aug.color_jitter,
-        rand_augment=aug.rand_augment,
-        re_prob=aug.re_prob,
-        scale=aug.scale,
-        crop_padding=aug.crop_padding,
-    )
-    eval_tf = build_eval_transform(**transform, crop_pct=settings["crop_pct"])
-    common = dict(
+    d = cfg.data
+    train_tf = train_transform(d.kind, image, train_augment(cfg))  # both first: a bad setting fails before any data
+    eval_tf = eval_transform(d.kind, image, crop_pct)
+    common = {key: d[key] for key in ("root", "num_workers", "cache_dir", "download")}  # as named in DataConfig
+    common.update(
         rank=dist_info.rank,
         world_size=dist_info.world_size,
         seed=cfg.train.seed,
-        num_workers=d.num_workers,
-        pin_memory=d.pin_memory and device.type == "cuda",
-        **data_kwargs(cfg),
+        pin_memory=d.pin_memory and dist_info.device.type == "cuda",
     )
     stream = train_stream(
         d.kind,
@@ -375,18 +349,18 @@ def main(argv: list[str] | None = None) -> dict:
     # model: the same initial weights on every rank (DDP broadcasts them too)
     seed_everything(t.seed)
     d = cfg.data
-    num_classes = d.num_classes or data_functions(d.kind)[4](
+    num_classes = d.num_classes or num_classes_of(
         d.kind, split=d.train_split, shards=d.train_shards, root=d.root, cache_dir=d.cache_dir
     )
     model = create_model(cfg, num_classes).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    settings = data_settings(cfg, model)
+    image, crop_pct = data_settings(cfg, model)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     # data: per-rank augmentation randomness from here on
     seed_everything(t.seed + dist_info.rank)
-    stream, val_loader = create_loaders(cfg, settings, dist_info)
+    stream, val_loader = create_loaders(cfg, image, crop_pct, dist_info)
     upe = stream.updates_per_epoch
 
     optimizer, scheduler = create_optimizer_and_scheduler(cfg, model, upe)

@@ -23,8 +23,9 @@ import torch
 from timm.data import resolve_data_config
 
 from .. import models  # noqa: F401  (registers our models with timm)
-from ..data.cifar_memory import KIND as MEMORY_CIFAR10
-from .classify import data_functions, load_classifier
+from ..data.images import ImageSettings
+from ..data.loaders import KINDS, eval_loader, eval_transform, num_classes_of
+from .classify import load_classifier
 from .evaluation import evaluate_classifier
 from .loop import AMP_DTYPES
 
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=0, help="0: from the checkpoint / data / model default")
     p.add_argument(
         "--kind",
-        choices=("folder", "shards", "torchvision_cifar10", MEMORY_CIFAR10),
+        choices=KINDS,
         default=None,
         help="data source kind (default: the checkpoint's, else folder)",
     )
@@ -98,14 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_cfg = cfg.get("data", {})
     kind = args.kind or data_cfg.get("kind", "folder")
     split = args.split or data_cfg.get("val_split", "val")
-    _, build_eval_transform, _, eval_loader, num_classes_of = data_functions(kind)
-    transform = build_eval_transform(
-        input_size=settings["input_size"],
-        mean=settings["mean"],
-        std=settings["std"],
-        interpolation=settings["interpolation"],
-        crop_pct=settings["crop_pct"],
-    )
+    transform = eval_transform(kind, ImageSettings.from_data_config(settings), settings["crop_pct"])
     loader = eval_loader(
         kind,
         root=args.data,
