@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from hyena_vision.data.images import (
 )
 from hyena_vision.engine.evaluation import evaluate_classifier
 from hyena_vision.engine.figures import save_figure, subplots
+from hyena_vision.engine.stats import wilson_interval
 from hyena_vision.layers import param_groups
 from hyena_vision.models._helpers import CIFAR10_MEAN, CIFAR10_STD
 
@@ -74,14 +74,6 @@ def parse_model(spec: str) -> tuple[str, dict]:
     if name not in timm.list_models():
         raise ValueError(f"unknown model {name!r} in {spec!r}")
     return name, kwargs
-
-
-def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval (in %) of a proportion ``correct`` / ``n``."""
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * (centre - half), 100 * (centre + half)
 
 
 def loader(args, split: str, size: int, train: bool) -> DataLoader:
@@ -127,8 +119,8 @@ def train(model: torch.nn.Module, data: DataLoader, *, epochs: int, lr: float, a
 
 def evaluate(model: torch.nn.Module, data: DataLoader) -> dict:
     result = evaluate_classifier(model, data, num_classes=10, device=torch.device("cpu"))
-    low, high = wilson(result["top1"] / 100 * result["images"], result["images"])
-    return {"top1": result["top1"], "low": low, "high": high, "images": result["images"]}
+    low, high = wilson_interval(round(result["top1"] / 100 * result["images"]), result["images"])
+    return {"top1": result["top1"], "low": 100 * low, "high": 100 * high, "images": result["images"]}
 
 
 def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
