@@ -1,9 +1,13 @@
-"""What every model family here shares: the checkpoint filter, the optimizer helpers, the block-stack timm API."""
+"""What every model family here shares: the checkpoint filter, the timm builder, the optimizer helpers, the
+block-stack timm API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from timm.layers import register_notrace_function
+from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint, checkpoint_seq
 from torch import nn
@@ -14,11 +18,13 @@ __all__ = [
     "BlockStackMixin",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "build_image_model",
     "check_image",
     "checkpoint_filter_fn",
     "cifar_cfg",
     "no_weight_decay_names",
     "param_groups",
+    "variant_kwargs",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -48,6 +54,38 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
     return {name.removeprefix("module."): value for name, value in state_dict.items()}
+
+
+def build_image_model(
+    model_cls: Callable[..., nn.Module],
+    variant: str,
+    pretrained: bool = False,
+    *,
+    pretrained_filter_fn: Callable[[dict, nn.Module], dict] = checkpoint_filter_fn,
+    **kwargs,
+) -> nn.Module:
+    """timm's ``build_model_with_cfg`` as every image model here uses it: ``model_cls(**kwargs)`` with the
+    ``variant``'s pretrained config, weights through ``pretrained_filter_fn``, and ``features_only`` through the
+    model's ``forward_intermediates`` (timm's 'getter' feature wrapper)."""
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=pretrained_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def variant_kwargs(model_args: dict, kwargs: dict) -> dict:
+    """A variant's keyword arguments: timm's ``dict(model_args, **kwargs)``, except that a ``filter_cfg`` mapping
+    given by the caller updates the variant's own filter settings instead of replacing them
+    (``timm.create_model('hyena_lm_153m', filter_cfg=dict(modulate=False))`` keeps its ``emb_dim=33``, ``w=14``);
+    an ``ImplicitFilterConfig`` replaces them."""
+    merged = dict(model_args, **kwargs)
+    if isinstance(model_args.get("filter_cfg"), Mapping) and isinstance(kwargs.get("filter_cfg"), Mapping):
+        merged["filter_cfg"] = {**model_args["filter_cfg"], **kwargs["filter_cfg"]}
+    return merged
 
 
 def cifar_cfg(url: str = "", **kwargs) -> dict:
