@@ -166,28 +166,12 @@ class IsotropicNet(BlockStackMixin, nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and the outputs of the blocks selected by ``indices``, as 'NCHW' or 'NHWC' maps."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
-        x, intermediates = self.run_blocks_with_intermediates(x, indices, norm, stop_early)
-        if output_fmt == "NCHW":
-            intermediates = [y.permute(0, 3, 1, 2) for y in intermediates]
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
+        return x, (x.shape[1], x.shape[2])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
+        x = self.embed(x)[0]  # (B, H, W, C)
         x = self.run_blocks(x)
         return self.norm(x)
 

@@ -75,6 +75,8 @@ def init_weights_linear(module: nn.Module, name: str = "") -> None:
 class HyenaViT(BlockStackMixin, nn.Module):
     """Hyena-ViT (see the module docstring). Input (B, in_chans, H, W); ``forward_features`` gives (B, N, C)."""
 
+    output_fmt = "NLC"
+
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -205,43 +207,18 @@ class HyenaViT(BlockStackMixin, nn.Module):
         self.feature_info = [dict(info, reduction=reduction) for info in self.feature_info]
         update_model_input_size(self, self.patch_embed.img_size, patch_size=patch_size)
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer, the grid (B, H', W', C) for the 2D one."""
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer or the grid (B, H', W', C) for the 2D one, and
+        (H', W')."""
         # the patch embedding's NHWC output is a permuted view: made contiguous once here, or every LayerNorm of the
         # residual stream would copy its input (and its gradient) to channels-last again
         x = self.patch_embed(check_image(x, self.in_chans)).contiguous()  # (B, H', W', C)
-        return x.flatten(1, 2) if self.mixer_type == "hyena1d" else x
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and the outputs of the blocks selected by ``indices`` (last n if int, all if None).
-
-        ``output_fmt`` 'NCHW' gives (B, C, H', W') intermediates, 'NLC' (B, N, C). ``norm`` applies the final
-        norm to them; ``stop_early`` stops after the last selected block.
-        """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        batch, _, height, width = x.shape
-        x, intermediates = self.run_blocks_with_intermediates(self._embed(x), indices, norm, stop_early)
-        grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
-        if output_fmt == "NCHW":
-            intermediates = [y.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2) for y in intermediates]
-        else:
-            intermediates = [y.reshape(batch, grid_h * grid_w, -1) for y in intermediates]
-        if intermediates_only:
-            return intermediates
-        return self.norm(x.reshape(batch, grid_h * grid_w, -1)), intermediates
+        grid = (x.shape[1], x.shape[2])
+        return (x.flatten(1, 2) if self.mixer_type == "hyena1d" else x), grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> normed tokens (B, N, C), row-major over the patch grid for both mixers."""
-        x = self._embed(x)  # (B, N, C) or (B, H', W', C)
+        x = self.embed(x)[0]  # (B, N, C) or (B, H', W', C)
         x = self.run_blocks(x)
         return self.norm(x.flatten(1, -2))  # (B, N, C)
 
