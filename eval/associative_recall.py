@@ -30,7 +30,7 @@ from hyena_vision.models.hyena_lm import init_gpt2_weights
 def build_model(name: str, vocab: int, length: int, args) -> torch.nn.Module:
     common = dict(vocab_size=vocab, d_model=args.width, n_layer=2, d_mlp=2 * args.width, l_max=length)
     if name == "hyena":
-        return create_lm("hyena", **common, order=2, filter_order=64, emb_dim=args.emb_dim, w=args.w)
+        return create_lm("hyena", **common, order=2, filter_cfg=dict(emb_dim=args.emb_dim, w=args.w))
     model = create_lm("gpt", **common, n_head=args.heads)
     # GPT-2's init std 0.02 (sized for width 768) gives a width-64 model attention scores of std ~0.03: uniform
     # attention, and the two-layer induction circuit gets too small a gradient to leave the chance plateau (20% at

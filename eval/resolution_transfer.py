@@ -11,8 +11,8 @@ images upsampled (bilinear) to each of ``--sizes``:
 - ``as is``: the same weights on the larger grid. Hyena models run with ``dynamic_img_size``: their filters are
   extended at the same lag spacing (a 2D lag keeps its displacement; the 1D model's row length changes). ViT
   interpolates its position embedding (timm's dynamic size).
-- ``stretch`` (Hyena models): the weights loaded into a model built for the size with ``filter_resize='stretch'``,
-  so the filters cover the same image fraction as at 32 px.
+- ``stretch`` (Hyena models): the weights loaded into a model built for the size with
+  ``filter_cfg=dict(resize_mode='stretch')``, so the filters cover the same image fraction as at 32 px.
 - ``fine-tuned``: ``set_input_size`` then ``--finetune-epochs`` more epochs at the size (upsampled training
   images, lr ``--finetune-lr``).
 
@@ -135,7 +135,8 @@ def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
     for size in args.sizes:
         row[f"{size} as is"] = evaluate(model, test_loaders[size])
         if hyena:
-            stretched = timm.create_model(name, **{**kwargs, "img_size": size, "filter_resize": "stretch"})
+            filter_cfg = {**kwargs.get("filter_cfg", {}), "resize_mode": "stretch"}
+            stretched = timm.create_model(name, **{**kwargs, "img_size": size, "filter_cfg": filter_cfg})
             stretched.load_state_dict(model.state_dict())
             row[f"{size} stretch"] = evaluate(stretched, test_loaders[size])
         tuned = copy.deepcopy(model)

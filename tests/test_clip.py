@@ -58,7 +58,13 @@ def test_eot_pooling_depends_only_on_tokens_up_to_eot(causal):
     torch.manual_seed(0)
     enc = (
         HyenaTextEncoder(
-            context_length=12, vocab_size=50, width=16, layers=2, output_dim=8, causal=causal, filter_order=16
+            context_length=12,
+            vocab_size=50,
+            width=16,
+            layers=2,
+            output_dim=8,
+            causal=causal,
+            filter_cfg=dict(filter_order=16),
         )
         .double()
         .eval()
@@ -79,7 +85,9 @@ def test_eot_pooling_depends_only_on_tokens_up_to_eot(causal):
 
 
 def test_text_tower_input_and_config_errors():
-    enc = HyenaTextEncoder(context_length=8, vocab_size=20, width=8, layers=1, output_dim=4, filter_order=8)
+    enc = HyenaTextEncoder(
+        context_length=8, vocab_size=20, width=8, layers=1, output_dim=4, filter_cfg=dict(filter_order=8)
+    )
     with pytest.raises(ValueError, match="context_length=8"):
         enc(torch.zeros(2, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="int64"):
@@ -88,6 +96,8 @@ def test_text_tower_input_and_config_errors():
         build_hyena_text_tower(16, {"width": 8, "heads": 2, "hyena_text": {}})
     with pytest.raises(TypeError):
         build_hyena_text_tower(16, {"width": 8, "hyena_text": {"nonsense": 1}})
+    with pytest.raises(ValueError, match=r"unknown filter_cfg keys \['nonsense'\]"):
+        build_hyena_text_tower(16, {"width": 8, "hyena_text": {"filter_cfg": {"nonsense": 1}}})
 
 
 def test_loss_decreases_on_a_tiny_batch():

@@ -162,6 +162,16 @@ def test_filter_config_is_frozen_and_shared():
     assert filt.filter_cfg is cfg and filt.ffn.input.out_features == 16 and torch.all(filt.ffn.sin.freq == 14.0)
 
 
+def test_filter_config_resolve_takes_a_config_a_mapping_or_none():
+    cfg = ImplicitFilterConfig(filter_order=16, w=14.0)
+    assert ImplicitFilterConfig.resolve(cfg) is cfg and ImplicitFilterConfig.resolve(None) == ImplicitFilterConfig()
+    assert ImplicitFilterConfig.resolve({"filter_order": 16, "w": 14.0}) == cfg
+    with pytest.raises(ValueError, match=r"unknown filter_cfg keys \['filter_ordr', 'lr_pos'\]"):
+        ImplicitFilterConfig.resolve({"filter_ordr": 8, "lr_pos": 0.0, "w": 2.0})
+    with pytest.raises(TypeError, match="filter_cfg must be"):
+        ImplicitFilterConfig.resolve(["filter_order", 16])
+
+
 # --- other lengths: extension at the same lag spacing, stretching, loading weights of another length -----------
 
 

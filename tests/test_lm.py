@@ -23,7 +23,9 @@ from hyena_vision.models.hyena_lm import HyenaLM, convert_safari_lm_state_dict
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY = dict(vocab_size=13, d_model=16, n_layer=2, d_mlp=32, l_max=24, filter_order=16, emb_dim=5, w=14.0)
+TINY = dict(
+    vocab_size=13, d_model=16, n_layer=2, d_mlp=32, l_max=24, filter_cfg=dict(filter_order=16, emb_dim=5, w=14.0)
+)
 
 
 def tiny_hyena(order=2, **kwargs):
@@ -228,7 +230,7 @@ def test_original_checkpoint_matches_reference(order, modulate):
     d_model, n_layer, d_mlp, vocab, l_max = 8, 2, 16, 13, 20
     sd = _random_safari_lm(d_model, n_layer, d_mlp, 16, l_max, order)
     kwargs = dict(vocab_size=vocab, d_model=d_model, n_layer=n_layer, d_mlp=d_mlp, l_max=l_max, order=order)
-    kwargs.update(filter_order=16, emb_dim=5, modulate=modulate, dtype=torch.float64)
+    kwargs.update(filter_cfg=dict(filter_order=16, emb_dim=5, modulate=modulate), dtype=torch.float64)
     model = HyenaLM.from_safari_state_dict({f"model.{k}": v for k, v in sd.items()}, **kwargs).eval()
     ids = torch.randint(0, vocab, (2, 17))
     expected = _safari_lm_reference(sd, ids, n_layer, order, modulate)[..., :vocab]
@@ -245,7 +247,8 @@ def test_original_checkpoint_through_timm(tmp_path):
         "hyena_lm_153m",
         pretrained=True,
         pretrained_cfg_overlay=dict(file=str(tmp_path / "safari.ckpt")),
-        **dict(vocab_size=13, d_model=8, n_layer=1, d_mlp=16, l_max=20, emb_dim=5, filter_order=16, modulate=False),
+        **dict(vocab_size=13, d_model=8, n_layer=1, d_mlp=16, l_max=20),
+        filter_cfg=dict(emb_dim=5, filter_order=16, modulate=False),
         dtype=torch.float64,
     ).eval()
     ids = torch.randint(0, 13, (1, 20))
@@ -290,7 +293,7 @@ TINY_RUN = [
     "model.n_layer=2",
     "model.d_mlp=32",
     "model.l_max=16",
-    "model.hyena.filter_order=8",
+    "model.hyena.filter_cfg.filter_order=8",
     "model.gpt.n_head=2",
     "train.block_size=16",
     "train.batch_size=4",

@@ -24,10 +24,11 @@ from timm.models._manipulate import group_parameters
 from timm.optim import create_optimizer_v2
 
 import hyena_vision.models  # noqa: F401  (registers the models)
-from hyena_vision.layers import get_optim_hints
+from hyena_vision.layers import HyenaFilter, HyenaFilter2d, ImplicitFilterConfig, get_optim_hints
 from hyena_vision.layers.s4nd import S4ND, DiagonalSSMKernel
-from hyena_vision.models import checkpoint_filter_fn, param_groups
+from hyena_vision.models import HyenaIso, HyenaTextEncoder, HyenaViT, checkpoint_filter_fn, param_groups
 from hyena_vision.models._helpers import CIFAR10_MEAN
+from hyena_vision.models.hyena_lm import HyenaLM
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMPILE_BACKEND = "inductor"  # ~13 s cold (C++ build) and ~3 s with inductor's cache on 1 CPU thread
@@ -116,15 +117,32 @@ def test_param_count_matches_target(name, target, tolerance):
     assert abs(_num_params(name) - target) / target < tolerance, _num_params(name)
 
 
+def _filter_cfgs(model: torch.nn.Module) -> list[ImplicitFilterConfig]:
+    return [m.filter_cfg for m in model.modules() if isinstance(m, HyenaFilter | HyenaFilter2d)]
+
+
 @pytest.mark.parametrize("name", ["hyena_vit_t", "hyena_iso_cifar"])
-def test_flat_filter_kwargs_build_one_config(name):
-    model = timm.create_model(name, device="meta", filter_order=8, emb_dim=5, depth=2)
-    cfgs = [getattr(block.mixer, "operator", block.mixer).filter.filter_cfg for block in model.blocks]
-    assert cfgs[0] is cfgs[1] and (cfgs[0].filter_order, cfgs[0].emb_dim) == (8, 5)
+def test_filter_cfg_mapping_builds_one_config(name):
+    model = timm.create_model(name, device="meta", filter_cfg=dict(filter_order=8, emb_dim=5), depth=2)
+    cfgs = _filter_cfgs(model)
+    assert len(cfgs) == 2 and cfgs[0] is cfgs[1] and cfgs[0] == ImplicitFilterConfig(filter_order=8, emb_dim=5)
     with pytest.raises(TypeError):
-        timm.create_model(name, device="meta", filter_ordr=8)
+        timm.create_model(name, device="meta", filter_order=8)  # the settings live in filter_cfg only
+    with pytest.raises(ValueError, match=r"unknown filter_cfg keys \['filter_ordr'\]"):
+        timm.create_model(name, device="meta", filter_cfg=dict(filter_ordr=8))
     with pytest.raises(ValueError, match="emb_dim"):
-        timm.create_model(name, device="meta", emb_dim=4)
+        timm.create_model(name, device="meta", filter_cfg=dict(emb_dim=4))
+
+
+def test_filter_cfg_defaults_and_variant_settings():
+    defaults = [HyenaViT(depth=1, device="meta"), HyenaIso(depth=1, device="meta"), HyenaLM(n_layer=1, device="meta")]
+    defaults.append(HyenaTextEncoder(layers=1, device="meta"))
+    assert all(_filter_cfgs(model) == [ImplicitFilterConfig()] for model in defaults)
+    # a mapping updates the variant's own settings (filter_order 32 here), a config replaces them
+    model = timm.create_model("hyena_vit_cifar", device="meta", depth=1, filter_cfg=dict(emb_dim=5))
+    assert _filter_cfgs(model) == [ImplicitFilterConfig(filter_order=32, emb_dim=5)]
+    model = timm.create_model("hyena_vit_cifar", device="meta", depth=1, filter_cfg=ImplicitFilterConfig(emb_dim=5))
+    assert _filter_cfgs(model) == [ImplicitFilterConfig(emb_dim=5)]
 
 
 # --- forward / backward, dtypes, memory formats ----------------------------------------------------------------
@@ -244,12 +262,12 @@ def test_set_input_size_extends_filters_as_dynamic_input_does(name, kwargs, size
 
 
 def test_set_input_size_patch_size_and_stretch():
-    model = _create("hyena_vit2d_cifar", depth=1, filter_resize="stretch").eval()
+    model = _create("hyena_vit2d_cifar", depth=1, filter_cfg=dict(resize_mode="stretch")).eval()
     model.set_input_size(img_size=64)
     filt = model.blocks[0].mixer.filter
     assert filt.l_max == (16, 16) and filt.pos_emb_y.scale_len == 16 and model.patch_embed.img_size == (64, 64)
-    built = _create("hyena_vit2d_cifar", depth=1, filter_resize="stretch", img_size=64).eval()
-    built.load_state_dict(_create("hyena_vit2d_cifar", depth=1, filter_resize="stretch").state_dict())
+    built = _create("hyena_vit2d_cifar", depth=1, filter_cfg=dict(resize_mode="stretch"), img_size=64).eval()
+    built.load_state_dict(_create("hyena_vit2d_cifar", depth=1, filter_cfg=dict(resize_mode="stretch")).state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         stretched = model(x)

@@ -56,9 +56,9 @@ def test_compare_cifar10_tiny(tmp_path, shared_data):
 def test_compare_lm_tiny(tmp_path, shared_data):
     out_dir = tmp_path / "lm"
     tiny = (
-        "model.d_model=16 model.n_layer=1 model.d_mlp=32 model.l_max=16 model.hyena.filter_order=8 model.gpt.n_head=2 "
-        "train.block_size=16 train.batch_size=4 train.steps=4 train.eval_every=2 train.eval_batches=1 "
-        "train.log_every=2 optim.warmup_steps=1"
+        "model.d_model=16 model.n_layer=1 model.d_mlp=32 model.l_max=16 model.hyena.filter_cfg.filter_order=8 "
+        "model.gpt.n_head=2 train.block_size=16 train.batch_size=4 train.steps=4 train.eval_every=2 "
+        "train.eval_batches=1 train.log_every=2 optim.warmup_steps=1"
     ).split()
     tiny += [f"data.text={shared_data / 'tinyshakespeare.txt'}", f"data.cache_dir={tmp_path / 'cache'}"]
     run_script("eval/compare_lm.py", "--config", "lm/shakespeare_char_cpu", "--out", str(out_dir), *tiny)

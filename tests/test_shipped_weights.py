@@ -24,7 +24,7 @@ def _register(arch: str) -> None:
     sys.modules[module.__name__] = module
 
     def create(pretrained: bool = False, **kwargs) -> HyenaViT:
-        args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=16, depth=1, filter_order=8)
+        args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=16, depth=1, filter_cfg=dict(filter_order=8))
         return build_model_with_cfg(
             HyenaViT, arch, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(args, **kwargs)
         )
@@ -37,7 +37,9 @@ def _register(arch: str) -> None:
 def test_shipped_file_becomes_the_default_pretrained_tag(tmp_path, monkeypatch):
     monkeypatch.setattr(_shipped, "WEIGHTS_DIR", tmp_path)
     torch.manual_seed(0)
-    trained = HyenaViT(img_size=32, patch_size=4, num_classes=10, embed_dim=16, depth=1, filter_order=8)
+    trained = HyenaViT(
+        img_size=32, patch_size=4, num_classes=10, embed_dim=16, depth=1, filter_cfg=dict(filter_order=8)
+    )
     save_file(trained.state_dict(), tmp_path / "shiptest_with.c10.safetensors")
     _register("shiptest_with")
     _register("shiptest_without")  # no file: no tag

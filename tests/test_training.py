@@ -41,7 +41,7 @@ TINY_HYENA_ISO = [
     "model.name=hyena_iso_cifar",
     "model.kwargs.embed_dim=8",
     "model.kwargs.depth=1",
-    "model.kwargs.filter_order=8",
+    "model.kwargs.filter_cfg.filter_order=8",
 ]
 
 
@@ -273,7 +273,7 @@ def test_metrics_logger_widens_its_csv_and_only_rank0_writes(tmp_path):
 
 
 def test_export_safetensors_loads_with_timm_pretrained(tmp_path):
-    kwargs = dict(embed_dim=8, depth=1, filter_order=8)
+    kwargs = dict(embed_dim=8, depth=1, filter_cfg=dict(filter_order=8))
     model = timm.create_model("hyena_iso_cifar", **kwargs)
     path = export_safetensors(model, tmp_path / "model.safetensors")
     loaded = timm.create_model(
@@ -408,7 +408,7 @@ def test_end_to_end_train_then_evaluate_beats_chance(cifar_folder, tmp_path):
         "model.kwargs.embed_dim=16",
         "model.kwargs.gated=true",
         "model.kwargs.img_size=16",
-        "model.kwargs.filter_lr=1e-2",
+        "model.kwargs.filter_cfg.lr=1e-2",
         "model.kwargs.proj_drop_rate=0.0",
         "data.input_size=[3,16,16]",
         "data.val_subset=100",

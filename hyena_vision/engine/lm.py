@@ -33,7 +33,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from ..data.text import TokenDataset, Tokenizer, prepare_text_corpus, tokenizer_from_state
-from ..layers import param_groups
+from ..layers import ImplicitFilterConfig, param_groups
 from ..models.gpt import create_lm
 from .checkpoint import export_safetensors, load_checkpoint, restore_run, resume_path, save_run
 from .config import AdamWCosineConfig, load_config, parse_args, save_config
@@ -49,15 +49,10 @@ from .metrics import LogWindow, MetricsLogger
 @dataclass
 class HyenaArgs:
     order: int = 2
-    filter_order: int = 64  # width of the filter FFN
-    emb_dim: int = 3
-    num_inner_mlps: int = 2
-    w: float = 14.0  # sine frequency of the filter FFN
     short_filter_order: int = 3
-    modulate: bool = True
     mixer_dropout: float = 0.0
-    filter_lr: float | None = 1e-3  # null: the filter FFN uses optim.lr
-    lr_pos_emb: float = 1e-5
+    # the implicit filters (filter_cfg.lr null: the filter FFN uses optim.lr); sine frequency 14 as the original LM
+    filter_cfg: ImplicitFilterConfig = field(default_factory=lambda: ImplicitFilterConfig(w=14.0))
 
 
 @dataclass

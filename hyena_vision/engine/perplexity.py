@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the result to this JSON file")
     parser.add_argument("--timm-model", help="instead of a run: a registered model, e.g. hyena_lm_153m")
     parser.add_argument("--weights", help="with --timm-model: our safetensors/state dict or an original checkpoint")
-    parser.add_argument("--no-modulate", action="store_true", help="with --timm-model: modulate=False")
+    parser.add_argument("--no-modulate", action="store_true", help="with --timm-model: filter_cfg.modulate=False")
     parser.add_argument("--text", help="with --timm-model: text file to evaluate (all of it)")
     parser.add_argument("--tokenizer", choices=["bpe", "byte"], default="bpe", help="with --timm-model")
     return parser.parse_args(argv)
@@ -58,7 +58,7 @@ def timm_model_and_tokens(args) -> tuple[torch.nn.Module, Path, int]:
     if not args.text:
         raise SystemExit("--timm-model needs --text (the file to evaluate)")
     overlay = dict(file=args.weights) if args.weights else None
-    kwargs = dict(modulate=False) if args.no_modulate else {}
+    kwargs = dict(filter_cfg=dict(modulate=False)) if args.no_modulate else {}
     model = timm.create_model(
         args.timm_model, pretrained=args.weights is not None, pretrained_cfg_overlay=overlay, **kwargs
     ).eval()

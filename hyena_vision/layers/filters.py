@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,23 @@ class ImplicitFilterConfig:
     def replace(self, **changes) -> ImplicitFilterConfig:
         """A copy with ``changes`` (field names; unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(cls, filter_cfg: ImplicitFilterConfig | Mapping | None) -> ImplicitFilterConfig:
+        """The config a model's ``filter_cfg`` argument stands for: itself, a mapping of field names (from YAML,
+        JSON, ``timm.create_model(..., filter_cfg=dict(filter_order=32))``; unknown keys raise ``ValueError``
+        naming them) or None (the defaults)."""
+        if filter_cfg is None:
+            return cls()
+        if isinstance(filter_cfg, cls):
+            return filter_cfg
+        if not isinstance(filter_cfg, Mapping):
+            raise TypeError(f"filter_cfg must be an ImplicitFilterConfig, a mapping or None, got {type(filter_cfg)}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(filter_cfg) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown filter_cfg keys {unknown}; ImplicitFilterConfig has {fields}")
+        return cls(**filter_cfg)
 
 
 def _lags(seq_len: int, bidirectional: bool, device=None) -> torch.Tensor:

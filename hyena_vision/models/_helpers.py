@@ -1,9 +1,13 @@
-"""What every model family here shares: the checkpoint filter, the optimizer helpers, the block-stack timm API."""
+"""What every model family here shares: the checkpoint filter, the timm builder, the optimizer helpers, the
+block-stack timm API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from timm.layers import register_notrace_function
+from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint, checkpoint_seq
 from torch import nn
@@ -14,11 +18,13 @@ __all__ = [
     "BlockStackMixin",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "build_image_model",
     "check_image",
     "checkpoint_filter_fn",
     "cifar_cfg",
     "no_weight_decay_names",
     "param_groups",
+    "variant_kwargs",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -48,6 +54,38 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
     return {name.removeprefix("module."): value for name, value in state_dict.items()}
+
+
+def build_image_model(
+    model_cls: Callable[..., nn.Module],
+    variant: str,
+    pretrained: bool = False,
+    *,
+    pretrained_filter_fn: Callable[[dict, nn.Module], dict] = checkpoint_filter_fn,
+    **kwargs,
+) -> nn.Module:
+    """timm's ``build_model_with_cfg`` as every image model here uses it: ``model_cls(**kwargs)`` with the
+    ``variant``'s pretrained config, weights through ``pretrained_filter_fn``, and ``features_only`` through the
+    model's ``forward_intermediates`` (timm's 'getter' feature wrapper)."""
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=pretrained_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def variant_kwargs(model_args: dict, kwargs: dict) -> dict:
+    """A variant's keyword arguments: timm's ``dict(model_args, **kwargs)``, except that a ``filter_cfg`` mapping
+    given by the caller updates the variant's own filter settings instead of replacing them
+    (``timm.create_model('hyena_lm_153m', filter_cfg=dict(modulate=False))`` keeps its ``emb_dim=33``, ``w=14``);
+    an ``ImplicitFilterConfig`` replaces them."""
+    merged = dict(model_args, **kwargs)
+    if isinstance(model_args.get("filter_cfg"), Mapping) and isinstance(kwargs.get("filter_cfg"), Mapping):
+        merged["filter_cfg"] = {**model_args["filter_cfg"], **kwargs["filter_cfg"]}
+    return merged
 
 
 def cifar_cfg(url: str = "", **kwargs) -> dict:
@@ -83,28 +121,58 @@ class HintedCheckpointingMixin:
         self.grad_checkpointing = enable
 
 
+def _as_format(x: torch.Tensor, batch: int, grid: tuple[int, int], output_fmt: str) -> torch.Tensor:
+    """Block outputs (B, N, C) or (B, H', W', C) on a ``grid`` (H', W') -> 'NCHW', 'NHWC' maps or 'NLC' tokens."""
+    x = x.reshape(batch, *grid, x.shape[-1])  # (B, H', W', C)
+    if output_fmt == "NCHW":
+        return x.permute(0, 3, 1, 2)
+    return x.flatten(1, 2) if output_fmt == "NLC" else x
+
+
 class BlockStackMixin(HintedCheckpointingMixin):
-    """timm API of a model that runs ``self.blocks`` (an ``nn.Sequential``) then ``self.norm``: weight-decay
-    exclusions from the optimizer hints, gradient checkpointing, intermediate features and pruning."""
+    """timm API of a model that embeds an image, runs ``self.blocks`` (an ``nn.Sequential``) then ``self.norm``:
+    weight-decay exclusions from the optimizer hints, gradient checkpointing, intermediate features and pruning.
+
+    The model defines ``embed(x)``: image (B, in_chans, H, W) -> the first block's input, (B, N, C) tokens or
+    (B, H', W', C) maps, and their grid (H', W'); and ``output_fmt``, the format of its ``forward_features``
+    ('NLC' tokens or 'NHWC' maps).
+    """
+
+    output_fmt: str
 
     def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
 
-    def run_blocks_with_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | None, norm: bool, stop_early: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The blocks' output and the outputs of those selected by ``indices`` (last n if int, all if None), normed
-        when ``norm``; ``stop_early`` stops after the last selected block."""
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features and the outputs of the blocks selected by ``indices`` (last n if int, all if None).
+
+        ``output_fmt`` 'NCHW' gives (B, C, H', W') intermediates, ``self.output_fmt`` those of the features.
+        ``norm`` applies the final norm to them; ``stop_early`` stops after the last selected block.
+        """
+        if output_fmt not in ("NCHW", self.output_fmt):
+            raise ValueError(f"output_fmt must be 'NCHW' or {self.output_fmt!r}, got {output_fmt!r}")
+        batch = x.shape[0]
+        x, grid = self.embed(x)
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
         intermediates = []
         for i, block in enumerate(blocks):
             x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
             if i in take_indices:
-                intermediates.append(self.norm(x) if norm else x)
-        return x, intermediates
+                intermediates.append(_as_format(self.norm(x) if norm else x, batch, grid, output_fmt))
+        if intermediates_only:
+            return intermediates
+        return self.norm(_as_format(x, batch, grid, self.output_fmt)), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True

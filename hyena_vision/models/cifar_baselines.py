@@ -11,15 +11,15 @@ from __future__ import annotations
 from functools import partial
 
 from timm.layers import register_notrace_module
-from timm.models import build_model_with_cfg, register_model
+from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 
 from ..layers.s4nd import S4ND
-from ._helpers import cifar_cfg
+from ._helpers import build_image_model, cifar_cfg
 from ._shipped import shipped_cfgs
-from .hyena_iso import IsotropicNet, create_isotropic
+from .hyena_iso import IsotropicNet
 
 __all__ = ["S4ndIso"]
 
@@ -96,18 +96,17 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def s4nd_iso_cifar(pretrained: bool = False, **kwargs) -> S4ndIso:
     """S4ND-ISO for 32x32 CIFAR: 4 blocks x 128, S4D-Lin init, bidirectional (~268k params)."""
-    return create_isotropic(S4ndIso, "s4nd_iso_cifar", pretrained=pretrained, **kwargs)
+    return build_image_model(S4ndIso, "s4nd_iso_cifar", pretrained=pretrained, **kwargs)
 
 
 @register_model
 def vit_iso_cifar(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT for 32x32 CIFAR at Hyena-ISO's size: patch 4, 64 wide, 6 deep, 4 heads, MLP ratio 2 (209k params)."""
     model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0)
-    return build_model_with_cfg(
+    return build_image_model(
         VisionTransformer,
         "vit_iso_cifar",
         pretrained,
         pretrained_filter_fn=vit_checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=3, feature_cls="getter"),
         **dict(model_args, **kwargs),
     )

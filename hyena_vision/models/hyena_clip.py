@@ -25,16 +25,17 @@ before every block so padding cannot change the result either.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import HyenaOperator, ImplicitFilterConfig
-from ._helpers import HintedCheckpointingMixin, checkpoint_filter_fn, cifar_cfg
+from ._helpers import HintedCheckpointingMixin, build_image_model, cifar_cfg, variant_kwargs
 from ._lm import gpt2_block, init_gpt2_weights
 from .hyena_vit import HyenaViT
 
@@ -54,9 +55,9 @@ class HyenaTextEncoder(HintedCheckpointingMixin, nn.Module):
     """Token ids (B, L) int64, L <= context_length, each row holding its end-of-text token as its largest id ->
     text features (B, output_dim).
 
-    ``width`` wide, ``layers`` blocks with MLP ``mlp_ratio * width``; ``order``, ``filter_order``, ``emb_dim``,
-    ``num_inner_mlps``, ``w``, ``short_filter_order``, ``modulate``, ``filter_lr``, ``lr_pos_emb`` configure the
-    Hyena operator (see ``HyenaOperator``); ``dropout`` acts on each residual branch. GPT-2 initialisation.
+    ``width`` wide, ``layers`` blocks with MLP ``mlp_ratio * width``; ``order`` and ``short_filter_order`` configure
+    the Hyena operator (see ``HyenaOperator``), ``filter_cfg`` its implicit filters (``ImplicitFilterConfig`` or a
+    mapping of its fields, None: its defaults); ``dropout`` acts on each residual branch. GPT-2 initialisation.
     """
 
     def __init__(
@@ -70,15 +71,9 @@ class HyenaTextEncoder(HintedCheckpointingMixin, nn.Module):
         output_dim: int = 512,
         causal: bool = True,
         order: int = 2,
-        filter_order: int = 64,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
         short_filter_order: int = 3,
-        modulate: bool = True,
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         dropout: float = 0.0,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         fftconv_backend: str = "auto",
         device=None,
         dtype=None,
@@ -92,15 +87,6 @@ class HyenaTextEncoder(HintedCheckpointingMixin, nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.context_length, self.vocab_size, self.causal = context_length, vocab_size, causal
         self.token_embedding = nn.Embedding(vocab_size, width, **dd)
-        filter_cfg = ImplicitFilterConfig(
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            modulate=modulate,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
-        )
         mixer_layer = partial(
             HyenaOperator,
             l_max=context_length,
@@ -108,7 +94,7 @@ class HyenaTextEncoder(HintedCheckpointingMixin, nn.Module):
             short_filter_order=short_filter_order,
             causal=causal,
             fftconv_backend=fftconv_backend,
-            filter_cfg=filter_cfg,
+            filter_cfg=ImplicitFilterConfig.resolve(filter_cfg),
         )
         block = gpt2_block(mlp_hidden=int(width * mlp_ratio), dropout=dropout, layer_norm_eps=1e-5, **dd)
         self.blocks = nn.ModuleList(block(width, mixer_layer) for _ in range(layers))
@@ -172,16 +158,9 @@ default_cfgs = generate_default_cfgs(
 def hyena_vit_clip_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
     """CLIP image tower for 32x32 images: 4x4 patches (64 tokens), 4 Hyena blocks of width 64, MLP ratio 4, filter
     FFN width 32 (the size of the 4 x 64 ViT of ``clip_vit_cifar``)."""
-    model_args = dict(img_size=32, patch_size=4, num_classes=0, embed_dim=64, depth=4, filter_order=32)
-    model_args.update(short_filter_order=3)
-    return build_model_with_cfg(
-        HyenaViT,
-        "hyena_vit_clip_cifar",
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=3, feature_cls="getter"),
-        **dict(model_args, **kwargs),
-    )
+    model_args = dict(img_size=32, patch_size=4, num_classes=0, embed_dim=64, depth=4)
+    model_args.update(short_filter_order=3, filter_cfg=dict(filter_order=32))
+    return build_image_model(HyenaViT, "hyena_vit_clip_cifar", pretrained, **variant_kwargs(model_args, kwargs))
 
 
 # ----------------------------------------------------------------------------------------------------------------

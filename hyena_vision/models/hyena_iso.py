@@ -11,7 +11,7 @@ keeps only the long convolution and its skip term, ``gated=True`` adds the proje
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import torch
@@ -25,15 +25,15 @@ from timm.layers import (
     register_notrace_module,
 )
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, register_model
+from timm.models import register_model
 from timm.models._input import update_model_input_size
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
 from ..layers import HyenaOperator2d, ImplicitFilterConfig
-from ._helpers import BlockStackMixin, check_image, checkpoint_filter_fn, cifar_cfg
+from ._helpers import BlockStackMixin, build_image_model, check_image, cifar_cfg
 
-__all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso", "create_isotropic"]
+__all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso"]
 
 register_notrace_module(HyenaOperator2d)
 
@@ -166,28 +166,12 @@ class IsotropicNet(BlockStackMixin, nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and the outputs of the blocks selected by ``indices``, as 'NCHW' or 'NHWC' maps."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
-        x, intermediates = self.run_blocks_with_intermediates(x, indices, norm, stop_early)
-        if output_fmt == "NCHW":
-            intermediates = [y.permute(0, 3, 1, 2) for y in intermediates]
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
+        return x, (x.shape[1], x.shape[2])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(check_image(x, self.in_chans, self.max_img_size))  # (B, H, W, C)
+        x = self.embed(x)[0]  # (B, H, W, C)
         x = self.run_blocks(x)
         return self.norm(x)
 
@@ -203,7 +187,7 @@ class HyenaIso(IsotropicNet):
 
     The filters are stored for ``img_size``; smaller inputs use their centred part. With ``dynamic_img_size=True``
     larger inputs run too (the filters extended at the same lag spacing), else they raise. ``set_input_size`` and
-    weights saved at another size follow ``filter_resize`` ('extend' or 'stretch'; see
+    weights saved at another size follow ``filter_cfg.resize_mode`` ('extend' or 'stretch'; see
     ``hyena_vision.layers.PositionalEmbedding``).
     """
 
@@ -217,18 +201,8 @@ class HyenaIso(IsotropicNet):
         depth: int = 4,
         gated: bool = False,
         order: int = 2,
-        filter_order: int = 64,
         short_filter_order: int = 3,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        fast_decay_pct: float = 0.3,
-        slow_decay_pct: float = 1.5,
-        target: float = 1e-2,
-        modulate: bool = True,
-        filter_lr: float = 1e-3,
-        lr_pos_emb: float = 1e-5,
-        filter_resize: str = "extend",
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         fftconv_backend: str = "auto",
         dynamic_img_size: bool = False,
         drop_rate: float = 0.0,
@@ -241,28 +215,14 @@ class HyenaIso(IsotropicNet):
         Args:
             img_size: input size = the 2D filters' stored extent (l_max).
             gated: add the Hyena projections and gates around the long convolution (paper's Hyena-ISO: False).
-            order, filter_order, short_filter_order, emb_dim (per axis), num_inner_mlps, w, fast_decay_pct,
-                slow_decay_pct, target, modulate: ``HyenaOperator2d`` / implicit filter settings.
-            filter_lr, lr_pos_emb: optimizer hints of the filter networks and their positional features.
-            filter_resize: 'extend' or 'stretch', how the filters follow a new size (see the class).
+            order, short_filter_order: ``HyenaOperator2d`` settings.
+            filter_cfg: the implicit filters (``ImplicitFilterConfig`` or a mapping of its fields, ``emb_dim`` per
+                axis; None: its defaults), with their optimizer hints and ``resize_mode`` (see the class).
             dynamic_img_size: accept any input size (else at most ``img_size``).
             drop_rate: dropout before the classifier; proj_drop_rate: dropout after GELU in each block;
                 drop_path_rate: stochastic depth.
         """
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        filter_cfg = ImplicitFilterConfig(
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            fast_decay_pct=fast_decay_pct,
-            slow_decay_pct=slow_decay_pct,
-            target=target,
-            modulate=modulate,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
-            resize_mode=filter_resize,
-        )
         operator_layer = partial(
             HyenaOperator2d,
             l_max=img_size,
@@ -270,7 +230,7 @@ class HyenaIso(IsotropicNet):
             gated=gated,
             short_filter_order=short_filter_order,
             fftconv_backend=fftconv_backend,
-            filter_cfg=filter_cfg,
+            filter_cfg=ImplicitFilterConfig.resolve(filter_cfg),
         )
         super().__init__(
             partial(HyenaIsoLayer, operator_layer=operator_layer, dropout=proj_drop_rate),
@@ -291,18 +251,7 @@ class HyenaIso(IsotropicNet):
 default_cfgs = generate_default_cfgs({"hyena_iso_cifar": cifar_cfg()})
 
 
-def create_isotropic(model_cls: type[IsotropicNet], variant: str, pretrained: bool = False, **kwargs):
-    return build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=3, feature_cls="getter"),
-        **kwargs,
-    )
-
-
 @register_model
 def hyena_iso_cifar(pretrained: bool = False, **kwargs) -> HyenaIso:
     """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (205k params)."""
-    return create_isotropic(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)
+    return build_image_model(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)

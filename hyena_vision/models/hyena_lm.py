@@ -12,12 +12,13 @@ layer, instead of re-running the whole sequence.
 
 Weights of the original (HazyResearch/safari ``ConvLMHeadModel``) load through ``convert_safari_lm_state_dict`` /
 ``HyenaLM.from_safari_state_dict``; with timm, ``timm.create_model('hyena_lm_153m', pretrained=True,
-pretrained_cfg_overlay=dict(file=path), modulate=False)`` accepts such a checkpoint too (released weights are
-evaluated with ``modulate=False``).
+pretrained_cfg_overlay=dict(file=path), filter_cfg=dict(modulate=False))`` accepts such a checkpoint too (released
+weights are evaluated with ``modulate=False``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,6 +28,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..layers import HyenaOperator, ImplicitFilterConfig, convert_safari_state_dict
 from ..ops import fftconv
+from ._helpers import variant_kwargs
 from ._lm import CausalLM, init_gpt2_weights, sample_next_token
 
 __all__ = [
@@ -103,11 +105,12 @@ def hyena_step(mixer: HyenaOperator, u: torch.Tensor, cache: HyenaMixerCache) ->
 class HyenaLM(CausalLM):
     """Causal Hyena language model: token ids (B, L) -> logits (B, L, vocab_size) (see the module docstring).
 
-    ``order`` counts the original's way (N gates, N-1 long convolutions). ``filter_order`` is the filter FFN's
-    width, ``num_inner_mlps`` its hidden layers (2 = four Linear layers), ``w`` its sine frequency, ``emb_dim`` the
-    width of its positional features, ``filter_lr`` and ``lr_pos_emb`` their optimizer hints (one
-    ``ImplicitFilterConfig`` for every layer). ``dropout`` acts on each residual branch, ``embed_dropout`` on the
-    embeddings, ``mixer_dropout`` inside the operator. See ``CausalLM`` for the vocabulary padding.
+    ``order`` counts the original's way (N gates, N-1 long convolutions). ``filter_cfg`` holds the implicit filters
+    of every layer (``ImplicitFilterConfig`` or a mapping of its fields, None: its defaults): the filter FFN's width
+    ``filter_order``, its hidden layers ``num_inner_mlps`` (2 = four Linear layers), its sine frequency ``w``, the
+    width ``emb_dim`` of its positional features, their optimizer hints ``lr`` and ``lr_pos_emb``. ``dropout`` acts
+    on each residual branch, ``embed_dropout`` on the embeddings, ``mixer_dropout`` inside the operator. See
+    ``CausalLM`` for the vocabulary padding.
     """
 
     has_cache = True
@@ -121,32 +124,17 @@ class HyenaLM(CausalLM):
         d_mlp: int = 3072,
         l_max: int = 2048,
         order: int = 2,
-        filter_order: int = 64,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
         short_filter_order: int = 3,
-        modulate: bool = True,
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         dropout: float = 0.0,
         embed_dropout: float = 0.0,
         mixer_dropout: float = 0.0,
-        filter_lr: float | None = 1e-3,
-        lr_pos_emb: float = 1e-5,
         pad_vocab_size_multiple: int = 8,
         layer_norm_eps: float = 1e-5,
         fftconv_backend: str = "auto",
         device=None,
         dtype=None,
     ):
-        filter_cfg = ImplicitFilterConfig(
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            modulate=modulate,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
-        )
         mixer_layer = partial(
             HyenaOperator,
             l_max=l_max,
@@ -155,7 +143,7 @@ class HyenaLM(CausalLM):
             causal=True,
             dropout=mixer_dropout,
             fftconv_backend=fftconv_backend,
-            filter_cfg=filter_cfg,
+            filter_cfg=ImplicitFilterConfig.resolve(filter_cfg),
         )
         super().__init__(
             vocab_size,
@@ -267,22 +255,22 @@ def _create_hyena_lm(variant: str, pretrained: bool = False, **kwargs) -> HyenaL
 @register_model
 def hyena_lm_125m(pretrained: bool = False, **kwargs) -> HyenaLM:
     """12 x 768, MLP 3072, order 3, filter FFN width 64 with 4 Linear layers, emb_dim 33, sine frequency 14."""
-    args = dict(vocab_size=50257, d_model=768, n_layer=12, d_mlp=3072, l_max=2048, order=3, filter_order=64)
-    args.update(emb_dim=33, num_inner_mlps=2, w=14.0)
-    return _create_hyena_lm("hyena_lm_125m", pretrained, **dict(args, **kwargs))
+    args = dict(vocab_size=50257, d_model=768, n_layer=12, d_mlp=3072, l_max=2048, order=3)
+    args.update(filter_cfg=dict(emb_dim=33, w=14.0))
+    return _create_hyena_lm("hyena_lm_125m", pretrained, **variant_kwargs(args, kwargs))
 
 
 @register_model
 def hyena_lm_153m(pretrained: bool = False, **kwargs) -> HyenaLM:
     """The original's Pile "Hyena small": 18 x 864, MLP 1728, order 2, emb_dim 33, w 14, l_max 2048."""
-    args = dict(vocab_size=50257, d_model=864, n_layer=18, d_mlp=1728, l_max=2048, order=2, filter_order=64)
-    args.update(emb_dim=33, num_inner_mlps=2, w=14.0)
-    return _create_hyena_lm("hyena_lm_153m", pretrained, **dict(args, **kwargs))
+    args = dict(vocab_size=50257, d_model=864, n_layer=18, d_mlp=1728, l_max=2048, order=2)
+    args.update(filter_cfg=dict(emb_dim=33, w=14.0))
+    return _create_hyena_lm("hyena_lm_153m", pretrained, **variant_kwargs(args, kwargs))
 
 
 @register_model
 def hyena_lm_char_small(pretrained: bool = False, **kwargs) -> HyenaLM:
     """Character-level size of nanoGPT's CPU baby GPT: 4 x 128, MLP 512, context 64 (Tiny Shakespeare, 65 chars)."""
-    args = dict(vocab_size=65, d_model=128, n_layer=4, d_mlp=512, l_max=64, order=2, filter_order=64)
-    args.update(emb_dim=3, num_inner_mlps=2, w=14.0)
-    return _create_hyena_lm("hyena_lm_char_small", pretrained, **dict(args, **kwargs))
+    args = dict(vocab_size=65, d_model=128, n_layer=4, d_mlp=512, l_max=64, order=2)
+    args.update(filter_cfg=dict(w=14.0))
+    return _create_hyena_lm("hyena_lm_char_small", pretrained, **variant_kwargs(args, kwargs))

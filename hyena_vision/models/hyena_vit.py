@@ -14,8 +14,8 @@ Other input sizes, the timm way: filters are stored for the ``img_size`` grid (`
 ``dynamic_img_size=True`` (the default) any image size runs, smaller grids using the central lags of the filters
 and larger ones extending them at the same lag spacing. ``set_input_size(img_size=..., patch_size=...)`` stores the
 filters for a new grid, and weights saved at another size load (``load_state_dict``, ``pretrained=True``): both
-follow ``filter_resize`` ('extend': same lag spacing, the default; 'stretch': the same normalised positions over
-the new grid; see ``hyena_vision.layers.PositionalEmbedding``).
+follow ``filter_cfg.resize_mode`` ('extend': same lag spacing, the default; 'stretch': the same normalised positions
+over the new grid; see ``hyena_vision.layers.PositionalEmbedding``).
 
 The same class with ``patch_size=1`` is the pixel-level sequence classifier for sequential CIFAR
 (``hyena_seq_cifar``: the 32x32 image as a sequence of 1024 pixels, ``causal`` or bidirectional).
@@ -23,7 +23,7 @@ The same class with ``patch_size=1`` is the pixel-level sequence classifier for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import torch
@@ -38,7 +38,7 @@ from timm.layers import (
     trunc_normal_,
 )
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, register_model
+from timm.models import register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import named_apply
 from timm.models._registry import generate_default_cfgs
@@ -46,7 +46,7 @@ from torch import nn
 
 from ..layers import HyenaOperator, HyenaOperator2d, ImplicitFilterConfig
 from ._blocks import PreNormBlock
-from ._helpers import BlockStackMixin, check_image, checkpoint_filter_fn, cifar_cfg
+from ._helpers import BlockStackMixin, build_image_model, check_image, cifar_cfg, variant_kwargs
 from ._shipped import shipped_cfgs
 
 __all__ = ["HyenaViT"]
@@ -75,6 +75,8 @@ def init_weights_linear(module: nn.Module, name: str = "") -> None:
 class HyenaViT(BlockStackMixin, nn.Module):
     """Hyena-ViT (see the module docstring). Input (B, in_chans, H, W); ``forward_features`` gives (B, N, C)."""
 
+    output_fmt = "NLC"
+
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -88,15 +90,8 @@ class HyenaViT(BlockStackMixin, nn.Module):
         mixer: str = "hyena1d",
         causal: bool = False,
         order: int = 2,
-        filter_order: int = 64,
         short_filter_order: int = 5,
-        emb_dim: int = 3,
-        num_inner_mlps: int = 2,
-        w: float = 1.0,
-        modulate: bool = True,
-        filter_lr: float = 1e-3,
-        lr_pos_emb: float = 1e-5,
-        filter_resize: str = "extend",
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         fftconv_backend: str = "auto",
         dynamic_img_size: bool = True,
         drop_rate: float = 0.0,
@@ -116,12 +111,11 @@ class HyenaViT(BlockStackMixin, nn.Module):
             mixer: 'hyena1d' (the flattened token sequence) or 'hyena2d' (2D filters over the patch grid).
             causal: causal 1D operator (short conv and long filters see only earlier tokens); default
                 bidirectional.
-            order, filter_order, short_filter_order, emb_dim, num_inner_mlps, w, modulate: Hyena operator and
-                implicit filter settings (see ``hyena_vision.layers.HyenaOperator``, ``ImplicitFilterConfig``);
-                short filter 5 (1D) as the original Hyena-ViT, 3x3 for the 2D mixer.
-            filter_lr, lr_pos_emb: optimizer hints of the filter networks and their positional features.
-            filter_resize: how the filters follow ``set_input_size`` and weights of another size, 'extend' or
-                'stretch' (see the module docstring).
+            order, short_filter_order: Hyena operator settings (see ``hyena_vision.layers.HyenaOperator``); short
+                filter 5 (1D) as the original Hyena-ViT, 3x3 for the 2D mixer.
+            filter_cfg: the implicit filters of every block (``ImplicitFilterConfig``, or a mapping of its fields;
+                None: its defaults), with their optimizer hints and ``resize_mode``, how the filters follow
+                ``set_input_size`` and weights of another size (see the module docstring).
             dynamic_img_size: accept any image size (else exactly ``img_size``).
             drop_rate: dropout before the classifier; proj_drop_rate: MLP dropout; mixer_drop_rate: dropout of
                 the gated inputs of the long convolutions; drop_path_rate: stochastic depth (linear in depth).
@@ -151,18 +145,8 @@ class HyenaViT(BlockStackMixin, nn.Module):
             strict_img_size=not dynamic_img_size,
             **dd,
         )
-        filter_cfg = ImplicitFilterConfig(
-            emb_dim=emb_dim,
-            filter_order=filter_order,
-            num_inner_mlps=num_inner_mlps,
-            w=w,
-            modulate=modulate,
-            lr=filter_lr,
-            lr_pos_emb=lr_pos_emb,
-            resize_mode=filter_resize,
-        )
         common = dict(order=order, short_filter_order=short_filter_order, dropout=mixer_drop_rate)
-        common.update(fftconv_backend=fftconv_backend, filter_cfg=filter_cfg)
+        common.update(fftconv_backend=fftconv_backend, filter_cfg=ImplicitFilterConfig.resolve(filter_cfg))
         if mixer == "hyena1d":
             mixer_layer = partial(HyenaOperator, l_max=self.l_max, causal=causal, **common)
         else:
@@ -223,43 +207,18 @@ class HyenaViT(BlockStackMixin, nn.Module):
         self.feature_info = [dict(info, reduction=reduction) for info in self.feature_info]
         update_model_input_size(self, self.patch_embed.img_size, patch_size=patch_size)
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer, the grid (B, H', W', C) for the 2D one."""
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, in_chans, H, W) -> tokens (B, N, C) for the 1D mixer or the grid (B, H', W', C) for the 2D one, and
+        (H', W')."""
         # the patch embedding's NHWC output is a permuted view: made contiguous once here, or every LayerNorm of the
         # residual stream would copy its input (and its gradient) to channels-last again
         x = self.patch_embed(check_image(x, self.in_chans)).contiguous()  # (B, H', W', C)
-        return x.flatten(1, 2) if self.mixer_type == "hyena1d" else x
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and the outputs of the blocks selected by ``indices`` (last n if int, all if None).
-
-        ``output_fmt`` 'NCHW' gives (B, C, H', W') intermediates, 'NLC' (B, N, C). ``norm`` applies the final
-        norm to them; ``stop_early`` stops after the last selected block.
-        """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        batch, _, height, width = x.shape
-        x, intermediates = self.run_blocks_with_intermediates(self._embed(x), indices, norm, stop_early)
-        grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
-        if output_fmt == "NCHW":
-            intermediates = [y.reshape(batch, grid_h, grid_w, -1).permute(0, 3, 1, 2) for y in intermediates]
-        else:
-            intermediates = [y.reshape(batch, grid_h * grid_w, -1) for y in intermediates]
-        if intermediates_only:
-            return intermediates
-        return self.norm(x.reshape(batch, grid_h * grid_w, -1)), intermediates
+        grid = (x.shape[1], x.shape[2])
+        return (x.flatten(1, 2) if self.mixer_type == "hyena1d" else x), grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> normed tokens (B, N, C), row-major over the patch grid for both mixers."""
-        x = self._embed(x)  # (B, N, C) or (B, H', W', C)
+        x = self.embed(x)[0]  # (B, N, C) or (B, H', W', C)
         x = self.run_blocks(x)
         return self.norm(x.flatten(1, -2))  # (B, N, C)
 
@@ -308,71 +267,64 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_hyena_vit(variant: str, pretrained: bool = False, **kwargs) -> HyenaViT:
-    return build_model_with_cfg(
-        HyenaViT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=3, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_image_model(HyenaViT, variant, pretrained, **kwargs)
 
 
 @register_model
 def hyena_vit_t(pretrained: bool = False, **kwargs) -> HyenaViT:
     """Hyena-ViT-Tiny/16: 192 wide, 12 deep (ViT-Ti size, 6.0M params)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12)
-    return _create_hyena_vit("hyena_vit_t", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit_t", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit_s(pretrained: bool = False, **kwargs) -> HyenaViT:
     """Hyena-ViT-Small/16: 384 wide, 12 deep (ViT-S size, 22.5M params)."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12)
-    return _create_hyena_vit("hyena_vit_s", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit_s", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit_b(pretrained: bool = False, **kwargs) -> HyenaViT:
     """Hyena-ViT-Base/16: 768 wide, 12 deep (ViT-B size, 87.3M params; the paper's 78.5% ImageNet model)."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12)
-    return _create_hyena_vit("hyena_vit_b", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit_b", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit_b_p8(pretrained: bool = False, **kwargs) -> HyenaViT:
     """Hyena-ViT-Base/8: patch 8, 1024 tokens at 224 px (the paper's 79.8% ImageNet model)."""
     model_args = dict(patch_size=8, embed_dim=768, depth=12)
-    return _create_hyena_vit("hyena_vit_b_p8", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit_b_p8", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit2d_t(pretrained: bool = False, **kwargs) -> HyenaViT:
     """2D Hyena-ViT-Tiny/16: gated 2D Hyena over the 14x14 patch grid, 192 wide, 12 deep."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12, mixer="hyena2d", short_filter_order=3)
-    return _create_hyena_vit("hyena_vit2d_t", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit2d_t", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit2d_s(pretrained: bool = False, **kwargs) -> HyenaViT:
     """2D Hyena-ViT-Small/16: gated 2D Hyena over the 14x14 patch grid, 384 wide, 12 deep."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12, mixer="hyena2d", short_filter_order=3)
-    return _create_hyena_vit("hyena_vit2d_s", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit2d_s", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit2d_b(pretrained: bool = False, **kwargs) -> HyenaViT:
     """2D Hyena-ViT-Base/16: gated 2D Hyena over the 14x14 patch grid, 768 wide, 12 deep."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12, mixer="hyena2d", short_filter_order=3)
-    return _create_hyena_vit("hyena_vit2d_b", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_vit2d_b", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
 def hyena_vit2d_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
     """2D Hyena-ViT for 32x32 CIFAR: patch 4 (8x8 grid), 64 wide, 5 deep, MLP ratio 2, filter FFN 32 wide (204k)."""
     model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=5, mlp_ratio=2.0)
-    model_args.update(mixer="hyena2d", short_filter_order=3, filter_order=32)
-    return _create_hyena_vit("hyena_vit2d_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args.update(mixer="hyena2d", short_filter_order=3, filter_cfg=dict(filter_order=32))
+    return _create_hyena_vit("hyena_vit2d_cifar", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 @register_model
@@ -381,7 +333,7 @@ def hyena_seq_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
     model_args = dict(
         img_size=32, patch_size=1, num_classes=10, embed_dim=64, depth=4, mlp_ratio=2.0, short_filter_order=3
     )
-    return _create_hyena_vit("hyena_seq_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_hyena_vit("hyena_seq_cifar", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
 
 
 # Hyena-ViT for 32x32 CIFAR images, at vit_iso_cifar's size (its pair in the CIFAR-10 comparison); pretrained tags
@@ -397,5 +349,6 @@ default_cfgs.update(
 def hyena_vit_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
     """Hyena-ViT for 32x32 CIFAR: patch 4 (8x8 = 64 tokens), 64 wide, 6 deep, MLP ratio 1.5, bidirectional,
     filter MLP width 32 (~215k params, within 5% of vit_iso_cifar's 209k)."""
-    model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, mlp_ratio=1.5, filter_order=32)
-    return _create_hyena_vit("hyena_vit_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=6, mlp_ratio=1.5)
+    model_args.update(filter_cfg=dict(filter_order=32))
+    return _create_hyena_vit("hyena_vit_cifar", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
