@@ -7,6 +7,7 @@ they can be downloaded); they are the offline fallback of ``tests/timm_generic/r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import subprocess
@@ -25,7 +26,7 @@ from timm.optim import create_optimizer_v2
 
 import hyena_vision.models  # noqa: F401  (registers the models)
 from hyena_vision.layers import HyenaFilter, HyenaFilter2d, ImplicitFilterConfig, get_optim_hints
-from hyena_vision.layers.s4nd import S4ND, DiagonalSSMKernel
+from hyena_vision.layers.s4nd import S4ND, DiagonalSSMKernel, SSMKernelConfig
 from hyena_vision.models import HyenaIso, HyenaTextEncoder, HyenaViT, checkpoint_filter_fn, param_groups
 from hyena_vision.models._helpers import CIFAR10_MEAN
 from hyena_vision.models.hyena_lm import HyenaLM
@@ -551,7 +552,7 @@ def _bidirectional_recurrence(u: torch.Tensor, kernel: DiagonalSSMKernel) -> tor
 @pytest.mark.parametrize("init", ["lin", "inv"])
 def test_ssm_kernel_matches_recurrence(init):
     torch.manual_seed(0)
-    kernel = DiagonalSSMKernel(4, d_state=16, init=init, dt_min=0.01, dt_max=0.5, dtype=torch.float64)
+    kernel = DiagonalSSMKernel(4, ssm_cfg=dict(d_state=16, init=init, dt_min=0.01, dt_max=0.5), dtype=torch.float64)
     length = 23
     u = torch.randn(4, length, dtype=torch.float64)
     k = kernel(length)  # (C, 2L-1), lag 0 at L-1
@@ -564,7 +565,7 @@ def test_ssm_kernel_matches_recurrence(init):
 
 
 def test_ssm_kernel_init():
-    kernel = DiagonalSSMKernel(3, d_state=8, init="inv", bidirectional=False, dt_min=1e-3, dt_max=1e-1)
+    kernel = DiagonalSSMKernel(3, ssm_cfg=SSMKernelConfig(d_state=8, init="inv", bidirectional=False, dt_max=1e-1))
     modes = 4
     n = torch.arange(modes, dtype=torch.float64)
     expected = 2 * modes / math.pi * (2 * modes / (2 * n + 1) - 1)
@@ -572,14 +573,14 @@ def test_ssm_kernel_init():
     assert torch.all(kernel.log_dt.exp() >= 1e-3) and torch.all(kernel.log_dt.exp() <= 1e-1)
     assert torch.all(kernel(5)[:, :4] == 0)  # causal: no negative lags
     with pytest.raises(ValueError, match="d_state"):
-        DiagonalSSMKernel(3, d_state=6)
+        DiagonalSSMKernel(3, ssm_cfg=dict(d_state=6))
     with pytest.raises(ValueError, match="init"):
-        DiagonalSSMKernel(3, init="legs")
+        DiagonalSSMKernel(3, ssm_cfg=dict(init="legs"))
 
 
 def test_s4nd_layer_matches_separable_recurrences():
     torch.manual_seed(0)
-    layer = S4ND(3, d_state=8, dt_min=0.05, dt_max=0.5, dtype=torch.float64, fftconv_backend="torch")
+    layer = S4ND(3, ssm_cfg=dict(d_state=8, dt_min=0.05, dt_max=0.5), dtype=torch.float64, fftconv_backend="torch")
     u = torch.randn(2, 5, 6, 3, dtype=torch.float64)  # (B, H, W, C)
     expected = []
     for image in u.permute(0, 3, 1, 2):  # (C, H, W)
@@ -595,3 +596,20 @@ def test_s4nd_layer_matches_separable_recurrences():
 def test_s4nd_bad_input_raises():
     with pytest.raises(ValueError, match=r"\(B, H, W, d_model=4\)"):
         S4ND(4)(torch.randn(1, 4, 5, 5))
+
+
+def test_s4nd_iso_ssm_cfg_is_one_shared_config():
+    model = timm.create_model("s4nd_iso_cifar", depth=2, ssm_cfg=dict(d_state=16, init="inv"))
+    kernels = [m for m in model.modules() if isinstance(m, DiagonalSSMKernel)]
+    assert len(kernels) == 4 and all(k.log_a_real.shape == (2, 128, 4) for k in kernels)  # 16 states: 4 modes/dir
+    n = torch.arange(4, dtype=torch.float64)
+    torch.testing.assert_close(
+        kernels[-1].a_imag[0, 0].double(), 8 / math.pi * (8 / (2 * n + 1) - 1), rtol=1e-6, atol=0
+    )
+    assert sum(p.numel() for p in timm.create_model("s4nd_iso_cifar").parameters()) == 267_786
+    with pytest.raises(ValueError, match=r"unknown ssm_cfg keys \['d_sate'\]"):
+        timm.create_model("s4nd_iso_cifar", ssm_cfg=dict(d_sate=16))
+    with pytest.raises(TypeError, match="ssm_cfg must be a SSMKernelConfig"):
+        timm.create_model("s4nd_iso_cifar", ssm_cfg=16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SSMKernelConfig().d_state = 8

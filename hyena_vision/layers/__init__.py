@@ -12,7 +12,7 @@ from .filters import (
 )
 from .hyena import HyenaOperator, HyenaOperator2d
 from .optim import get_optim_hints, no_weight_decay_names, param_groups, set_optim_hints
-from .s4nd import S4ND, DiagonalSSMKernel
+from .s4nd import S4ND, DiagonalSSMKernel, SSMKernelConfig
 
 __all__ = [
     "S4ND",
@@ -26,6 +26,7 @@ __all__ = [
     "ImplicitFFN",
     "ImplicitFilterConfig",
     "PositionalEmbedding",
+    "SSMKernelConfig",
     "Sin",
     "convert_safari_state_dict",
     "get_optim_hints",

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .optim import set_optim_hints
+from .settings import settings_from
 
 __all__ = [
     "ImplicitFilterConfig",
@@ -100,20 +101,8 @@ class ImplicitFilterConfig:
 
     @classmethod
     def resolve(cls, filter_cfg: ImplicitFilterConfig | Mapping | None) -> ImplicitFilterConfig:
-        """The config a model's ``filter_cfg`` argument stands for: itself, a mapping of field names (from YAML,
-        JSON, ``timm.create_model(..., filter_cfg=dict(filter_order=32))``; unknown keys raise ``ValueError``
-        naming them) or None (the defaults)."""
-        if filter_cfg is None:
-            return cls()
-        if isinstance(filter_cfg, cls):
-            return filter_cfg
-        if not isinstance(filter_cfg, Mapping):
-            raise TypeError(f"filter_cfg must be an ImplicitFilterConfig, a mapping or None, got {type(filter_cfg)}")
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(filter_cfg) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown filter_cfg keys {unknown}; ImplicitFilterConfig has {fields}")
-        return cls(**filter_cfg)
+        """The config a model's ``filter_cfg`` argument stands for (see ``settings_from``)."""
+        return settings_from(cls, filter_cfg, "filter_cfg")
 
 
 def _lags(seq_len: int, bidirectional: bool, device=None) -> torch.Tensor:

@@ -14,6 +14,8 @@ adds the skip ``D u``, then GELU, dropout and a GLU output projection, as the S4
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,9 @@ from torch import nn
 from ..ops import fftconv2d
 from ..ops.fftconv import BACKENDS
 from .optim import set_optim_hints
+from .settings import settings_from
 
-__all__ = ["DiagonalSSMKernel", "S4ND", "S4D_INITS"]
+__all__ = ["DiagonalSSMKernel", "S4ND", "S4D_INITS", "SSMKernelConfig"]
 
 S4D_INITS = ("lin", "inv")
 
@@ -37,52 +40,70 @@ def _init_a_imag(init: str, modes: int) -> torch.Tensor:
     return state_size / math.pi * (state_size / (2 * n + 1) - 1)
 
 
+@dataclass(frozen=True)
+class SSMKernelConfig:
+    """Settings of the diagonal SSM kernels, built once per model and shared by both axes of every S4ND layer.
+
+    Attributes:
+        d_state: real state dimensions per channel as in S4D (``d_state/2`` complex modes); with ``bidirectional``
+            half of the modes make the forward kernel and half the backward one (each its own A, C), otherwise all
+            modes are causal and the negative lags are zero.
+        init: ``'lin'`` (S4D-Lin) or ``'inv'`` (S4D-Inv) imaginary parts of A.
+        dt_min, dt_max: ``log_dt`` is drawn uniformly in [log dt_min, log dt_max].
+        lr: optimizer hint (lr, weight decay 0) of A and dt; None: the optimizer's lr (still no weight decay).
+    """
+
+    d_state: int = 64
+    init: str = "lin"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    bidirectional: bool = True
+    lr: float | None = 1e-3
+
+    def __post_init__(self):
+        if self.d_state < 2 * self.directions or self.d_state % (2 * self.directions):
+            raise ValueError(f"d_state must be a positive multiple of {2 * self.directions}, got {self.d_state}")
+        if self.init not in S4D_INITS:
+            raise ValueError(f"init must be one of {S4D_INITS}, got {self.init!r}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @classmethod
+    def resolve(cls, ssm_cfg: SSMKernelConfig | Mapping | None) -> SSMKernelConfig:
+        """The config a model's ``ssm_cfg`` argument stands for (see ``settings_from``)."""
+        return settings_from(cls, ssm_cfg, "ssm_cfg")
+
+
 class DiagonalSSMKernel(nn.Module):
     """Per-channel diagonal SSM convolution kernels of one axis: ``forward(L)`` gives (C, 2L-1), lag 0 at L-1.
 
-    ``d_state`` counts real state dimensions as in S4D (``d_state/2`` complex modes per channel); with
-    ``bidirectional`` half of the modes make the forward kernel and half the backward one (each its own A, C),
-    otherwise all modes are causal and the negative lags are zero. ``log_dt`` is drawn uniformly in
-    [log dt_min, log dt_max]. A and dt carry optimizer hints (``lr``, weight decay 0). The kernel is computed in
-    float32 (float64 when the parameters are float64) whatever the parameters' dtype.
+    ``ssm_cfg`` (``SSMKernelConfig``, a mapping of its fields, or None for the defaults) sets the state size,
+    initialisation, step range, directions and the optimizer hint of A and dt. The kernel is computed in float32
+    (float64 when the parameters are float64) whatever the parameters' dtype.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        *,
-        d_state: int = 64,
-        init: str = "lin",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        bidirectional: bool = True,
-        lr: float | None = 1e-3,
-        device=None,
-        dtype=None,
-    ):
+    def __init__(self, channels: int, *, ssm_cfg: SSMKernelConfig | Mapping | None = None, device=None, dtype=None):
         super().__init__()
-        directions = 2 if bidirectional else 1
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        if d_state < 2 * directions or d_state % (2 * directions):
-            raise ValueError(f"d_state must be a positive multiple of {2 * directions}, got {d_state}")
-        if init not in S4D_INITS:
-            raise ValueError(f"init must be one of {S4D_INITS}, got {init!r}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        cfg = SSMKernelConfig.resolve(ssm_cfg)
         factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}  # inits are built in float64
-        self.channels, self.bidirectional = channels, bidirectional
-        modes = d_state // (2 * directions)
+        self.channels, self.bidirectional, directions = channels, cfg.bidirectional, cfg.directions
+        modes = cfg.d_state // (2 * directions)
         shape = (directions, channels, modes)
         self.log_a_real = nn.Parameter(torch.full(shape, math.log(0.5), **factory))  # Re A = -exp(.)
-        self.a_imag = nn.Parameter(_init_a_imag(init, modes).to(**factory).expand(shape).clone())
+        self.a_imag = nn.Parameter(_init_a_imag(cfg.init, modes).to(**factory).expand(shape).clone())
         c = torch.randn(*shape, dtype=torch.complex128)  # C ~ complex normal, E|C|^2 = 1
         self.c = nn.Parameter(torch.view_as_real(c).to(**factory))  # (directions, C, modes, 2)
         u = torch.rand(channels, dtype=torch.float64)
-        log_dt = math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min))
+        log_dt = math.log(cfg.dt_min) + u * (math.log(cfg.dt_max) - math.log(cfg.dt_min))
         self.log_dt = nn.Parameter(log_dt.to(**factory))  # (C,)
         for param in (self.log_a_real, self.a_imag, self.log_dt):
-            set_optim_hints(param, lr=lr, weight_decay=0.0)
+            set_optim_hints(param, lr=cfg.lr, weight_decay=0.0)
 
     def extra_repr(self) -> str:
         d, c, m = self.log_a_real.shape
@@ -115,21 +136,16 @@ class S4ND(nn.Module):
     """2D S4ND layer on channels-last images, (B, H, W, d_model) -> (B, H, W, d_model).
 
     ``y = GLU(Linear(dropout(GELU(k_y (x) k_x * u + D u))))`` where ``k_y (x) k_x`` is the outer product of the
-    row and column kernels of two ``DiagonalSSMKernel`` s. Any image size works: the kernels are generated for
-    the actual size.
+    row and column kernels of two ``DiagonalSSMKernel`` s, both set by ``ssm_cfg``. Any image size works: the
+    kernels are generated for the actual size.
     """
 
     def __init__(
         self,
         d_model: int,
         *,
-        d_state: int = 64,
-        init: str = "lin",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        bidirectional: bool = True,
+        ssm_cfg: SSMKernelConfig | Mapping | None = None,
         dropout: float = 0.0,
-        lr: float | None = 1e-3,
         fftconv_backend: str = "auto",
         device=None,
         dtype=None,
@@ -140,10 +156,10 @@ class S4ND(nn.Module):
         if fftconv_backend not in BACKENDS:
             raise ValueError(f"fftconv_backend must be one of {BACKENDS}, got {fftconv_backend!r}")
         factory = {"device": device, "dtype": dtype}
-        kernel_args = dict(d_state=d_state, init=init, dt_min=dt_min, dt_max=dt_max, bidirectional=bidirectional)
+        ssm_cfg = SSMKernelConfig.resolve(ssm_cfg)
         self.d_model, self.fftconv_backend = d_model, fftconv_backend
-        self.kernel_y = DiagonalSSMKernel(d_model, **kernel_args, lr=lr, **factory)
-        self.kernel_x = DiagonalSSMKernel(d_model, **kernel_args, lr=lr, **factory)
+        self.kernel_y = DiagonalSSMKernel(d_model, ssm_cfg=ssm_cfg, **factory)
+        self.kernel_x = DiagonalSSMKernel(d_model, ssm_cfg=ssm_cfg, **factory)
         self.skip = nn.Parameter(torch.randn(d_model, **factory))  # D
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(d_model, 2 * d_model, **factory)

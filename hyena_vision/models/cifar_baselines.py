@@ -8,6 +8,7 @@ class token and learned position embedding (209k parameters).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 
 from timm.layers import register_notrace_module
@@ -16,7 +17,7 @@ from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 
-from ..layers.s4nd import S4ND
+from ..layers.s4nd import S4ND, SSMKernelConfig
 from ._helpers import build_image_model, cifar_cfg
 from ._shipped import shipped_cfgs
 from .hyena_iso import IsotropicNet
@@ -37,12 +38,7 @@ class S4ndIso(IsotropicNet):
         global_pool: str = "avg",
         embed_dim: int = 128,
         depth: int = 4,
-        d_state: int = 64,
-        init: str = "lin",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        bidirectional: bool = True,
-        ssm_lr: float = 1e-3,
+        ssm_cfg: SSMKernelConfig | Mapping | None = None,
         fftconv_backend: str = "auto",
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
@@ -53,22 +49,13 @@ class S4ndIso(IsotropicNet):
         """
         Args:
             img_size: nominal input size (pretrained config; the SSM kernels are generated for any size).
-            d_state, init ('lin' | 'inv'), dt_min, dt_max, bidirectional: ``DiagonalSSMKernel`` settings.
-            ssm_lr: optimizer hint (lr, weight decay 0) of A and dt.
+            ssm_cfg: the SSM kernels' settings (``SSMKernelConfig``, a mapping of its fields such as
+                ``dict(d_state=32, init='inv')``, or None for the defaults: S4D-Lin, 64 states, bidirectional).
             drop_rate: dropout before the classifier; proj_drop_rate: dropout after GELU in each S4ND layer;
                 drop_path_rate: stochastic depth.
         """
-        mixer_layer = partial(
-            S4ND,
-            d_state=d_state,
-            init=init,
-            dt_min=dt_min,
-            dt_max=dt_max,
-            bidirectional=bidirectional,
-            dropout=proj_drop_rate,
-            lr=ssm_lr,
-            fftconv_backend=fftconv_backend,
-        )
+        ssm_cfg = SSMKernelConfig.resolve(ssm_cfg)  # once: every layer shares it
+        mixer_layer = partial(S4ND, ssm_cfg=ssm_cfg, dropout=proj_drop_rate, fftconv_backend=fftconv_backend)
         super().__init__(
             mixer_layer,
             img_size=img_size,
