@@ -7,10 +7,9 @@ from safari_reference import random_safari_state_dict, safari_operator_forward
 from hyena_vision.layers import HyenaOperator, convert_safari_state_dict
 
 
-def _converted_operator(sd, d_model, l_max, order, layout, **kwargs):
-    op = HyenaOperator(
-        d_model, l_max, order=order, filter_order=16, emb_dim=5, num_inner_mlps=2, dtype=torch.float64, **kwargs
-    )
+def _converted_operator(sd, d_model, l_max, order, layout, modulate=True):
+    filter_cfg = dict(filter_order=16, emb_dim=5, num_inner_mlps=2, modulate=modulate)
+    op = HyenaOperator(d_model, l_max, order=order, filter_cfg=filter_cfg, dtype=torch.float64)
     op.load_state_dict(convert_safari_state_dict(sd, order, layout=layout))
     return op.eval()
 

@@ -10,6 +10,8 @@ Order N (the original's counting): N gates x0..x_{N-1}, a value v and N-1 long c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -32,12 +34,6 @@ def _check_common(d_model: int, order: int, dropout: float, fftconv_backend: str
         raise ValueError(f"fftconv_backend must be one of {BACKENDS}, got {fftconv_backend!r}")
 
 
-def resolve_filter_cfg(filter_cfg: ImplicitFilterConfig | None, filter_settings: dict) -> ImplicitFilterConfig:
-    """``filter_cfg`` (default settings if None) with ``filter_settings`` (field names; unknown ones raise)."""
-    filter_cfg = filter_cfg or ImplicitFilterConfig()
-    return filter_cfg.replace(**filter_settings) if filter_settings else filter_cfg
-
-
 class HyenaOperator(nn.Module):
     """1D Hyena operator, (B, L, d_model) -> (B, L, d_model).
 
@@ -48,8 +44,8 @@ class HyenaOperator(nn.Module):
     a long convolution. ``l_max`` is the length the long filters are stored for: shorter inputs use their first
     (causal) or centred samples, longer ones extend them at the same lag spacing; ``resize(l_max)`` stores them
     for another length (``filter_cfg.resize_mode``: extend or stretch). ``filter_cfg`` holds the implicit filters'
-    settings (``ImplicitFilterConfig``, with its optimizer hints); keyword arguments named after its fields
-    (``filter_order=16``, ...) override them, for building a lone operator (unknown names raise TypeError).
+    settings (``ImplicitFilterConfig`` with its optimizer hints, a mapping of its fields such as
+    ``dict(filter_order=16)``, or None for the defaults).
     """
 
     def __init__(
@@ -64,14 +60,13 @@ class HyenaOperator(nn.Module):
         causal: bool = True,
         dropout: float = 0.0,
         fftconv_backend: str = "auto",
-        filter_cfg: ImplicitFilterConfig | None = None,
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         device=None,
         dtype=None,
-        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
-        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
+        filter_cfg = ImplicitFilterConfig.resolve(filter_cfg)
         if inner_factor < 1:
             raise ValueError(f"inner_factor must be >= 1, got {inner_factor}")
         d_inner = d_model * inner_factor
@@ -157,9 +152,9 @@ class HyenaOperator2d(nn.Module):
     ``gated=True``: the Hyena recurrence of ``HyenaOperator`` with a centred depthwise ``short_filter_order`` x
     ``short_filter_order`` conv and 2D implicit long filters (C, 2H-1, 2W-1), linear (zero-padded) convolution.
     ``gated=False`` (the paper's Hyena-ISO option): no projections and no gates, only the implicit long
-    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2). ``filter_cfg`` and keyword
-    arguments named after its fields configure the implicit filters, and ``l_max`` (H, W) is their stored
-    extent, as for ``HyenaOperator`` (other sizes crop or extend them; ``resize((H, W))``).
+    convolution with its skip term, ``y = k * u + D u`` (then ``order`` must be 2). ``filter_cfg`` configures the
+    implicit filters and ``l_max`` (H, W) is their stored extent, as for ``HyenaOperator`` (other sizes crop or
+    extend them; ``resize((H, W))``).
     """
 
     def __init__(
@@ -172,14 +167,13 @@ class HyenaOperator2d(nn.Module):
         short_filter_order: int = 3,
         dropout: float = 0.0,
         fftconv_backend: str = "auto",
-        filter_cfg: ImplicitFilterConfig | None = None,
+        filter_cfg: ImplicitFilterConfig | Mapping | None = None,
         device=None,
         dtype=None,
-        **filter_settings,
     ):
         super().__init__()
         _check_common(d_model, order, dropout, fftconv_backend)
-        filter_cfg = resolve_filter_cfg(filter_cfg, filter_settings)
+        filter_cfg = ImplicitFilterConfig.resolve(filter_cfg)
         if not gated and order != 2:
             raise ValueError(f"gated=False has one long convolution and needs order=2, got order={order}")
         if short_filter_order < 1 or short_filter_order % 2 == 0:
