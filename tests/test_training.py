@@ -79,6 +79,7 @@ def test_every_config_loads_and_names_a_registered_model(tmp_path):
         "vit_iso",
         "hyena_seq",
         "hyena_vit",
+        "hyena_vit2d",
     }
     for path in configs:
         with pytest.raises(ValueError, match="data.root must be given"):  # the data location must be given
