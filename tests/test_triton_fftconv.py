@@ -104,6 +104,24 @@ def assert_gradients_close(inputs, actual, expected, tolerance):
         assert relative_error(got, want) < tolerance, f"gradient of {name}"
 
 
+def deterministic_gradients(inputs, grad_y):
+    """Gradients of the gated causal triton fftconv from two identical runs under torch.use_deterministic_algorithms
+    (which refuses CUDA's index_add_ and other atomics), asserted bit-identical; returns the first run's."""
+
+    def forward(u, k, D, pre, post):
+        return fftconv(u, k, D, pre_gate=pre, post_gate=post, backend="triton")
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = (triton_gradients(forward, inputs, grad_y) for _ in range(2))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    for name, a, b in zip(["u", "k", "D", "pre_gate", "post_gate"], first, second, strict=True):
+        assert torch.equal(a, b), name
+    return first
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("causal,length,klen", [(True, 37, 37), (True, 48, 11), (False, 30, 59), (False, 33, 9)])
 @pytest.mark.parametrize("gates", [False, True], ids=["plain", "gated"])
@@ -173,9 +191,9 @@ def test_batch_tile_and_slices_at_real_sizes():
     assert triton_fftconv.batch_slices(64, 16, 132) == (10, 7)  # 160 programs >= 132; 8 rows would give 128
 
 
-# (batch, channels, SM count): forward batch tile BT, backward slices S (rows per slice)
+# (batch, channels, SM count, forward batch tile, backward batch slices)
 TILE_CASES = {
-    "B3-BT2": (3, 2, 2, 2, 1),  # the last tile holds one row
+    "B3-tile2": (3, 2, 2, 2, 1),  # the last tile holds one row
     "B1": (1, 2, 8, 1, 1),
     "B5-S2": (5, 1, 2, 1, 2),  # slices of 4 rows and 1
     "B3-S3": (3, 1, 132, 1, 3),  # one row per slice (the CPU default SM count)
@@ -209,20 +227,11 @@ def test_sliced_backward_is_deterministic(device, monkeypatch):
     slices' partial sums are added in a fixed order, no atomics), also under torch.use_deterministic_algorithms."""
     monkeypatch.setattr(triton_fftconv, "_sm_count", lambda device: 8)
     assert triton_fftconv.batch_slices(3, 2, 8)[0] == 3
-    inputs = random_inputs(device, torch.float32, 3, 2, 23, 23, gates=False)
+    inputs = random_inputs(device, torch.float32, 3, 2, 23, 23, gates=True)
     grad_y = torch.randn(3, 2, 23, device=device)
-
-    def forward(u, k, D, pre, post):
-        return fftconv(u, k, D, backend="triton")
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        first, second = (triton_gradients(forward, inputs, grad_y) for _ in range(2))
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-    for name, a, b in zip(["u", "k", "D"], first, second, strict=False):
-        assert torch.equal(a, b), name
+    gradients = deterministic_gradients(inputs, grad_y)
+    reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
+    assert_gradients_close(inputs, gradients, reference, 1e-5)
 
 
 @pytest.mark.parametrize("length", [37, 181])
@@ -423,20 +432,9 @@ def test_multipass_backward_is_deterministic(device, monkeypatch):
     monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", 2 * 8 * plan.n1 * plan.n2)  # chunks of 2 of the 3 channels
     inputs = random_inputs(device, torch.float32, 1, 3, length, length, gates=True)
     grad_y = torch.randn(1, 3, length, device=device)
-
-    def forward(u, k, D, pre, post):
-        return fftconv(u, k, D, pre_gate=pre, post_gate=post, backend="triton")
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        first, second = (triton_gradients(forward, inputs, grad_y) for _ in range(2))
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-    for name, a, b in zip(["u", "k", "D", "pre_gate", "post_gate"], first, second, strict=True):
-        assert torch.equal(a, b), name
+    gradients = deterministic_gradients(inputs, grad_y)
     reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
-    assert_gradients_close(inputs, first, reference, 1e-5)
+    assert_gradients_close(inputs, gradients, reference, 1e-5)
 
 
 def test_constants_built_once_per_device_and_never_cached_under_capture(monkeypatch):

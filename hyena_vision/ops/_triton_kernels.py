@@ -12,6 +12,10 @@ Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
+
+Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
+consecutive rows, channel-major, the DFT constants loaded once per tile); the backward one per
+(channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
 """
 
 import os
@@ -221,6 +225,7 @@ def conv_fwd_kernel(
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
+    TILE,  # batch tile: rows per program (a runtime value: one compiled kernel serves every tile)
     ROWS,
     COLS,
     STRIDE,
@@ -233,37 +238,37 @@ def conv_fwd_kernel(
     SQC,
     N1: tl.constexpr,
     N2: tl.constexpr,
-    BT: tl.constexpr,  # batch tile: rows per program
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """One program per batch tile of one channel (rows b0 .. b0 + BT - 1 of channel c; rows past B skipped):
-    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors, twiddles, the
-    channel's spectrum and D are loaded once per program and reused by its BT rows.
+    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
+    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors and twiddles are
+    loaded once per program and reused by its TILE rows. The channel's spectrum is re-read per row, just before the
+    multiply (from L1 / L2 after the first row): held across the loop it would lengthen the live ranges of the
+    forward transform, and ptxas (sm_90) then spills more at 64 x 64 (2,704 bytes of spill loads against 2,288).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
-    tiles = tl.cdiv(B, BT)
+    tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
     c = pid // tiles
-    b0 = (pid % tiles) * BT
+    b0 = (pid % tiles) * TILE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
-    if HAS_D:
-        d = tl.load(d_ptr + c)
-    for b in range(b0, tl.minimum(b0 + BT, B)):
+    # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
+    for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
         row = b * C + c  # of the (contiguous) output
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
         xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
         y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         if HAS_D:
-            y = y + d * x
+            y = y + tl.load(d_ptr + c) * x
         _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
 
 
@@ -317,7 +322,6 @@ def conv_bwd_kernel(
     """
     c = tl.program_id(0).to(tl.int64)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
-    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
@@ -355,6 +359,7 @@ def conv_bwd_kernel(
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
     grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
 

@@ -4,15 +4,23 @@
 ops ``hyena_vision::fftconv`` and ``hyena_vision::fftconv_backward`` (``torch.library.custom_op`` with fake
 implementations and a registered autograd formula), so ``torch.compile`` keeps them as single graph nodes.
 
-Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch), then one program
-per (b, c) row runs gate -> FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers
-(see ``_triton_kernels``), so u, the gates and y cross memory once. The backward is one program per channel looping
-over the batch; it recomputes the input's spectrum instead of storing it and produces every gradient in one pass.
+Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch); the forward op
+returns it beside y and autograd saves it, so the backward reuses it instead of recomputing it from k. Then each
+forward program takes a batch tile of one channel (TILE consecutive rows, see batch_tile: up to MAX_BATCH_TILE while
+the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT -> multiply -> inverse FFT -> D skip -> gate
+with every intermediate in registers (see ``_triton_kernels``), so u, the gates and y cross memory once and the DFT
+factors and twiddles are loaded once per tile (the channel's spectrum is re-read per row from cache, see
+conv_fwd_kernel). The backward runs one program per (channel,
+batch slice) (see batch_slices: enough slices that every SM has a program), looping over the slice's rows; it
+recomputes the input's spectrum instead of storing it and produces every gradient in one pass. grad_k and grad_D
+leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed order: no
+atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
-same one-program-per-row (forward) / per-channel (backward) fusion, but the FFT runs as column DFTs, row FFTs and
-inverse column DFTs through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates
-and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
+same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
+in persistent programs, at most one per SM, but the FFT runs as column DFTs, row FFTs and inverse column DFTs
+through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates and y still cross
+HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
 inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
 SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
 Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores
@@ -217,9 +225,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 def batch_tile(batch: int, channels: int, sms: int) -> int:
-    """Rows per program of the fused-register forward (its constexpr BT): the largest power of two up to
-    MAX_BATCH_TILE (and no larger than needed to cover the batch) whose grid, channels * ceil(batch / BT) programs,
-    still gives every one of ``sms`` SMs WAVES programs; 1 when even one row per program gives fewer."""
+    """Rows per program of the fused-register forward (its TILE): the largest power of two up to MAX_BATCH_TILE (and
+    no larger than needed to cover the batch) whose grid, channels * ceil(batch / TILE) programs, still gives every
+    one of ``sms`` SMs WAVES programs; 1 when even one row per program gives fewer."""
     tile = 1
     while tile < min(MAX_BATCH_TILE, batch) and channels * -(-batch // (2 * tile)) >= WAVES * sms:
         tile *= 2
@@ -603,9 +611,9 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     tile = batch_tile(batch, channels, _sm_count(u.device))
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
-    geometry = (batch, channels, *_signal_geometry(plan), *strides)
+    geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, BT=tile)
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta)
     return y
 
 
