@@ -95,13 +95,27 @@ def triton_gradients(forward, inputs, grad_y):
     return [None if t is None else t.grad for t in leaves]
 
 
-def assert_gradients_close(inputs, actual, expected, tolerance):
+def skip_gradient_scale(inputs, grad_y) -> torch.Tensor:
+    """Per channel, float64 sum over batch and positions of |h x| (h = post * grad_y, x = pre * u): the size of the
+    terms of grad_D = sum h x. A channel's sum can cancel to near zero, which makes its plain relative error
+    meaningless (a few percent of fresh draws with one channel), so grad_D's error is measured against this."""
+    u, pre, post = inputs[0], *(list(inputs[3:]) + [None, None])[:2]
+    x = u.double() if pre is None else u.double() * pre.double()
+    h = grad_y.double() if post is None else grad_y.double() * post.double()
+    return (h * x).abs().sum(dim=tuple(d for d in range(x.ndim) if d != 1))  # (C,)
+
+
+def assert_gradients_close(inputs, actual, expected, tolerance, grad_y):
     names = ["u", "k", "D", "pre_gate", "post_gate"]
     for name, t, got, want in zip(names, inputs, actual, expected, strict=False):
         if t is None:
             continue
         assert got.dtype == t.dtype, name
-        assert relative_error(got, want) < tolerance, f"gradient of {name}"
+        if name == "D":
+            error = ((got.double() - want.double()).norm() / skip_gradient_scale(inputs, grad_y).norm()).item()
+        else:
+            error = relative_error(got, want)
+        assert error < tolerance, f"gradient of {name}"
 
 
 def deterministic_gradients(inputs, grad_y):
@@ -138,7 +152,7 @@ def test_1d_gradients_match_float64(device, dtype, causal, length, klen, gates):
 
     actual = triton_gradients(triton_forward, inputs, grad_y)
     expected = float64_gradients(reference_forward, inputs, grad_y)
-    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype])
+    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype], grad_y)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -151,7 +165,7 @@ def test_2d_gradients_match_float64(device, dtype):
     grad_y = torch.randn(2, 3, 6, 10, device=device).to(dtype)
     actual = triton_gradients(lambda u, k, D: fftconv2d(u, k, D, backend="triton"), inputs, grad_y)
     expected = float64_gradients(direct_conv2d, inputs, grad_y)
-    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype])
+    assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype], grad_y)
 
 
 def test_gradients_match_torch_backend(device):
@@ -163,7 +177,7 @@ def test_gradients_match_torch_backend(device):
 
     actual = triton_gradients(forward("triton"), inputs, grad_y)
     expected = triton_gradients(forward("torch"), inputs, grad_y)
-    assert_gradients_close(inputs, actual, expected, 1e-5)
+    assert_gradients_close(inputs, actual, expected, 1e-5, grad_y)
 
 
 @pytest.mark.parametrize("channels", [1, 5, 100, 768])
@@ -219,7 +233,7 @@ def test_batch_tiles_and_slices_match_float64(device, monkeypatch, case):
 
     assert relative_error(triton_forward(*inputs), reference_forward(*inputs)) < 1e-5
     actual = triton_gradients(triton_forward, inputs, grad_y)
-    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), 1e-5)
+    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), 1e-5, grad_y)
 
 
 def test_sliced_backward_is_deterministic(device, monkeypatch):
@@ -231,7 +245,7 @@ def test_sliced_backward_is_deterministic(device, monkeypatch):
     grad_y = torch.randn(3, 2, 23, device=device)
     gradients = deterministic_gradients(inputs, grad_y)
     reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
-    assert_gradients_close(inputs, gradients, reference, 1e-5)
+    assert_gradients_close(inputs, gradients, reference, 1e-5, grad_y)
 
 
 @pytest.mark.parametrize("length", [37, 181])
@@ -310,8 +324,10 @@ def test_fused_l2_matches_float64_and_torch(
     assert y.dtype == dtype
     assert relative_error(y, reference_forward(*inputs)) < TOLERANCE[dtype]
     assert relative_error(y, forward("torch")(*inputs)) < TOLERANCE[dtype]
-    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), TOLERANCE[dtype])
-    assert_gradients_close(inputs, actual, triton_gradients(forward("torch"), inputs, grad_y), TOLERANCE[dtype])
+    assert_gradients_close(
+        inputs, actual, float64_gradients(reference_forward, inputs, grad_y), TOLERANCE[dtype], grad_y
+    )
+    assert_gradients_close(inputs, actual, triton_gradients(forward("torch"), inputs, grad_y), TOLERANCE[dtype], grad_y)
 
 
 def test_fused_l2_tiles_fit_tl_dot():
@@ -370,7 +386,7 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
 
     assert relative_error(y, reference_forward(*(t.double() for t in inputs))) < 1e-5
     expected = float64_gradients(reference_forward, inputs, grad_y)
-    assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5)
+    assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5, grad_y)
 
 
 @pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])
@@ -434,7 +450,7 @@ def test_multipass_backward_is_deterministic(device, monkeypatch):
     grad_y = torch.randn(1, 3, length, device=device)
     gradients = deterministic_gradients(inputs, grad_y)
     reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
-    assert_gradients_close(inputs, gradients, reference, 1e-5)
+    assert_gradients_close(inputs, gradients, reference, 1e-5, grad_y)
 
 
 def test_constants_built_once_per_device_and_never_cached_under_capture(monkeypatch):
