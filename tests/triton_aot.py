@@ -82,16 +82,20 @@ def _forward_backward(y: torch.Tensor, inputs) -> None:
 
 BF16_GATED = (torch.bfloat16, True, True)  # (u and gate dtype, gated, D): every HAS_* flag True, bf16 pointers
 FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 pointers
-# (name, 1D length or 2D (height, width), causal, input configs): each plan variant at a real size. The default set
-# (~1.5 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other input
-# config of each scenario (the full cross product, ~2.5 min).
+# (name, 1D length or 2D (height, width), causal, input configs, SM count the launchers assume for these CPU
+# tensors): each plan variant at a real size. 8 SMs give the fused-register forward batch tiles of 2 rows (as at real
+# sizes, where B x C far exceeds the SMs; 132 would give this batch tiles of 1) and the backwards one batch slice per
+# channel (as when C >= SMs); 64 SMs split the fused-L2 backward's batch in 2 slices (as when C < SMs). The default
+# set (~1.5 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
+# input config of each scenario (the full cross product, ~2.5 min).
 SCENARIOS = (
-    ("1D causal L=1024", 1024, True, (BF16_GATED,)),
-    ("1D bidirectional L=1024", 1024, False, (BF16_GATED,)),  # same kernels as causal: checks the path only
-    ("1D causal L=16384", 16384, True, (FP32_PLAIN,)),
-    ("1D causal L=100000", 100000, True, (BF16_GATED,)),  # direct column DFTs
-    ("1D causal L=300000", 300000, True, (FP32_PLAIN,)),  # four-step column FFTs
-    ("2D 32x32", (32, 32), False, (BF16_GATED,)),  # no gates: only D follows the config
+    ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
+    ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
+    ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),
+    ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64),
+    ("1D causal L=100000", 100000, True, (BF16_GATED,), 8),  # direct column DFTs
+    ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs
+    ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
 )
 
 
@@ -103,7 +107,8 @@ def record_launches(full: bool) -> tuple[list, list[str]]:
         if isinstance(value, JITFunction) and name.endswith("_kernel"):
             setattr(kernels, name, LaunchRecorder(value, backend, launches))
     plans = []
-    for name, size, causal, configs in SCENARIOS:
+    for name, size, causal, configs, sms in SCENARIOS:
+        triton_fftconv.DEFAULT_SMS = sms
         for dtype, gated, skip in (BF16_GATED, FP32_PLAIN) if full else configs:
             if isinstance(size, tuple):
                 u, k, D, _, _ = inputs = _inputs((BATCH, CHANNELS, *size), dtype, False, skip, size)

@@ -12,6 +12,10 @@ Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
+
+Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
+consecutive rows, channel-major, the DFT constants loaded once per tile); the backward one per
+(channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
 """
 
 import os
@@ -221,6 +225,7 @@ def conv_fwd_kernel(
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
+    TILE,  # batch tile: rows per program (a runtime value: one compiled kernel serves every tile)
     ROWS,
     COLS,
     STRIDE,
@@ -239,25 +244,32 @@ def conv_fwd_kernel(
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """One program per (b, c) row: y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once.
+    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
+    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors and twiddles are
+    loaded once per program and reused by its TILE rows. The channel's spectrum is re-read per row, just before the
+    multiply (from L1 / L2 after the first row): held across the loop it would lengthen the live ranges of the
+    forward transform, and ptxas (sm_90) then spills more at 64 x 64 (2,704 bytes of spill loads against 2,288).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
+    tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
-    c = pid // B
-    b = pid % B
-    row = b * C + c  # of the (contiguous) output
-    u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+    c = pid // tiles
+    b0 = (pid % tiles) * TILE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
-    zr, zi = _cmul(xr, xi, kr, ki)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
-    if HAS_D:
-        y = y + tl.load(d_ptr + c) * x
-    _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
+    # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
+    for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
+        row = b * C + c  # of the (contiguous) output
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
+        zr, zi = _cmul(xr, xi, kr, ki)
+        y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        if HAS_D:
+            y = y + tl.load(d_ptr + c) * x
+        _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
 
 
 @triton.jit
@@ -274,10 +286,11 @@ def conv_bwd_kernel(
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
-    grad_k_ptr,  # (C, N1, N2) fp32 out: circular cross-correlation, lag 0 at [0, 0]
-    grad_d_ptr,  # (C,) fp32 out
+    grad_k_ptr,  # (S, C, N1, N2) fp32 out: per batch slice, circular cross-correlation, lag 0 at [0, 0]
+    grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
     C,
+    SLICE,  # batch rows per slice (the last slice may hold fewer)
     ROWS,
     COLS,
     STRIDE,
@@ -299,21 +312,24 @@ def conv_bwd_kernel(
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """One program per channel, looping over the batch; every gradient of the forward, intermediates recomputed.
+    """One program per (channel, batch slice), looping over the slice's rows; every gradient of the forward,
+    intermediates recomputed. grad_k and grad_D are the slice's partial sums: the host adds the S slices in a fixed
+    order (deterministic, no atomics).
 
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
     d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
     """
     c = tl.program_id(0).to(tl.int64)
+    b0 = tl.program_id(1).to(tl.int64) * SLICE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
     d = tl.load(d_ptr + c) if HAS_D else 0.0
-    acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X), layout [k1, k2]
+    acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
-    acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x
-    for b in range(B):
+    acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x over the slice
+    for b in range(b0, tl.minimum(b0 + SLICE, B)):
         row = b * C + c  # of the (contiguous) outputs
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
@@ -343,8 +359,9 @@ def conv_bwd_kernel(
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
     grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    tl.store(grad_k_ptr + c * N1 * N2 + grid, grad_k)
-    tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
+    tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
+    tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
 
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
@@ -591,7 +608,8 @@ def column_idft_kernel(
 # the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
 # L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
 # gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent (grid = number of scratch
-# slots, each looping over its rows).
+# slots: at most one per SM, fewer when L2 caps them; each loops over its rows, or in the backward over its (channel,
+# batch slice) work items).
 # Ordering. A pass's scratch stores are read by other threads of the program in the next pass, so each pass ends with
 # tl.debug_barrier (bar.sync: the block's global stores before it are visible to the block after it). Each stage
 # writes its own scratch region (column DFTs -> region A; row pass reads A, writes B; the last pass reads B), so no
@@ -724,10 +742,12 @@ def conv_bwd_l2_kernel(
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
-    grad_k_ptr,  # (C, P * Q) fp32 out: circular cross-correlation, natural order
-    grad_d_ptr,  # (C,) fp32 out
+    grad_k_ptr,  # (S, C, P * Q) fp32 out: per batch slice, circular cross-correlation, natural order
+    grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
     C,
+    SLICES,  # S: batch slices per channel
+    SLICE,  # batch rows per slice (the last slice may hold fewer)
     LIMIT,
     SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
     SUC,
@@ -746,12 +766,13 @@ def conv_bwd_l2_kernel(
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """Persistent programs, each looping over channels and, per channel, over the batch: conv_bwd_kernel's gradients.
+    """Persistent programs, each looping over (channel, batch slice) work items and, per item, over the slice's
+    rows: conv_bwd_kernel's gradients, grad_k and grad_D as per-slice partial sums (added on the host).
 
     Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy (region A); pass 2 turns each pair of
     scratch rows into X, H, adds H conj(X) to the channel's accumulator, and writes the row inverses of X K (for s,
     only with a post-gate) and H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's
-    gradients. After the batch, the accumulator's row inverses go to region A, its column inverses to grad_k.
+    gradients. After the slice, the accumulator's row inverses go to region A, its column inverses to grad_k.
     """
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
@@ -763,13 +784,16 @@ def conv_bwd_l2_kernel(
     work_acc = rows_h + 2 * HALF
     fr, fi = _load_complex(dftp_ptr, P, P)
     g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
-    for c in range(tl.program_id(0).to(tl.int64), C, tl.num_programs(0)):  # int64 channel indices
+    for item in range(tl.program_id(0).to(tl.int64), C * SLICES, tl.num_programs(0)):  # int64 work items
+        c = item // SLICES  # consecutive items share a channel (its spectrum is read from L2)
+        b0 = item % SLICES * SLICE
+        part = item % SLICES * C + c  # of the (S, C) partial sums
         d = tl.load(d_ptr + c) if HAS_D else 0.0
         zeros = tl.zeros((Q1, Q2), dtype=tl.float32)
         for fp in range(P // 2 + 1):
             _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
-        acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x, summed over column blocks too
-        for b in range(B):
+        acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x over the slice, summed over column blocks too
+        for b in range(b0, tl.minimum(b0 + SLICE, B)):
             row = b * C + c  # of the (contiguous) outputs
             u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
             grad_y_row = grad_y_ptr + b * SGB + c * SGC
@@ -830,6 +854,7 @@ def conv_bwd_l2_kernel(
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):
             p, q, offs = _column_tile(q0, Q, P, BQ)
-            tl.store(grad_k_ptr + c * N + offs, _column_idft(work_x, fr, fi, p, q, Q, N, HALF, PRECISION) * (1.0 / N))
-        tl.store(grad_d_ptr + c, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+            grad_k = _column_idft(work_x, fr, fi, p, q, Q, N, HALF, PRECISION) * (1.0 / N)
+            tl.store(grad_k_ptr + part * N + offs, grad_k)
+        tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
         tl.debug_barrier()

@@ -4,16 +4,25 @@
 ops ``hyena_vision::fftconv`` and ``hyena_vision::fftconv_backward`` (``torch.library.custom_op`` with fake
 implementations and a registered autograd formula), so ``torch.compile`` keeps them as single graph nodes.
 
-Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch), then one program
-per (b, c) row runs gate -> FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers
-(see ``_triton_kernels``), so u, the gates and y cross memory once. The backward is one program per channel looping
-over the batch; it recomputes the input's spectrum instead of storing it and produces every gradient in one pass.
+Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch); the forward op
+returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it
+instead of recomputing it from k. Then each
+forward program takes a batch tile of one channel (TILE consecutive rows, see batch_tile: up to MAX_BATCH_TILE while
+the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT -> multiply -> inverse FFT -> D skip -> gate
+with every intermediate in registers (see ``_triton_kernels``), so u, the gates and y cross memory once and the DFT
+factors and twiddles are loaded once per tile (the channel's spectrum is re-read per row from cache, see
+conv_fwd_kernel). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that
+every SM has a program), looping over the slice's rows; it recomputes the input's spectrum instead of storing it and
+produces every gradient in one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...)
+fp32, which the host adds over S in a fixed order: no atomics, so the backward is deterministic. Grids follow the
+device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
-same one-program-per-row (forward) / per-channel (backward) fusion, but the FFT runs as column DFTs, row FFTs and
-inverse column DFTs through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates
-and y still cross HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
-inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
+same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
+in persistent programs, at most one per SM, but the FFT runs as column DFTs, row FFTs and inverse column DFTs
+through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates and y still cross
+HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply, inverse column
+FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
 SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
 Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores
 as three-product splits (bf16x3 for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION).
@@ -62,6 +71,12 @@ MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-registe
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Grid sizing from the device's SM count (DEFAULT_SMS, an H100 SXM / H200, for CPU tensors: the interpreter and the
+# ahead-of-time compile): the fused-register forward takes batch tiles of up to MAX_BATCH_TILE rows while its grid
+# keeps at least WAVES programs per SM; the backwards split each channel's batch into slices until every SM has work.
+DEFAULT_SMS = 132
+MAX_BATCH_TILE = 8
+WAVES = 2
 # Precision of the kernels' DFT products (tl.dot, see _triton_kernels._dot), all on tensor cores: a bf16 hi / lo split
 # with three products for half-precision signals (about 1e-5 relative error, far below what fp16 / bf16 outputs
 # carry), tf32x3 for fp32 signals, the filter's spectrum and the multi-pass scheme (below 1e-6 on GPUs; the bf16 split
@@ -122,9 +137,11 @@ def plan_2d(height: int, width: int, kh: int, kw: int) -> Plan:
 
 
 def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
+    """The plan of u and k; int() specialises symbolic sizes (fake tensors under torch.compile's dynamic shapes),
+    since the plan, like the kernels' constexprs, depends on their values."""
     if u.ndim == 4:
-        return plan_2d(u.shape[2], u.shape[3], k.shape[1], k.shape[2])
-    return plan_1d(u.shape[2], k.shape[1], causal)
+        return plan_2d(*(int(n) for n in (u.shape[2], u.shape[3], k.shape[1], k.shape[2])))
+    return plan_1d(int(u.shape[2]), int(k.shape[1]), causal)
 
 
 def _fits_one_program(plan: Plan) -> bool:
@@ -203,6 +220,30 @@ def _num_warps(points: int) -> int:
     return max(4, min(16, points // 256))
 
 
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of u's device (DEFAULT_SMS for CPU tensors)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else DEFAULT_SMS
+
+
+def batch_tile(batch: int, channels: int, sms: int) -> int:
+    """Rows per program of the fused-register forward (its TILE): the largest power of two up to MAX_BATCH_TILE (and
+    no larger than needed to cover the batch) whose grid, channels * ceil(batch / TILE) programs, still gives every
+    one of ``sms`` SMs WAVES programs; 1 when even one row per program gives fewer."""
+    tile = 1
+    while tile < min(MAX_BATCH_TILE, batch) and channels * -(-batch // (2 * tile)) >= WAVES * sms:
+        tile *= 2
+    return tile
+
+
+def batch_slices(batch: int, channels: int, programs: int) -> tuple[int, int]:
+    """(S, rows per slice): each channel's batch in S = ceil(batch / rows) slices of consecutive rows, one backward
+    program (or work item) per (channel, slice), with the most rows per slice that still give channels * S >=
+    ``programs`` (the SM count); one row per slice where the batch is too small for that. The last may be shorter."""
+    wanted = max(1, min(batch, -(-programs // max(channels, 1))))  # slices per channel
+    rows = max(1, batch if wanted == 1 else (batch - 1) // (wanted - 1))  # most rows with ceil(batch / rows) >= wanted
+    return max(1, -(-batch // rows)), rows
+
+
 def _split(n: int) -> tuple[int, int]:
     """n = n1 * n2 with n1 <= n2 as close as possible (powers of two)."""
     n1 = 1 << (n.bit_length() - 1) // 2
@@ -245,7 +286,7 @@ def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -
 
 def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
     """Gradients of k and D in their own shapes and dtypes (for an absent D an empty tensor of k's dtype, matching the
-    fake implementation)."""
+    fake implementation), from grad_k_grid (C, n1, n2) or (C, N) and grad_d (C,) fp32."""
     grad_k = _filter_from_grid(grad_k_grid, plan, tuple(k.shape[1:])).to(k.dtype).contiguous()
     return grad_k, grad_d.to(D.dtype) if D is not None else k.new_empty(0)
 
@@ -478,9 +519,8 @@ def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
     return scratch
 
 
-def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
+def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
     u = u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
-    spectrum = _multipass_spectrum(k, plan)
     y = torch.empty_like(u)
     u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
     for rows in _row_chunks(u.shape[0], u.shape[1], plan):
@@ -499,11 +539,10 @@ def _multipass_forward(u, k, D, pre_gate, post_gate, plan):
     return y
 
 
-def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
     grad_y, u = grad_y.contiguous(), u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
     channels = u.shape[1]
-    spectrum = _multipass_spectrum(k, plan)
     cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
     grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
@@ -547,10 +586,10 @@ def _multipass_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
-_OP_SCHEMA = "(Tensor u, Tensor k, Tensor? D, Tensor? pre_gate, Tensor? post_gate, bool causal) -> Tensor"
+_OP_SCHEMA = "(Tensor u, Tensor k, Tensor? D, Tensor? pre_gate, Tensor? post_gate, bool causal) -> (Tensor, Tensor)"
 _BACKWARD_SCHEMA = (
-    "(Tensor grad_y, Tensor u, Tensor k, Tensor? D, Tensor? pre_gate, Tensor? post_gate, bool causal)"
-    " -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+    "(Tensor grad_y, Tensor u, Tensor k, Tensor spectrum, Tensor? D, Tensor? pre_gate, Tensor? post_gate,"
+    " bool causal) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
 )
 
 
@@ -559,20 +598,23 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext()
 
 
-def _fused_launch(k, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]:
+def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]:
     """What both fused-register kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (the operands
     after the inputs: skip D, filter spectrum, DFT constants; the constexprs and launch options)."""
     u, pre_gate, post_gate = signals[:3]
-    operands = (_skip_fp32(D, u), _filter_spectrum(k, plan), *_constants(plan, u.device))
+    operands = (_skip_fp32(D, u), spectrum, *_constants(plan, u.device))
     return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
-def _fused_forward(u, k, D, pre_gate, post_gate, plan):
-    operands, meta = _fused_launch(k, D, (u, pre_gate, post_gate), plan)
+def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
+    batch, channels = u.shape[:2]
+    operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate), plan)
+    tile = batch_tile(batch, channels, _sm_count(u.device))
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
-    geometry = (*u.shape[:2], *_signal_geometry(plan), *strides)
-    kernels.conv_fwd_kernel[(u.shape[0] * u.shape[1],)](*inputs, *operands, y, *geometry, **meta)
+    geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
+    grid = (channels * -(-batch // tile),)  # channel-major batch tiles
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta)
     return y
 
 
@@ -589,9 +631,11 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
 
-def _programs(work: int, slot_bytes: int) -> int:
-    """Persistent fused-L2 programs: as many as keep their scratch and re-read input rows within L2_SCRATCH_BYTES."""
-    return max(1, min(work, L2_SCRATCH_BYTES // slot_bytes))
+def _programs(work: int, slot_bytes: int, sms: int) -> int:
+    """Persistent fused-L2 programs: one per SM (at 8-16 warps and the registers they use, one program fills an SM,
+    so a larger grid would only queue a second, partial wave), fewer where the work or L2 is smaller: all programs'
+    scratch and re-read input rows must stay within L2_SCRATCH_BYTES."""
+    return max(1, min(work, sms, L2_SCRATCH_BYTES // slot_bytes))
 
 
 def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.device) -> torch.Tensor:
@@ -599,60 +643,67 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
     return torch.empty((programs, planes, plan.n1 // 2 + 1, plan.n2), dtype=torch.float32, device=device)
 
 
-def _fused_l2_launch(k, D, signals: tuple, plan: Plan, work: int, slot_bytes: int, planes: int):
-    """What both fused-L2 kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (programs, the operands
-    after the inputs (skip D, filter spectrum, DFT constants, scratch of ``planes`` planes per program), the
-    constexprs and launch options)."""
+def _fused_l2_launch(spectrum, D, signals: tuple, plan: Plan, programs: int, planes: int):
+    """What both fused-L2 kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]) and ``programs``
+    persistent programs: (the operands after the inputs (skip D, filter spectrum, DFT constants, scratch of
+    ``planes`` planes per program), the constexprs and launch options)."""
     u, pre_gate, post_gate = signals[:3]
-    programs = _programs(work, slot_bytes)
     constants, sizes = _fused_l2_setup(plan, u.device)
     scratch = _fused_l2_scratch(programs, planes, plan, u.device)
-    operands = (_skip_fp32(D, u), _multipass_spectrum(k, plan), *constants, scratch)
-    return programs, operands, {**sizes, **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+    operands = (_skip_fp32(D, u), spectrum, *constants, scratch)
+    return operands, {**sizes, **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
-def _fused_l2_forward(u, k, D, pre_gate, post_gate, plan):
+def _fused_l2_forward(u, spectrum, D, pre_gate, post_gate, plan):
     batch, channels, length = u.shape
     half = (plan.n1 // 2 + 1) * plan.n2
     # per program: its scratch (two complex regions, see _triton_kernels) and its u, pre, post rows (a channel's
     # spectrum is shared by the programs of its batch)
     slot_bytes = 16 * half + 3 * length * u.element_size()
-    programs, operands, meta = _fused_l2_launch(k, D, (u, pre_gate, post_gate), plan, batch * channels, slot_bytes, 4)
+    programs = _programs(batch * channels, slot_bytes, _sm_count(u.device))
+    operands, meta = _fused_l2_launch(spectrum, D, (u, pre_gate, post_gate), plan, programs, 4)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_l2_kernel[(programs,)](*inputs, *operands, y, batch, channels, length, *strides, **meta)
     return y
 
 
-def _fused_l2_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
+def _fused_l2_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     batch, channels, length = u.shape
     points, half = plan.n1 * plan.n2, (plan.n1 // 2 + 1) * plan.n2
     # per program: 5 complex scratches, the rows of its channel's spectrum it reads per batch element, 4 input rows
     slot_bytes = 48 * half + 4 * length * u.element_size()
-    programs, operands, meta = _fused_l2_launch(k, D, (u, pre_gate, post_gate, grad_y), plan, channels, slot_bytes, 10)
-    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, (points,))
+    sms = _sm_count(u.device)
+    slices, rows = batch_slices(batch, channels, _programs(batch * channels, slot_bytes, sms))
+    programs = _programs(channels * slices, slot_bytes, sms)
+    operands, meta = _fused_l2_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan, programs, 10)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (points,))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
-    kernels.conv_bwd_l2_kernel[(programs,)](
-        grad_y, u, pre, post, *operands, *outputs, batch, channels, length, *strides, **meta
-    )
-    grad_k, grad_d = _filter_gradients(*outputs[3:], k, D, plan)
+    geometry = (batch, channels, slices, rows, length, *strides)
+    kernels.conv_bwd_l2_kernel[(programs,)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
+    grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
 @torch.library.custom_op("hyena_vision::fftconv", mutates_args=(), schema=_OP_SCHEMA)
 def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
-    """y = post * (k * (pre * u) + D * (pre * u)); 1D when u is (B, C, L), 2D when u is (B, C, H, W)."""
+    """(y, spectrum): y = post * (k * (pre * u) + D * (pre * u)), 1D when u is (B, C, L), 2D when u is (B, C, H, W);
+    spectrum = the filter's spectrum / N (C, 2, n1, n2) fp32 in the variant's layout, which the backward reuses."""
     plan = _plan(u, k, causal)
+    variant_name = _checked_variant(plan, u)
     forward = {"fused-register": _fused_forward, "fused-L2": _fused_l2_forward, "multi-pass": _multipass_forward}[
-        _checked_variant(plan, u)
+        variant_name
     ]
     with _device_of(u):
-        return forward(u, k, D, pre_gate, post_gate, plan)
+        spectrum = (_filter_spectrum if variant_name == "fused-register" else _multipass_spectrum)(k, plan)
+        return forward(u, spectrum, D, pre_gate, post_gate, plan), spectrum
 
 
 @_fftconv_op.register_fake
 def _(u, k, D, pre_gate, post_gate, causal):
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
+    plan = _plan(u, k, causal)
+    spectrum = k.new_empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32)
+    return torch.empty_like(u, memory_format=torch.contiguous_format), spectrum
 
 
 def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -660,39 +711,49 @@ def _empty_or_like(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-def _gradient_buffers(u, pre_gate, post_gate, grad_k_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+def _gradient_buffers(u, pre_gate, post_gate, slices: int, grad_k_shape: tuple[int, ...]) -> tuple[tuple, tuple]:
     """The fused backward kernels' outputs: ((grad_u, grad_pre, grad_post), the five buffers the kernel writes:
-    grad_u, grad_pre, grad_post (u as a never-written dummy for an absent gate), grad_k (C, *grad_k_shape), grad_d)."""
+    grad_u, grad_pre, grad_post (u as a never-written dummy for an absent gate), and the per-batch-slice partial sums
+    grad_k (slices, C, *grad_k_shape), grad_d (slices, C))."""
     grads = (_empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u))
-    grad_k_grid = torch.empty((u.shape[1], *grad_k_shape), dtype=torch.float32, device=u.device)
-    grad_d = torch.empty(u.shape[1], dtype=torch.float32, device=u.device)
+    grad_k_parts = torch.empty((slices, u.shape[1], *grad_k_shape), dtype=torch.float32, device=u.device)
+    grad_d_parts = torch.empty((slices, u.shape[1]), dtype=torch.float32, device=u.device)
     dummy = (grads[1] if pre_gate is not None else u, grads[2] if post_gate is not None else u)
-    return grads, (grads[0], *dummy, grad_k_grid, grad_d)
+    return grads, (grads[0], *dummy, grad_k_parts, grad_d_parts)
 
 
-def _fused_backward(grad_y, u, k, D, pre_gate, post_gate, plan):
-    operands, meta = _fused_launch(k, D, (u, pre_gate, post_gate, grad_y), plan)
-    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, (plan.n1, plan.n2))
+def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The batch slices' partial sums (S, C, ...) added over S: a fixed-order reduction (no atomics), so the backward
+    is deterministic."""
+    return tuple(part.sum(0) for part in parts)
+
+
+def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
+    batch, channels = u.shape[:2]
+    operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
+    slices, rows = batch_slices(batch, channels, _sm_count(u.device))
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
-    geometry = (*u.shape[:2], *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
-    kernels.conv_bwd_kernel[(u.shape[1],)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
-    grad_k, grad_d = _filter_gradients(*outputs[3:], k, D, plan)
+    geometry = (batch, channels, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
+    kernels.conv_bwd_kernel[(channels, slices)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
+    grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
 @torch.library.custom_op("hyena_vision::fftconv_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
-def _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, causal):
-    """Gradients (u, k, D, pre_gate, post_gate) of _fftconv_op; empty tensors stand for absent inputs."""
+def _fftconv_backward_op(grad_y, u, k, spectrum, D, pre_gate, post_gate, causal):
+    """Gradients (u, k, D, pre_gate, post_gate) of _fftconv_op, given the filter spectrum it returned; empty tensors
+    stand for absent inputs."""
     plan = _plan(u, k, causal)
     backward = {"fused-register": _fused_backward, "fused-L2": _fused_l2_backward, "multi-pass": _multipass_backward}[
         _checked_variant(plan, u)
     ]
     with _device_of(u):
-        return backward(grad_y, u, k, D, pre_gate, post_gate, plan)
+        return backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan)
 
 
 @_fftconv_backward_op.register_fake
-def _(grad_y, u, k, D, pre_gate, post_gate, causal):
+def _(grad_y, u, k, spectrum, D, pre_gate, post_gate, causal):
     return (
         torch.empty_like(u, memory_format=torch.contiguous_format),
         torch.empty_like(k, memory_format=torch.contiguous_format),
@@ -704,13 +765,18 @@ def _(grad_y, u, k, D, pre_gate, post_gate, causal):
 
 def _setup_context(ctx, inputs, output):
     u, k, D, pre_gate, post_gate, causal = inputs
-    ctx.save_for_backward(u, k, D, pre_gate, post_gate)
+    spectrum = output[1]
+    ctx.mark_non_differentiable(spectrum)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the spectrum
+    ctx.save_for_backward(u, k, spectrum, D, pre_gate, post_gate)
     ctx.causal = causal
 
 
-def _backward(ctx, grad_y):
-    u, k, D, pre_gate, post_gate = ctx.saved_tensors
-    grad_u, grad_k, grad_d, grad_pre, grad_post = _fftconv_backward_op(grad_y, u, k, D, pre_gate, post_gate, ctx.causal)
+def _backward(ctx, grad_y, _grad_spectrum):
+    u, k, spectrum, D, pre_gate, post_gate = ctx.saved_tensors
+    grad_u, grad_k, grad_d, grad_pre, grad_post = _fftconv_backward_op(
+        grad_y, u, k, spectrum, D, pre_gate, post_gate, ctx.causal
+    )
     return (
         grad_u,
         grad_k,
@@ -743,10 +809,10 @@ def fftconv(
 ) -> torch.Tensor:
     """1D long convolution (arguments validated by fftconv.fftconv); differentiable, torch.compile-able."""
     _check_dtypes(("u", "k", "D", "pre_gate", "post_gate"), (u, k, D, pre_gate, post_gate))
-    return _fftconv_op(u, k, D, pre_gate, post_gate, causal)
+    return _fftconv_op(u, k, D, pre_gate, post_gate, causal)[0]
 
 
 def fftconv2d(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
     """2D long convolution (arguments validated by fftconv.fftconv2d); differentiable, torch.compile-able."""
     _check_dtypes(("u", "k", "D"), (u, k, D))
-    return _fftconv_op(u, k, D, None, None, False)
+    return _fftconv_op(u, k, D, None, None, False)[0]
