@@ -127,12 +127,35 @@ def test_filter_cfg_mapping_builds_one_config(name):
     model = timm.create_model(name, device="meta", filter_cfg=dict(filter_order=8, emb_dim=5), depth=2)
     cfgs = _filter_cfgs(model)
     assert len(cfgs) == 2 and cfgs[0] is cfgs[1] and cfgs[0] == ImplicitFilterConfig(filter_order=8, emb_dim=5)
-    with pytest.raises(TypeError):
-        timm.create_model(name, device="meta", filter_order=8)  # the settings live in filter_cfg only
+    with pytest.raises(TypeError, match="filter_ordr"):
+        timm.create_model(name, device="meta", filter_ordr=8)  # a typo in a flat keyword reaches the model
     with pytest.raises(ValueError, match=r"unknown filter_cfg keys \['filter_ordr'\]"):
         timm.create_model(name, device="meta", filter_cfg=dict(filter_ordr=8))
     with pytest.raises(ValueError, match="emb_dim"):
         timm.create_model(name, device="meta", filter_cfg=dict(emb_dim=4))
+
+
+@pytest.mark.parametrize("name", ["hyena_vit_cifar", "hyena_iso_cifar", "hyena_lm_char_small"])
+def test_flat_filter_keywords_fold_into_filter_cfg(name):
+    """``model.kwargs.filter_order=8`` (a config override) and ``timm.create_model(name, filter_lr=...)`` keep
+    working: flat filter keywords update the variant's settings, a config object takes them too."""
+    model = timm.create_model(name, device="meta", filter_order=8, filter_lr=2e-3, filter_resize="stretch")
+    (cfg, *rest) = _filter_cfgs(model)
+    assert all(other is cfg for other in rest)
+    assert (cfg.filter_order, cfg.lr, cfg.resize_mode) == (8, 2e-3, "stretch")
+    variant = _filter_cfgs(timm.create_model(name, device="meta"))[0]
+    assert cfg == variant.replace(filter_order=8, lr=2e-3, resize_mode="stretch")  # the variant's other settings kept
+    given = ImplicitFilterConfig(emb_dim=5)
+    model = timm.create_model(name, device="meta", filter_cfg=given, modulate=False)
+    assert _filter_cfgs(model)[0] == given.replace(modulate=False)
+
+
+def test_flat_ssm_keywords_fold_into_ssm_cfg():
+    model = timm.create_model("s4nd_iso_cifar", depth=1, d_state=16, ssm_lr=2e-3, init="inv")
+    kernel = next(m for m in model.modules() if isinstance(m, DiagonalSSMKernel))
+    assert kernel.log_a_real.shape == (2, 128, 4) and get_optim_hints(kernel.log_dt) == {"lr": 2e-3, "weight_decay": 0}
+    with pytest.raises(TypeError, match="d_sate"):
+        timm.create_model("s4nd_iso_cifar", d_sate=16)
 
 
 def test_filter_cfg_defaults_and_variant_settings():

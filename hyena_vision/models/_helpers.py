@@ -4,6 +4,7 @@ block-stack timm API."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import is_dataclass, replace
 
 import torch
 from timm.layers import register_notrace_function
@@ -77,14 +78,33 @@ def build_image_model(
     )
 
 
-def variant_kwargs(model_args: dict, kwargs: dict) -> dict:
-    """A variant's keyword arguments: timm's ``dict(model_args, **kwargs)``, except that a ``filter_cfg`` mapping
-    given by the caller updates the variant's own filter settings instead of replacing them
-    (``timm.create_model('hyena_lm_153m', filter_cfg=dict(modulate=False))`` keeps its ``emb_dim=33``, ``w=14``);
-    an ``ImplicitFilterConfig`` replaces them."""
+# Flat keyword arguments the registered models accept for their settings dataclass (``model.kwargs.filter_order=8``
+# in a config, ``timm.create_model(name, filter_order=8)``): per settings keyword, flat name -> the field it sets.
+FLAT_SETTINGS = {
+    "filter_cfg": {
+        **{name: name for name in ("emb_dim", "filter_order", "num_inner_mlps", "w", "modulate", "lr_pos_emb")},
+        **{name: name for name in ("fast_decay_pct", "slow_decay_pct", "target", "shift", "normalized")},
+        **{"filter_dropout": "filter_dropout", "filter_lr": "lr", "filter_resize": "resize_mode"},
+    },
+    "ssm_cfg": {**{name: name for name in ("d_state", "init", "dt_min", "dt_max", "bidirectional")}, "ssm_lr": "lr"},
+}
+
+
+def variant_kwargs(model_args: dict, kwargs: dict, settings: str = "filter_cfg") -> dict:
+    """A variant's keyword arguments: timm's ``dict(model_args, **kwargs)``, except for its settings keyword
+    ``settings`` (a frozen dataclass: ``filter_cfg`` or ``ssm_cfg``). Flat keywords naming its fields
+    (``FLAT_SETTINGS``: ``filter_order=8``, ``filter_lr=None``) fold into it; a mapping updates the variant's own
+    settings instead of replacing them (``timm.create_model('hyena_lm_153m', filter_cfg=dict(modulate=False))``
+    keeps its ``emb_dim=33``, ``w=14``); a dataclass instance replaces them. Other names reach the model class,
+    which raises on a typo."""
+    kwargs = dict(kwargs)
+    flat = {field: kwargs.pop(name) for name, field in FLAT_SETTINGS[settings].items() if name in kwargs}
+    given = kwargs.get(settings)
+    if flat:
+        kwargs[settings] = {**(given or {}), **flat} if not is_dataclass(given) else replace(given, **flat)
     merged = dict(model_args, **kwargs)
-    if isinstance(model_args.get("filter_cfg"), Mapping) and isinstance(kwargs.get("filter_cfg"), Mapping):
-        merged["filter_cfg"] = {**model_args["filter_cfg"], **kwargs["filter_cfg"]}
+    if isinstance(model_args.get(settings), Mapping) and isinstance(kwargs.get(settings), Mapping):
+        merged[settings] = {**model_args[settings], **kwargs[settings]}
     return merged
 
 

@@ -18,7 +18,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 
 from ..layers.s4nd import S4ND, SSMKernelConfig
-from ._helpers import build_image_model, cifar_cfg
+from ._helpers import build_image_model, cifar_cfg, variant_kwargs
 from ._shipped import shipped_cfgs
 from .hyena_iso import IsotropicNet
 
@@ -83,7 +83,7 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def s4nd_iso_cifar(pretrained: bool = False, **kwargs) -> S4ndIso:
     """S4ND-ISO for 32x32 CIFAR: 4 blocks x 128, S4D-Lin init, bidirectional (~268k params)."""
-    return build_image_model(S4ndIso, "s4nd_iso_cifar", pretrained=pretrained, **kwargs)
+    return build_image_model(S4ndIso, "s4nd_iso_cifar", pretrained, **variant_kwargs({}, kwargs, settings="ssm_cfg"))
 
 
 @register_model

@@ -31,7 +31,7 @@ from timm.models._registry import generate_default_cfgs
 from torch import nn
 
 from ..layers import HyenaOperator2d, ImplicitFilterConfig
-from ._helpers import BlockStackMixin, build_image_model, check_image, cifar_cfg
+from ._helpers import BlockStackMixin, build_image_model, check_image, cifar_cfg, variant_kwargs
 
 __all__ = ["HyenaIsoLayer", "IsoBlock", "IsotropicNet", "HyenaIso"]
 
@@ -254,4 +254,4 @@ default_cfgs = generate_default_cfgs({"hyena_iso_cifar": cifar_cfg()})
 @register_model
 def hyena_iso_cifar(pretrained: bool = False, **kwargs) -> HyenaIso:
     """Hyena-ISO for 32x32 CIFAR: 4 blocks x 128, ungated 2D Hyena long convolutions (205k params)."""
-    return build_image_model(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **kwargs)
+    return build_image_model(HyenaIso, "hyena_iso_cifar", pretrained=pretrained, **variant_kwargs({}, kwargs))
