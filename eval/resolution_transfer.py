@@ -3,6 +3,8 @@
     python eval/resolution_transfer.py                               # full run: 50k images, 30 epochs (a GPU)
     nice -n 19 python eval/resolution_transfer.py --tiny             # a check that it runs (minutes on a CPU)
     python eval/resolution_transfer.py --models hyena_vit2d_cifar "hyena_vit2d_cifar:mixer=hyena1d" vit_iso_cifar
+    python eval/resolution_transfer.py --from-runs out/cifar_pair --models hyena_vit2d_cifar hyena_vit_cifar \
+        vit_iso_cifar                          # the 50-epoch runs of eval/train_cifar_pair.py, not retrained here
 
 Every model (``name`` or ``name:key=value,...`` with timm keyword arguments) trains with one recipe at 32 px
 (AdamW, cosine schedule with warmup, the filters' own lr hints, random crop + flip), then is evaluated on the test
@@ -32,6 +34,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Subset
@@ -125,11 +128,17 @@ def evaluate(model: torch.nn.Module, data: DataLoader) -> dict:
 
 def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
     name, kwargs = parse_model(spec)
-    kwargs = {**(TINY_KWARGS if args.tiny else {}), **kwargs, "num_classes": 10, "dynamic_img_size": True}
+    tiny = TINY_KWARGS if args.tiny and not args.from_runs else {}  # a run's weights fix the architecture
+    kwargs = {**tiny, **kwargs, "num_classes": 10, "dynamic_img_size": True}
     hyena = name.startswith("hyena")
     torch.manual_seed(args.seed)
     model = timm.create_model(name, **kwargs)
-    seconds = train(model, loader(args, "train", 32, True), epochs=args.epochs, lr=args.lr, args=args, desc=spec)
+    if args.from_runs:  # the 32 px weights of a finished trainer run (the CIFAR recipe's), not trained here
+        run = Path(args.from_runs) / "full" / name
+        model.load_state_dict(load_file(run / "model.safetensors"))
+        seconds = json.loads((run / "summary.json").read_text())["train_seconds"]
+    else:
+        seconds = train(model, loader(args, "train", 32, True), epochs=args.epochs, lr=args.lr, args=args, desc=spec)
     row = {"model": spec, "params": sum(p.numel() for p in model.parameters()), "train_s": seconds}
     row["32"] = evaluate(model, test_loaders[32])
     for size in args.sizes:
@@ -150,8 +159,13 @@ def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
 def report(rows: list[dict], args) -> str:
     columns = ["32"] + [f"{s} {kind}" for s in args.sizes for kind in ("as is", "stretch", "fine-tuned")]
     lines = [
-        f"Resolution transfer on CIFAR-10 (JPEG copy): trained at 32 px for {args.epochs} epochs on "
-        f"{args.train_subset or 50000} images, evaluated on {rows[0]['32']['images']} test images upsampled; "
+        "Resolution transfer on CIFAR-10 (JPEG copy): "
+        + (
+            f"weights of the runs in {args.from_runs}/full (trained at 32 px by the CIFAR recipe)"
+            if args.from_runs
+            else f"trained at 32 px for {args.epochs} epochs on {args.train_subset or 50000} images"
+        )
+        + f", evaluated on {rows[0]['32']['images']} test images upsampled; "
         f"fine-tune {args.finetune_epochs} epoch(s). Top-1 % [95% Wilson interval], seed {args.seed}.",
         "",
         "| model | params | "
@@ -202,6 +216,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="width 32, depth 1, 200/100 images, 1 epoch, 48 px only")
     p.add_argument("--out", default="out/resolution_transfer")
+    p.add_argument(
+        "--from-runs",
+        help="folder of eval/train_cifar_pair.py (its full/<model>/ runs): evaluate and fine-tune their 32 px "
+        "weights instead of training here (models by name, no keyword arguments)",
+    )
     if p.parse_known_args(argv)[0].tiny:  # defaults of the tiny run; explicit options still win
         p.set_defaults(train_subset=200, test_subset=100, epochs=1, finetune_epochs=1, batch_size=50, sizes=[48])
         p.set_defaults(warmup_steps=1)
@@ -209,7 +228,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not Path(args.data).exists():
         raise FileNotFoundError(f"CIFAR-10 not found at {args.data}: pass --data (an ImageFolder or its tar)")
     for spec in args.models:
-        parse_model(spec)  # fail before training anything
+        name, kwargs = parse_model(spec)  # fail before training anything
+        run = Path(args.from_runs or "") / "full" / name / "model.safetensors"
+        if args.from_runs and (kwargs or not run.is_file()):
+            raise ValueError(f"--from-runs: {spec!r} needs a finished run {run} and no keyword arguments")
     test_loaders = {size: loader(args, "test", size, False) for size in [32, *args.sizes]}
     rows = [run_model(spec, args, test_loaders) for spec in args.models]
     table = report(rows, args)

@@ -1,10 +1,13 @@
 """Smoke tests of the resolution scripts: eval/bench_resolution.py (--quick) and eval/resolution_transfer.py."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import timm
 import torch
 from hv_testing import load_script
+from safetensors.torch import load_file, save_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +59,31 @@ def test_resolution_transfer_tiny(cifar_subset, tmp_path):
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown model 'hyena_vit9d'"):
         transfer.main(["--models", "hyena_vit9d", "--data", str(root)])
+
+
+def test_resolution_transfer_from_recipe_runs(cifar_subset, tmp_path):
+    """--from-runs: the 32 px weights of a trainer run are evaluated as they are, not trained again."""
+    root = cifar_subset(2, 2)  # 20 training, 20 test images
+    transfer = load_script("eval/resolution_transfer.py")
+    run = tmp_path / "runs" / "full" / "vit_iso_cifar"
+    run.mkdir(parents=True)
+    torch.manual_seed(3)
+    save_file(timm.create_model("vit_iso_cifar").state_dict(), run / "model.safetensors")
+    (run / "summary.json").write_text('{"train_seconds": 12.5}')
+    args = ["--data", str(root), "--out", str(tmp_path / "out"), "--tiny", "--train-subset", "20", "--test-subset"]
+    args += ["20", "--batch-size", "20", "--from-runs", str(tmp_path / "runs")]
+    with pytest.raises(ValueError, match="needs a finished run"):
+        transfer.main([*args, "--models", "vit_iso_cifar:depth=1"])  # keyword arguments: another model
+    with pytest.raises(ValueError, match="needs a finished run"):
+        transfer.main([*args, "--models", "hyena_vit_cifar"])  # no run of that model
+    calls = []
+    transfer.train = lambda model, data, **k: calls.append(k["desc"]) or 0.0  # only the fine-tune may train
+    (row,) = transfer.main([*args, "--models", "vit_iso_cifar", "--sizes", "48"])
+    assert row["train_s"] == 12.5 and calls == ["vit_iso_cifar @48px"]
+    model = timm.create_model("vit_iso_cifar", num_classes=10, dynamic_img_size=True)
+    model.load_state_dict(load_file(run / "model.safetensors"))
+    options = SimpleNamespace(data=str(root), test_subset=20, seed=0, batch_size=20)
+    assert row["32"] == transfer.evaluate(model, transfer.loader(options, "test", 32, False))  # the run's weights
 
 
 def test_parse_model():
