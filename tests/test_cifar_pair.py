@@ -62,6 +62,7 @@ def test_compare_cifar10_without_shared_data_reads_torchvision_cache(tmp_path, m
     monkeypatch.setenv("HYENA_VISION_CACHE", str(cache))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(compare_cifar10, "default_data", lambda: tmp_path / "no_shared" / "cifar10-jpg.tar.gz")
+    monkeypatch.setattr(_shipped, "WEIGHTS_DIR", tmp_path / "no_weights")  # a version without the trained pair
     tiny = ["data.train_subset=20", "data.val_subset=30", "train.batch_size=10", "train.epochs=1"]
     compare_cifar10.main(
         ["--budget", "demo", "--models", "hyena_iso", "vit_iso", "--out", str(tmp_path / "out"), *tiny, *TINY]
@@ -69,6 +70,7 @@ def test_compare_cifar10_without_shared_data_reads_torchvision_cache(tmp_path, m
     assert "getting it through torchvision's download" in capsys.readouterr().out
     table = (tmp_path / "out" / "results.md").read_text()
     assert "30 test images" in table and "| hyena_iso_cifar |" in table and "| vit_iso_cifar |" in table
+    assert "No trained CIFAR-10 pair ships with this version yet" in table
 
 
 def test_shipped_pair_is_evaluated_on_the_runs_test_images(tmp_path, monkeypatch):

@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
             ("shipped pretrained pair (hyena_vision/weights), the same test images", shipped, shipped[0].name)
         )
     text = write_report(out, tables, curves, "CIFAR-10, " + about + "; seed and data identical for all models.")
+    if not shipped:  # say so: a new user expects trained models beside the toy runs
+        text += (
+            "\nNo trained CIFAR-10 pair ships with this version yet (tags `hyena_vit_cifar.c10`, `vit_iso_cifar.c10`): "
+            "`python eval/train_cifar_pair.py --ship` trains and ships it (hours on a CPU).\n"
+        )
+        (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"about": about, "results": results, "curves": curves}, indent=1))
     print("\n" + text + f"\nwritten: {out / 'results.md'}, {out / 'accuracy.png'}")
     return results
