@@ -130,3 +130,32 @@ def test_one_model_per_process_trains_only_that_model(tmp_path, monkeypatch):
     assert cifar_pair.report_models(out) == cifar_report.PAIR  # the 2D model is not trained: not in the report
     cifar_pair.main(["--model", "hyena_vit2d_cifar", "--data", str(tmp_path), "--out", str(out)])
     assert cifar_pair.report_models(out) == (*cifar_report.PAIR, "hyena_vit2d_cifar")
+
+
+def test_pixel_budget_models_and_reuse_resumes_interrupted_runs(tmp_path, monkeypatch):
+    """--budget pixel compares the three pixel-level models; --reuse skips finished runs and resumes interrupted
+    ones (--resume, the run folder kept) instead of starting them again."""
+    assert compare_cifar10.parse_args(["--budget", "pixel"]).models == ["hyena_iso", "s4nd_iso", "hyena_seq"]
+    assert compare_cifar10.parse_args(["--budget", "demo"]).models == list(compare_cifar10.MODELS)
+    assert "80,000 images seen" in compare_cifar10.BUDGETS["pixel"]["about"]
+    out = tmp_path / "out"
+    for model, files in (("hyena_iso", ["summary.json"]), ("s4nd_iso", ["last.pt"]), ("hyena_seq", ["stale"])):
+        (out / model).mkdir(parents=True)
+        for name in files:
+            (out / model / name).write_text("{}")
+    calls = {}
+
+    def fake_run(command, check):
+        model = command[command.index("--config") + 1].split("/")[1]
+        calls[model] = "--resume" in command
+        assert not (out / model / "stale").exists()  # a run that never checkpointed starts afresh
+        raise SystemExit("stop after the launches")
+
+    monkeypatch.setattr(compare_cifar10.subprocess, "run", fake_run)
+    monkeypatch.setattr(compare_cifar10, "run_curve", lambda run: [])  # the finished run's curve: not needed here
+    args = ["--budget", "pixel", "--reuse", "--out", str(out), "--data", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        compare_cifar10.main([*args, "--models", "s4nd_iso"])
+    with pytest.raises(SystemExit):
+        compare_cifar10.main([*args, "--models", "hyena_iso", "hyena_seq"])  # hyena_iso finished: not launched
+    assert calls == {"s4nd_iso": True, "hyena_seq": False}

@@ -3,7 +3,8 @@
     hyena-compare-cifar10 --budget demo                 # a few minutes on a CPU (the `make demo` job)
     hyena-compare-cifar10 --budget cpu                  # reduced budget: about 20 minutes on 2 busy cores
     hyena-compare-cifar10 --budget paper --out out/compare_cifar10_paper   # the paper's 100 epochs (GPU)
-    hyena-compare-cifar10 --budget cpu --reuse          # re-tabulate finished runs without training
+    hyena-compare-cifar10 --budget cpu --reuse          # re-tabulate finished runs, resume interrupted ones
+    hyena-compare-cifar10 --budget pixel                # the pixel-level models, about 2 CPU-hours (issue 17)
 
 (``python eval/compare_cifar10.py ...`` in a source checkout.) Each model trains with the classification trainer
 (``python -m hyena_vision.engine.classify``, its own process) from the shipped config ``cifar10/<model>`` plus the
@@ -55,6 +56,15 @@ BUDGETS = {
         f"images, {PRECISIONS[CPU_AMP]}",
         "overrides": [*CPU_RUN, "data.val_subset=0"],
     },
+    "pixel": {  # issue 17's pixel-level comparison: about two CPU-hours for the three models together
+        "about": "pixel-level CPU budget: full-size models, 20,000 training images, 4 epochs (80,000 images seen), "
+        f"batch 50, all 10,000 test images, {PRECISIONS[CPU_AMP]}",
+        "overrides": (
+            "data.kind=memory_cifar10 data.train_subset=20000 data.val_subset=0 train.epochs=4 train.batch_size=50 "
+            f"sched.warmup_epochs=0 optim.lr=2e-3 train.amp={CPU_AMP} data.num_workers=0 train.log_every=20"
+        ).split(),
+        "models": ("hyena_iso", "s4nd_iso", "hyena_seq"),
+    },
     "demo": {
         "about": "demo budget: width-32 depth-2 variants of every model, 1,000 training images, 2 epochs, batch 50, "
         f"2,000 test images, {PRECISIONS[CPU_AMP]}",
@@ -68,11 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
     p.add_argument("--data", help="CIFAR-10 ImageFolder or a tar of one (default: ../shared/data/cifar10-jpg.tar.gz)")
     p.add_argument("--out", help="output folder (default: out/compare_cifar10_<budget> in the working directory)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=MODELS, help="default: the budget's models (all for most)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reuse", action="store_true", help="skip models whose run already has a summary.json")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip models whose run already has a summary.json and resume interrupted ones from their last.pt",
+    )
     p.add_argument("overrides", nargs="*", help="extra dot-list overrides for every model, e.g. train.epochs=2")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.models = args.models or list(BUDGETS[args.budget].get("models", MODELS))
+    return args
 
 
 def default_data() -> Path:
@@ -82,10 +98,11 @@ def default_data() -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
-def train(model: str, data: Path | None, out: Path, budget: str, seed: int, extra: list[str]) -> None:
+def train(model: str, data: Path | None, out: Path, budget: str, seed: int, extra: list[str], resume: bool) -> None:
     source = [f"data.root={data}"] if data else ["data.kind=memory_cifar10", "data.root=null", "data.download=true"]
     overrides = [*source, f"out_dir={out}", f"train.seed={seed}", *BUDGETS[budget]["overrides"], *extra]
-    command = [sys.executable, "-m", "hyena_vision.engine.classify", "--config", f"cifar10/{model}", *overrides]
+    command = [sys.executable, "-m", "hyena_vision.engine.classify", "--config", f"cifar10/{model}"]
+    command += ["--resume"] * resume + overrides
     print("$ " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
 
@@ -104,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     for model in args.models:
         run = out / model
         if not (args.reuse and (run / "summary.json").is_file()):
-            shutil.rmtree(run, ignore_errors=True)  # a fresh run: this script's own output folder
-            train(model, data and data.resolve(), run, args.budget, args.seed, args.overrides)
+            resume = args.reuse and (run / "last.pt").is_file()  # an interrupted run continues where it stopped
+            if not resume:
+                shutil.rmtree(run, ignore_errors=True)  # a fresh run: this script's own output folder
+            train(model, data and data.resolve(), run, args.budget, args.seed, args.overrides, resume)
         results[model] = json.loads((run / "summary.json").read_text())
         curves[model] = run_curve(run)
     rows = [run_result(out / model) for model in args.models]
