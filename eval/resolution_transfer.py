@@ -126,6 +126,11 @@ def evaluate(model: torch.nn.Module, data: DataLoader) -> dict:
     return {"top1": result["top1"], "low": 100 * low, "high": 100 * high, "images": result["images"]}
 
 
+def recipe_run(args, name: str) -> Path:
+    """The folder of ``name``'s full run in ``--from-runs`` (eval/train_cifar_pair.py's layout)."""
+    return Path(args.from_runs) / "full" / name
+
+
 def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
     name, kwargs = parse_model(spec)
     tiny = TINY_KWARGS if args.tiny and not args.from_runs else {}  # a run's weights fix the architecture
@@ -134,7 +139,7 @@ def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
     torch.manual_seed(args.seed)
     model = timm.create_model(name, **kwargs)
     if args.from_runs:  # the 32 px weights of a finished trainer run (the CIFAR recipe's), not trained here
-        run = Path(args.from_runs) / "full" / name
+        run = recipe_run(args, name)
         model.load_state_dict(load_file(run / "model.safetensors"))
         seconds = json.loads((run / "summary.json").read_text())["train_seconds"]
     else:
@@ -229,9 +234,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise FileNotFoundError(f"CIFAR-10 not found at {args.data}: pass --data (an ImageFolder or its tar)")
     for spec in args.models:
         name, kwargs = parse_model(spec)  # fail before training anything
-        run = Path(args.from_runs or "") / "full" / name / "model.safetensors"
-        if args.from_runs and (kwargs or not run.is_file()):
-            raise ValueError(f"--from-runs: {spec!r} needs a finished run {run} and no keyword arguments")
+        if args.from_runs and (kwargs or not (recipe_run(args, name) / "summary.json").is_file()):
+            raise ValueError(
+                f"--from-runs: {spec!r} needs a finished run {recipe_run(args, name)} and no keyword arguments"
+            )
     test_loaders = {size: loader(args, "test", size, False) for size in [32, *args.sizes]}
     rows = [run_model(spec, args, test_loaders) for spec in args.models]
     table = report(rows, args)

@@ -146,9 +146,8 @@ def run_recipe(recipe: Recipe, *, ship_weights: bool = False) -> str:
         [("Full runs", rows, PAIR[0])],
         {model: run_curve(run) for model, run in runs.items()},
         title,
+        footer="\n" + "\n".join(lines) + "\n",  # the sweep
     )
-    text += "\n" + "\n".join(lines) + "\n"
-    (recipe.out / "results.md").write_text(text)
     (recipe.out / "sweep.json").write_text(json.dumps({"chosen": chosen, "scores": sweeps}, indent=1))
     if ship_weights:
         for model in PAIR:

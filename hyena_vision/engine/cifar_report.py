@@ -129,15 +129,16 @@ def write_report(
     tables: list[tuple[str, list[RunResult], str]],
     curves: dict[str, list[tuple[float, int, float, int]]],
     title: str,
+    footer: str = "",
 ) -> str:
-    """``out/results.md`` (one comparison table per (heading, rows, reference name)) and ``out/accuracy.png``
-    (the curves); returns the Markdown."""
+    """``out/results.md`` (one comparison table per (heading, rows, reference name), then ``footer``) and
+    ``out/accuracy.png`` (the curves); returns the Markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = [title, ""]
     for heading, rows, reference in tables:
         parts += [f"### {heading}", "", comparison_table(rows, reference)]
-    text = "\n".join(parts)
+    text = "\n".join(parts) + footer
     (out / "results.md").write_text(text)
     plot_curves(curves, out / "accuracy.png", title)
     return text
