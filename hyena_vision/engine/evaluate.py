@@ -2,6 +2,7 @@
 
     hyena-evaluate --checkpoint runs/cifar10/hyena_iso/last.pt --data ../shared/data/cifar10-jpg.tar.gz
     hyena-evaluate --model hyena_iso_cifar --pretrained-file runs/x/model.safetensors --data DIR --split test
+    hyena-evaluate --model hyena_vit_cifar.c10 --pretrained --kind memory_cifar10 --data DIR --split test
     hyena-evaluate --model hyena_vit_s --kind shards --shards '/data/val-{000000..000049}.tar' --out val.json
 
 (``python eval/evaluate.py ...`` in a source checkout.) A checkpoint (``last.pt`` of the classification trainer)
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a last.pt written by the classification trainer")
     src.add_argument("--model", help="a timm model name")
+    p.add_argument("--pretrained", action="store_true", help="load --model's pretrained weights (e.g. a shipped tag)")
     p.add_argument("--pretrained-file", help="safetensors/pth weights for --model (timm pretrained_cfg_overlay)")
     p.add_argument("--model-kwargs", default="{}", help="JSON dict of extra timm.create_model kwargs for --model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's")
@@ -57,7 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     p.add_argument("--out", help="write the JSON here too")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.checkpoint and (args.pretrained or args.pretrained_file):
+        p.error("--pretrained / --pretrained-file go with --model: a --checkpoint brings its own weights")
+    return args
 
 
 def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict, dict]:
@@ -67,6 +72,7 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict, dict]:
         overrides = {k: cfg["data"][k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}
     else:
         kwargs = json.loads(args.model_kwargs)
+        kwargs["pretrained"] = args.pretrained
         if args.num_classes:
             kwargs["num_classes"] = args.num_classes
         if args.pretrained_file:
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "model": cfg["model"]["name"] if cfg else args.model,
         "checkpoint": args.checkpoint,
+        "pretrained": args.pretrained,
         "pretrained_file": args.pretrained_file,
         "data": args.shards or args.data,
         "split": split,
