@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
+MAX_FACTOR = tl.constexpr(32)  # DFT factor (points) of one tl.dot on grids of both sides 2 MAX_FACTOR (see _dft)
+RADIX2_POINTS = tl.constexpr(2 * MAX_FACTOR * MAX_FACTOR)  # grids above this (sides <= 2 MAX_FACTOR) take radix-2
 
 
 @triton.jit
@@ -143,33 +145,131 @@ def _skip_and_store(
 
 @triton.jit
 def _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr):
-    """The in-register four-step FFT's constants on an (N1, N2) grid: DFT matrices F_N1, F_N2 and the twiddles."""
-    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
-    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
+    """The in-register four-step FFT's constants on an (N1, N2) grid: the DFT factors F_M1, F_M2 of its sides (see
+    _dft: M = N up to MAX_FACTOR points, N / 2 above) and the twiddles, rows in the layout of the first stage's output."""
+    M1: tl.constexpr = N1 // 2 if N1 * N2 > RADIX2_POINTS else N1
+    M2: tl.constexpr = N2 // 2 if N1 * N2 > RADIX2_POINTS else N2
+    f1r, f1i = _load_complex(dft1_ptr, M1, M1)
+    f2r, f2i = _load_complex(dft2_ptr, M2, M2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     return f1r, f1i, f2r, f2i, twr, twi
 
 
 @triton.jit
-def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
-    """Spectrum (real, imag), layout [k1, k2], of the real (N1, N2) tile x."""
-    ar = _dot(f1r, x, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1i, x, PRECISION)
-    if TWIDDLE:
-        ar, ai = ar * twr - ai * twi, ar * twi + ai * twr
-    yr = _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION)  # (N1, N2), indexed [k1, k2]
-    yi = _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
+def _mm(x, f, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+    """f @ x (AXIS0: the DFT factor f acts along x's first axis) or x @ f (along its second)."""
+    if AXIS0:
+        y = _dot(f, x, PRECISION)
+    else:
+        y = _dot(x, f, PRECISION)
+    return y
+
+
+@triton.jit
+def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+    """One dense DFT-factor product along an axis of length M (F's side); arguments as in _dft."""
+    if INVERSE:  # x times conj(F)
+        yr = _mm(xr, fr, AXIS0, PRECISION) + _mm(xi, fi, AXIS0, PRECISION)
+        if REAL:
+            yi = yr
+        else:
+            yi = _mm(xi, fr, AXIS0, PRECISION) - _mm(xr, fi, AXIS0, PRECISION)
+    elif REAL:
+        yr = _mm(xr, fr, AXIS0, PRECISION)
+        yi = _mm(xr, fi, AXIS0, PRECISION)
+    else:
+        yr = _mm(xr, fr, AXIS0, PRECISION) - _mm(xi, fi, AXIS0, PRECISION)
+        yi = _mm(xr, fi, AXIS0, PRECISION) + _mm(xi, fr, AXIS0, PRECISION)
     return yr, yi
+
+
+@triton.jit
+def _deinterleave(x, AXIS0: tl.constexpr):
+    """(even, odd) entries of x along its first (AXIS0) or second axis."""
+    if AXIS0:
+        x = tl.permute(tl.reshape(x, (x.shape[0] // 2, 2, x.shape[1])), (0, 2, 1))
+    else:
+        x = tl.reshape(x, (x.shape[0], x.shape[1] // 2, 2))
+    return tl.split(x)
+
+
+@triton.jit
+def _interleave(a, b, AXIS0: tl.constexpr):
+    """The inverse of _deinterleave: a at the even entries, b at the odd ones."""
+    if AXIS0:
+        x = tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (2 * a.shape[0], a.shape[1]))
+    else:
+        x = tl.reshape(tl.join(a, b), (a.shape[0], 2 * a.shape[1]))
+    return x
+
+
+@triton.jit
+def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+    """DFT (INVERSE: unnormalised inverse) of the complex tile xr + i xi along its first (AXIS0) or second axis, of
+    length N = M or 2 M for the DFT factor F_M = fr + i fi. REAL: the forward's input is real (xi unused), the
+    inverse returns only the real part (twice).
+
+    N = 2 M takes one radix-2 step, so no factor exceeds MAX_FACTOR points (the tl.dot operand panels, K = M wide, are
+    what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the even and odd
+    samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency); the inverse
+    takes that order and returns natural order.
+    """
+    N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
+    if N == fr.shape[0]:
+        yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
+    else:
+        k = tl.arange(0, N // 2)
+        if AXIS0:
+            wr, wi = _unit_root(k[:, None], N)  # W_N^k, (M, 1)
+        else:
+            wr, wi = _unit_root(k[None, :], N)  # (1, M)
+        if INVERSE:  # x[2 m + r] = sum_k W_M^(-m k) W_N^(-r k) (Z[k] + (-1)^r Z[k + M])
+            lo_r, hi_r = _deinterleave(xr, AXIS0)
+            lo_i, hi_i = _deinterleave(xi, AXIS0)
+            er, ei = _dft_direct(lo_r + hi_r, lo_i + hi_i, fr, fi, REAL, True, AXIS0, PRECISION)
+            odd_r, odd_i = _cmul_conj(lo_r - hi_r, lo_i - hi_i, wr, wi)
+            odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, REAL, True, AXIS0, PRECISION)
+            yr = _interleave(er, odd_r, AXIS0)
+            yi = _interleave(ei, odd_i, AXIS0)
+        else:
+            even_r, odd_r = _deinterleave(xr, AXIS0)
+            if REAL:
+                er, ei = _dft_direct(even_r, even_r, fr, fi, True, False, AXIS0, PRECISION)
+                odd_r, odd_i = _dft_direct(odd_r, odd_r, fr, fi, True, False, AXIS0, PRECISION)
+            else:
+                even_i, odd_i = _deinterleave(xi, AXIS0)
+                er, ei = _dft_direct(even_r, even_i, fr, fi, False, False, AXIS0, PRECISION)
+                odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, False, AXIS0, PRECISION)
+            odd_r, odd_i = _cmul(odd_r, odd_i, wr, wi)
+            yr = _interleave(er + odd_r, er - odd_r, AXIS0)
+            yi = _interleave(ei + odd_i, ei - odd_i, AXIS0)
+    return yr, yi
+
+
+@triton.jit
+def _frequency(position, N: tl.constexpr, M: tl.constexpr):
+    """Frequency held at a position of a length-N axis of a spectrum from _dft (interleaved above MAX_FACTOR)."""
+    if N > M:
+        position = position // 2 + M * (position % 2)
+    return position
+
+
+@triton.jit
+def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Spectrum (real, imag), layout [k1, k2] (interleaved per _dft), of the real (N1, N2) tile x."""
+    ar, ai = _dft(x, x, f1r, f1i, True, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
+    if TWIDDLE:
+        ar, ai = _cmul(ar, ai, twr, twi)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)  # (N1, N2), indexed [k1, k2]
 
 
 @triton.jit
 def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
-    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
-        cr, ci = cr * twr + ci * twi, ci * twr - cr * twi
-    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION)  # (N1, N2), indexed [n1, n2]
+        cr, ci = _cmul_conj(cr, ci, twr, twi)
+    return _dft(cr, ci, f1r, f1i, True, True, True, PRECISION)[0]  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
@@ -324,12 +424,12 @@ def conv_bwd_kernel(
     b0 = tl.program_id(1).to(tl.int64) * SLICE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
+    spec = spec_ptr + c * 2 * N1 * N2  # re-read per use (L1 / L2), as in conv_fwd_kernel
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
-    acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x over the slice
-    for b in range(b0, tl.minimum(b0 + SLICE, B)):
+    acc_d = 0.0  # sum_b sum_t h x over the slice
+    for b in tl.range(b0, tl.minimum(b0 + SLICE, B), num_stages=1):  # no pipelining, as in conv_fwd_kernel
         row = b * C + c  # of the (contiguous) outputs
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
@@ -340,7 +440,7 @@ def conv_bwd_kernel(
         h = _load_signal(grad_y_row, offs, mask)
         xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
         if HAS_POST:
-            zr, zi = _cmul(xr, xi, kr, ki)
+            zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
             s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * x
             tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
             h = h * _load_signal(post_row, offs, mask)
@@ -348,8 +448,8 @@ def conv_bwd_kernel(
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
-        acc_d += h * x
-        zr, zi = _cmul_conj(hr, hi, kr, ki)
+        acc_d += tl.sum(tl.sum(h * x, axis=1), axis=0)
+        zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
         grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * h
         if HAS_PRE:
             grad_u = grad_x * _load_signal(pre_row, offs, mask)
@@ -361,7 +461,7 @@ def conv_bwd_kernel(
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
-    tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+    tl.store(grad_d_ptr + part, acc_d)
 
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
@@ -375,20 +475,18 @@ def conv_bwd_kernel(
 
 @triton.jit
 def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
-    """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile (xr, xi) in natural order."""
-    ar = _dot(f1r, xr, PRECISION) - _dot(f1i, xi, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1r, xi, PRECISION) + _dot(f1i, xr, PRECISION)
+    """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile (xr, xi) in natural order."""
+    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
     ar, ai = _cmul(ar, ai, twr, twi)
-    return _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION), _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
 
 
 @triton.jit
 def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
-    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION), _dot(f1r, ci, PRECISION) - _dot(f1i, cr, PRECISION)
+    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)
 
 
 @triton.jit
@@ -402,9 +500,13 @@ def _unit_root(exponent, N):
 
 @triton.jit
 def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
-    """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = a + P1 * b."""
-    fp = tl.arange(0, P1)[:, None] + P1 * tl.arange(0, P2)[None, :]  # (P1, P2)
-    return _unit_root(q * fp.to(tl.int64), N)
+    """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = k1 + P1 * k2 for the
+    frequencies k1, k2 of positions a, b (see _frequency)."""
+    M1: tl.constexpr = P1 // 2 if P1 * P2 > RADIX2_POINTS else P1
+    M2: tl.constexpr = P2 // 2 if P1 * P2 > RADIX2_POINTS else P2
+    k1 = _frequency(tl.arange(0, P1), P1, M1)[:, None]
+    k2 = _frequency(tl.arange(0, P2), P2, M2)[None, :]
+    return _unit_root(q * (k1 + P1 * k2).to(tl.int64), N)  # (P1, P2)
 
 
 @triton.jit

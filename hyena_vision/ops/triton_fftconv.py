@@ -50,6 +50,7 @@ __all__ = [
     "MAX_FUSED_L2_POINTS",
 ]
 
+RADIX2_POINTS = kernels.RADIX2_POINTS.value  # grids above this take a radix-2 step per side (64 x 64: 32-point factors)
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
 # Longest side of a grid one program holds: its (side, side) complex DFT matrix sits in registers beside the grid
@@ -199,25 +200,43 @@ def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
     return _cached(("dft", n, padded), device, build)
 
 
+def _factor(n: int, points: int) -> int:
+    """Side of the DFT factor for a side of n points of a grid of ``points``: n / 2 (a radix-2 step, see
+    _triton_kernels._dft) on grids above RADIX2_POINTS (64 x 64), else n."""
+    return n // 2 if points > RADIX2_POINTS else n
+
+
+def _frequencies(n: int, points: int, device: torch.device) -> torch.Tensor:
+    """(n,) the frequency each position of a length-n spectrum axis of a grid of ``points`` holds in the kernels'
+    layout (_triton_kernels._frequency): natural, or interleaved (position 2 k + j holds k + n / 2 j) after a radix-2
+    step."""
+    position = torch.arange(n, device=device)
+    half = _factor(n, points)
+    return position if half == n else position // 2 + half * (position % 2)
+
+
 def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Tensor:
-    """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), or 1 where the grid is a 2D image (no twiddles)."""
+    """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), row k1 at its position in the first stage's output (see
+    _frequencies), or 1 where the grid is a 2D image (no twiddles)."""
 
     def build(device: torch.device) -> torch.Tensor:
-        k1 = torch.arange(n1, device=device)[:, None]
+        k1 = _frequencies(n1, n1 * n2, device)[:, None]
         exponent = k1 * torch.arange(n2, device=device)[None, :] % (n1 * n2) if twiddle else k1.new_zeros(n1, n2)
         angle = exponent.double() * (-2 * math.pi / (n1 * n2))  # (n1, n2)
         return torch.stack((angle.cos(), angle.sin())).float()
 
-    return _cached(("twiddles", n1, n2, twiddle), device, build)
+    return _cached(("twiddles", n1, n2, twiddle, _factor(n1, n1 * n2)), device, build)  # the layout is in the key
 
 
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _dft_matrix(plan.n1, device), _dft_matrix(plan.n2, device), _twiddles(plan.n1, plan.n2, plan.twiddle, device)
+    points = plan.n1 * plan.n2
+    dft1, dft2 = _dft_matrix(_factor(plan.n1, points), device), _dft_matrix(_factor(plan.n2, points), device)
+    return dft1, dft2, _twiddles(plan.n1, plan.n2, plan.twiddle, device)
 
 
 def _num_warps(points: int) -> int:
     """Warps for a program holding ~a dozen fp32 tiles of `points` elements: about 96 registers per thread."""
-    return max(4, min(16, points // 256))
+    return max(4, min(8, points // 128))
 
 
 def _sm_count(device: torch.device) -> int:
@@ -361,7 +380,8 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
     n1, n2 = _split(n)
-    return n1, n2, _dft_matrix(n1, device), _dft_matrix(n2, device), _twiddles(n1, n2, True, device)
+    dft1, dft2 = _dft_matrix(_factor(n1, n), device), _dft_matrix(_factor(n2, n), device)
+    return n1, n2, dft1, dft2, _twiddles(n1, n2, True, device)
 
 
 def _column_pass(kernel_pair: tuple, plan: Plan, rows: int, head: tuple, middle: tuple, tail: tuple, flags: dict):
@@ -627,7 +647,7 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
     """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
     q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
     sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2)}
-    sizes["num_warps"] = 16 if plan.n1 > MIN_SIDE else 8  # P = 32: twice the column DFT's operand panels per tile
+    sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
 
