@@ -30,14 +30,13 @@ def register_limit(num_warps: int) -> int:
 
 
 # Kernels whose register-heavy launches still spill on sm_90 (ptxas, Triton 3.8), all at 8 warps (255 registers a
-# thread): the fused-register forward on 64 x 64 grids (84 bytes) and backward (32 x 64 and 64 x 64), the multi-pass
-# row pass on 64 x 64 rows and the fused-L2 kernels (P = 32, 32 x 32 rows). Every other kernel must compile without
+# thread): the fused-register forward on 64 x 64 grids (84 bytes) and backward (every grid from 32 x 32), the
+# multi-pass row pass (32 x 32 and 64 x 64 rows) and the fused-L2 backward. Every other kernel must compile without
 # spills, and each kernel listed must still spill somewhere (remove it once retuned).
 KNOWN_SPILLS = {
     "conv_fwd_kernel",
     "conv_bwd_kernel",
     "row_fft_kernel",
-    "conv_fwd_l2_kernel",
     "conv_bwd_l2_kernel",
 }
 

@@ -389,26 +389,27 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5, grad_y)
 
 
-# Radix-2 steps (grids above RADIX2_POINTS, 64 x 64 on the GPU, whose 64-point sides run as two 32-point DFTs, see
-# _triton_kernels._dft). On the CPU the threshold is lowered to 8 points, so that every grid of these small cases takes
-# the step on both sides (DFT factors of 2 to 16 points), in each variant: spectra in the interleaved layout, the
-# twiddles and the multi-pass outer twiddles follow it.
+# Radix-2 steps (square grids from RADIX2_SIDE up: 32 x 32 and 64 x 64 on the GPU, whose sides run as two half-length
+# DFTs, see _triton_kernels._dft). On the CPU the threshold is lowered to 4, so that the (square) grids of these small
+# cases take the step on both sides (DFT factors of 2 to 8 points), in each variant: spectra in the interleaved layout,
+# the twiddles and the multi-pass outer twiddles follow it.
 @pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass"])
 def test_radix2_steps_match_float64(device, monkeypatch, case):
     if device == "cuda":
         if case != "fused-1d":
-            pytest.skip("on the GPU the fused-1d case runs a real 64 x 64 grid; the other variants' are too long")
+            pytest.skip("on the GPU the fused-1d case runs real 32 x 32 and 64 x 64 grids")
+        test_1d_gradients_match_float64(device, torch.float32, True, 512, 512, True)
         test_1d_gradients_match_float64(device, torch.float32, True, 2048, 2048, True)
         return
-    monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_POINTS", triton_fftconv.kernels.tl.constexpr(8))
-    monkeypatch.setattr(triton_fftconv, "RADIX2_POINTS", 8)
+    monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_SIDE", triton_fftconv.kernels.tl.constexpr(4))
+    monkeypatch.setattr(triton_fftconv, "RADIX2_SIDE", 4)
     if case == "fused-1d":
         test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
         test_1d_gradients_match_float64(device, torch.bfloat16, False, 30, 59, True)
     elif case == "fused-2d":
-        test_2d_gradients_match_float64(device, torch.float32)
+        test_2d_forward_matches_float64(device, torch.float32, (8, 8), (15, 15))  # 16 x 16 grid
     elif case == "fused-L2":
-        test_fused_l2_matches_float64_and_torch(device, monkeypatch, *FUSED_L2_CASES[0])
+        test_fused_l2_matches_float64_and_torch(device, monkeypatch, True, 300, 16384, 16, True, torch.float32)
     else:
         test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True)
 

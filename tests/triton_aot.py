@@ -89,6 +89,7 @@ FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 point
 # set (~1.5 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
 # input config of each scenario (the full cross product, ~2.5 min).
 SCENARIOS = (
+    ("1D causal L=512", 512, True, (BF16_GATED,), 8),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
     ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
     ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
     ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),

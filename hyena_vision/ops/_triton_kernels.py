@@ -8,6 +8,11 @@ with DFT matrices F1 (N1, N1), F2 (N2, N2) and twiddles T[k1, n2] = exp(-2 pi i 
 products done with ``tl.dot`` and one elementwise multiply. The inverse runs the same steps backwards with conjugates
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
+Square grids from RADIX2_SIDE up (32 x 32, 64 x 64) split each side's DFT into a radix-2 step over two half-length
+DFTs (see _dft), so their DFT factors, the K side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand
+panels of the products in registers, and the halved K spills far less there. Such a spectrum is stored in an
+interleaved order along each axis (see _frequency); the twiddles' rows and the multi-pass outer twiddles follow it.
+Other grids (16 x 32, 32 x 64, ...) keep dense factors of their sides: on 32 x 64 the radix-2 form spilled more.
 
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
@@ -24,8 +29,7 @@ import triton
 import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
-MAX_FACTOR = tl.constexpr(32)  # DFT factor (points) of one tl.dot on grids of both sides 2 MAX_FACTOR (see _dft)
-RADIX2_POINTS = tl.constexpr(2 * MAX_FACTOR * MAX_FACTOR)  # grids above this (sides <= 2 MAX_FACTOR) take radix-2
+RADIX2_SIDE = tl.constexpr(32)  # square grids of this side and up take a radix-2 step per side (see _dft)
 
 
 @triton.jit
@@ -146,9 +150,9 @@ def _skip_and_store(
 @triton.jit
 def _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr):
     """The in-register four-step FFT's constants on an (N1, N2) grid: the DFT factors F_M1, F_M2 of its sides (see
-    _dft: M = N up to MAX_FACTOR points, N / 2 above) and the twiddles, rows in the layout of the first stage's output."""
-    M1: tl.constexpr = N1 // 2 if N1 * N2 > RADIX2_POINTS else N1
-    M2: tl.constexpr = N2 // 2 if N1 * N2 > RADIX2_POINTS else N2
+    _dft: M = N, or N / 2 on square grids from RADIX2_SIDE up) and the twiddles, rows in the first stage's layout."""
+    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1
+    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
     f1r, f1i = _load_complex(dft1_ptr, M1, M1)
     f2r, f2i = _load_complex(dft2_ptr, M2, M2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
@@ -166,7 +170,9 @@ def _mm(x, f, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+def _dft_direct(
+    xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr
+):
     """One dense DFT-factor product along an axis of length M (F's side); arguments as in _dft."""
     if INVERSE:  # x times conj(F)
         yr = _mm(xr, fr, AXIS0, PRECISION) + _mm(xi, fi, AXIS0, PRECISION)
@@ -209,10 +215,10 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
     length N = M or 2 M for the DFT factor F_M = fr + i fi. REAL: the forward's input is real (xi unused), the
     inverse returns only the real part (twice).
 
-    N = 2 M takes one radix-2 step, so no factor exceeds MAX_FACTOR points (the tl.dot operand panels, K = M wide, are
-    what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the even and odd
-    samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency); the inverse
-    takes that order and returns natural order.
+    N = 2 M takes one radix-2 step, so 64-point sides need only 32-point factors (the tl.dot operand panels, K = M
+    wide, are what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the
+    even and odd samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency);
+    the inverse takes that order and returns natural order.
     """
     N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
     if N == fr.shape[0]:
@@ -248,7 +254,8 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
 
 @triton.jit
 def _frequency(position, N: tl.constexpr, M: tl.constexpr):
-    """Frequency held at a position of a length-N axis of a spectrum from _dft (interleaved above MAX_FACTOR)."""
+    """Frequency held at a position of a length-N axis of a spectrum from _dft with an M-point factor (interleaved
+    where N = 2 M)."""
     if N > M:
         position = position // 2 + M * (position % 2)
     return position
@@ -348,7 +355,8 @@ def conv_fwd_kernel(
     y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors and twiddles are
     loaded once per program and reused by its TILE rows. The channel's spectrum is re-read per row, just before the
     multiply (from L1 / L2 after the first row): held across the loop it would lengthen the live ranges of the
-    forward transform, and ptxas (sm_90) then spills more at 64 x 64 (2,704 bytes of spill loads against 2,288).
+    forward transform, and ptxas (sm_90) then spills more (measured at 64 x 64 with dense 64-point factors: 2,704
+    bytes of spill loads against 2,288).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -502,8 +510,8 @@ def _unit_root(exponent, N):
 def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
     """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = k1 + P1 * k2 for the
     frequencies k1, k2 of positions a, b (see _frequency)."""
-    M1: tl.constexpr = P1 // 2 if P1 * P2 > RADIX2_POINTS else P1
-    M2: tl.constexpr = P2 // 2 if P1 * P2 > RADIX2_POINTS else P2
+    M1: tl.constexpr = P1 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P1
+    M2: tl.constexpr = P2 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P2
     k1 = _frequency(tl.arange(0, P1), P1, M1)[:, None]
     k2 = _frequency(tl.arange(0, P2), P2, M2)[None, :]
     return _unit_root(q * (k1 + P1 * k2).to(tl.int64), N)  # (P1, P2)

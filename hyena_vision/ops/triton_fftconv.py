@@ -50,12 +50,13 @@ __all__ = [
     "MAX_FUSED_L2_POINTS",
 ]
 
-RADIX2_POINTS = kernels.RADIX2_POINTS.value  # grids above this take a radix-2 step per side (64 x 64: 32-point factors)
+RADIX2_SIDE = kernels.RADIX2_SIDE.value  # square grids from this side up take a radix-2 step per side (see _factor)
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
-# Longest side of a grid one program holds: its (side, side) complex DFT matrix sits in registers beside the grid
-# (64: 32 KB, as for the 1D 64 x 64 grid). A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image)
-# would need a 512 KB matrix: out of registers and shared memory, so such images are refused.
+# Longest side of a grid one program holds: its complex DFT factor sits in registers beside the grid (a 64-point side
+# takes a dense 64-point factor on 32 x 64 grids, a radix-2 step over a 32-point one on 64 x 64, see _factor).
+# A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image) would need a 512 KB matrix: out of
+# registers and shared memory, so such images are refused.
 MAX_FFT_SIDE = 64
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
@@ -200,18 +201,18 @@ def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
     return _cached(("dft", n, padded), device, build)
 
 
-def _factor(n: int, points: int) -> int:
-    """Side of the DFT factor for a side of n points of a grid of ``points``: n / 2 (a radix-2 step, see
-    _triton_kernels._dft) on grids above RADIX2_POINTS (64 x 64), else n."""
-    return n // 2 if points > RADIX2_POINTS else n
+def _factor(n: int, other: int) -> int:
+    """Side of the DFT factor for a side of n points of an (n, other) grid: n / 2 (a radix-2 step, see
+    _triton_kernels._dft) on square grids from RADIX2_SIDE up (32 x 32, 64 x 64), else n."""
+    return n // 2 if n == other and n >= RADIX2_SIDE else n
 
 
-def _frequencies(n: int, points: int, device: torch.device) -> torch.Tensor:
-    """(n,) the frequency each position of a length-n spectrum axis of a grid of ``points`` holds in the kernels'
+def _frequencies(n: int, other: int, device: torch.device) -> torch.Tensor:
+    """(n,) the frequency each position of a length-n spectrum axis of an (n, other) grid holds in the kernels'
     layout (_triton_kernels._frequency): natural, or interleaved (position 2 k + j holds k + n / 2 j) after a radix-2
     step."""
     position = torch.arange(n, device=device)
-    half = _factor(n, points)
+    half = _factor(n, other)
     return position if half == n else position // 2 + half * (position % 2)
 
 
@@ -220,22 +221,23 @@ def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Te
     _frequencies), or 1 where the grid is a 2D image (no twiddles)."""
 
     def build(device: torch.device) -> torch.Tensor:
-        k1 = _frequencies(n1, n1 * n2, device)[:, None]
+        k1 = _frequencies(n1, n2, device)[:, None]
         exponent = k1 * torch.arange(n2, device=device)[None, :] % (n1 * n2) if twiddle else k1.new_zeros(n1, n2)
         angle = exponent.double() * (-2 * math.pi / (n1 * n2))  # (n1, n2)
         return torch.stack((angle.cos(), angle.sin())).float()
 
-    return _cached(("twiddles", n1, n2, twiddle, _factor(n1, n1 * n2)), device, build)  # the layout is in the key
+    return _cached(("twiddles", n1, n2, twiddle, _factor(n1, n2)), device, build)  # the layout is in the key
 
 
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    points = plan.n1 * plan.n2
-    dft1, dft2 = _dft_matrix(_factor(plan.n1, points), device), _dft_matrix(_factor(plan.n2, points), device)
+    dft1, dft2 = _dft_matrix(_factor(plan.n1, plan.n2), device), _dft_matrix(_factor(plan.n2, plan.n1), device)
     return dft1, dft2, _twiddles(plan.n1, plan.n2, plan.twiddle, device)
 
 
 def _num_warps(points: int) -> int:
-    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: about 96 registers per thread."""
+    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: 8 from 1024 points up (ptxas, sm_90: at 16
+    warps a thread may hold 128 registers, at 8 the register file's 255, and 64 x 64 grids spill more at 16; 4 warps
+    could use only half the register file)."""
     return max(4, min(8, points // 128))
 
 
@@ -380,7 +382,7 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
     n1, n2 = _split(n)
-    dft1, dft2 = _dft_matrix(_factor(n1, n), device), _dft_matrix(_factor(n2, n), device)
+    dft1, dft2 = _dft_matrix(_factor(n1, n2), device), _dft_matrix(_factor(n2, n1), device)
     return n1, n2, dft1, dft2, _twiddles(n1, n2, True, device)
 
 
@@ -640,7 +642,7 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS): plan.n1 = P short columns (one direct
 # DFT-matrix product each), plan.n2 = Q rows transformed by the in-register four-step on (Q1, Q2). Real sizes:
-# N = 8K: P = 16, Q = 512 (16 x 32), 8 warps; 16K: P = 32, Q = 512, 16 warps; 32K: P = 32, Q = 1024 (32 x 32), 16 warps.
+# N = 8K: P = 16, Q = 512 (16 x 32); 16K: P = 32, Q = 512; 32K: P = 32, Q = 1024 (32 x 32); all at 8 warps.
 
 
 def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
@@ -652,7 +654,7 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
 
 
 def _programs(work: int, slot_bytes: int, sms: int) -> int:
-    """Persistent fused-L2 programs: one per SM (at 8-16 warps and the registers they use, one program fills an SM,
+    """Persistent fused-L2 programs: one per SM (at 8 warps and the registers they use, one program fills an SM,
     so a larger grid would only queue a second, partial wave), fewer where the work or L2 is smaller: all programs'
     scratch and re-read input rows must stay within L2_SCRATCH_BYTES."""
     return max(1, min(work, sms, L2_SCRATCH_BYTES // slot_bytes))
