@@ -19,7 +19,7 @@ Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precis
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
-consecutive rows, channel-major, the DFT constants loaded once per tile); the backward one per
+consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
 (channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
 """
 
@@ -352,11 +352,11 @@ def conv_fwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
-    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors and twiddles are
-    loaded once per program and reused by its TILE rows. The channel's spectrum is re-read per row, just before the
-    multiply (from L1 / L2 after the first row): held across the loop it would lengthen the live ranges of the
-    forward transform, and ptxas (sm_90) then spills more (measured at 64 x 64 with dense 64-point factors: 2,704
-    bytes of spill loads against 2,288).
+    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once
+    per program and reused by its TILE rows. The twiddles, the channel's spectrum and (for the skip term) the row's
+    u and pre are re-read where used (from L1 / L2 after the first row): held across the loop they lengthen the live
+    ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704 bytes of spill loads against
+    2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448 at 64 x 64 now).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -365,19 +365,18 @@ def conv_fwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
         row = b * C + c  # of the (contiguous) output
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
-        y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
-        if HAS_D:
-            y = y + tl.load(d_ptr + c) * x
-        _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
+        y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        rows = (u_row, pre_row, post_row, d_ptr + c)  # x re-read for the skip term (L1 / L2), not held
+        _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 
 
 @triton.jit
@@ -427,11 +426,13 @@ def conv_bwd_kernel(
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
     d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
+    Across a row only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
+    from L1 / L2 where used (registers, as in conv_fwd_kernel).
     """
     c = tl.program_id(0).to(tl.int64)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
     spec = spec_ptr + c * 2 * N1 * N2  # re-read per use (L1 / L2), as in conv_fwd_kernel
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
@@ -441,31 +442,32 @@ def conv_bwd_kernel(
         row = b * C + c  # of the (contiguous) outputs
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
-        u = _load_signal(u_row, offs, mask)  # (N1, N2)
-        x = u
-        if HAS_PRE:
-            x = u * _load_signal(pre_row, offs, mask)
-        h = _load_signal(grad_y_row, offs, mask)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
+        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * x
-            tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-            h = h * _load_signal(post_row, offs, mask)
-        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+            s += d * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
+            grad_post = _load_signal(grad_y_row, offs, mask) * s
+            tl.store(grad_post_ptr + row * LIMIT + offs, grad_post.to(grad_post_ptr.dtype.element_ty), mask=mask)
+        h = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
+        acc_d += tl.sum(tl.sum(h * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
-        acc_d += tl.sum(tl.sum(h * x, axis=1), axis=0)
         zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * h
+        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        grad_x += d * _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
         if HAS_PRE:
             grad_u = grad_x * _load_signal(pre_row, offs, mask)
-            tl.store(grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask)
+            grad_pre = grad_x * _load_signal(u_row, offs, mask)
+            tl.store(grad_pre_ptr + row * LIMIT + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
         else:
             grad_u = grad_x
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
+    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)

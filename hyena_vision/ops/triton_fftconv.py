@@ -5,17 +5,16 @@ ops ``hyena_vision::fftconv`` and ``hyena_vision::fftconv_backward`` (``torch.li
 implementations and a registered autograd formula), so ``torch.compile`` keeps them as single graph nodes.
 
 Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch); the forward op
-returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it
-instead of recomputing it from k. Then each
-forward program takes a batch tile of one channel (TILE consecutive rows, see batch_tile: up to MAX_BATCH_TILE while
-the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT -> multiply -> inverse FFT -> D skip -> gate
-with every intermediate in registers (see ``_triton_kernels``), so u, the gates and y cross memory once and the DFT
-factors and twiddles are loaded once per tile (the channel's spectrum is re-read per row from cache, see
-conv_fwd_kernel). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that
-every SM has a program), looping over the slice's rows; it recomputes the input's spectrum instead of storing it and
-produces every gradient in one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...)
-fp32, which the host adds over S in a fixed order: no atomics, so the backward is deterministic. Grids follow the
-device's SM count (DEFAULT_SMS for CPU tensors).
+returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it instead
+of recomputing it from k. Then each forward program takes a batch tile of one channel (TILE consecutive rows, see
+batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT ->
+multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u, the
+gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum and,
+for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel). The backward runs one
+program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program), looping over the
+slice's rows; it recomputes the input's spectrum instead of storing it and produces every gradient in one pass. grad_k
+and grad_D leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed
+order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
 same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
@@ -60,14 +59,14 @@ MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D 
 MAX_FFT_SIDE = 64
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
-# column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot in fp32 "ieee" runs on FMA units with
-# its operand panels in registers, so columns P > 32 or row grids (Q1, Q2) above (16, 32) spill.
+# column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot keeps its operand panels (K = the
+# DFT factor's side) in registers, so columns P > 32 spill; 32 x 32 row grids take radix-2 steps (16-point factors).
 FUSED_L2_ROW = 1 << 9
 FUSED_L2_MIN_COLUMN = MIN_SIDE
 FUSED_L2_MAX_COLUMN = 2 * MIN_SIDE
 FUSED_L2_TILE = 1 << 11  # fused-L2: elements of a (P, BQ) column tile
 L2_SCRATCH_BYTES = 32 << 20  # fused-L2: cap on all programs' scratch plus re-read input rows (H100 L2: 50 MB)
-MAX_ROW_POINTS = 1 << 12  # multi-pass: longest row FFT (Q), done in registers like the fused kernel
+MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
 MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
 MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
