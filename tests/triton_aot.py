@@ -87,7 +87,7 @@ FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 point
 # sizes, where B x C far exceeds the SMs; 132 would give this batch tiles of 1) and the backwards one batch slice per
 # channel (as when C >= SMs); 64 SMs split the fused-L2 backward's batch in 2 slices (as when C < SMs). The default
 # set (~2 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
-# input config of each scenario (the full cross product, ~2.5 min).
+# input config of each scenario (the full cross product, about twice as long).
 SCENARIOS = (
     ("1D causal L=512", 512, True, (BF16_GATED,), 8),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
     ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
