@@ -601,3 +601,5 @@ def test_plans_leave_room_for_linear_convolution():
     assert triton_fftconv.variant(plan) == "multi-pass"
     plan = triton_fftconv.plan_1d(1 << 20, 1 << 20, causal=True)
     assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (2048, 1024, False)
+    plan = triton_fftconv.plan_1d(1 << 23, 1 << 23, causal=True)  # columns capped at 64 x 64: the rows grow
+    assert plan.fft_shape == (1 << 24,) and (plan.n1, plan.n2, plan.direct) == (4096, 4096, False)

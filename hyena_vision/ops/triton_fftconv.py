@@ -69,6 +69,9 @@ L2_SCRATCH_BYTES = 32 << 20  # fused-L2: cap on all programs' scratch plus re-re
 MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
 MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
 MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
+MAX_FOUR_STEP_COLUMN = (
+    1 << 12
+)  # multi-pass: longest column (64 x 64 grid); above N = 4M the rows grow past MAX_ROW_POINTS
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -122,11 +125,11 @@ def plan_1d(length: int, klen: int, causal: bool) -> Plan:
         columns = min(FUSED_L2_MAX_COLUMN, max(FUSED_L2_MIN_COLUMN, n // FUSED_L2_ROW))
         rows = n // columns
         return Plan(columns, rows, (n,), (lag0,), columns, rows, rows, length, True, direct=True, fused_l2=True)
-    columns = n // MAX_ROW_POINTS  # multi-pass: N = P * Q, P = columns, Q <= MAX_ROW_POINTS
+    columns = n // MAX_ROW_POINTS  # multi-pass: N = P * Q, P = columns, Q = MAX_ROW_POINTS (longer only past 4M)
     if columns <= MAX_DIRECT_COLUMN:
         columns = max(columns, 1)
         return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, True, True)
-    columns = max(columns, MIN_FOUR_STEP_COLUMN)
+    columns = min(max(columns, MIN_FOUR_STEP_COLUMN), MAX_FOUR_STEP_COLUMN)
     return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, twiddle=True)
 
 
