@@ -69,9 +69,7 @@ L2_SCRATCH_BYTES = 32 << 20  # fused-L2: cap on all programs' scratch plus re-re
 MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
 MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
 MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
-MAX_FOUR_STEP_COLUMN = (
-    1 << 12
-)  # multi-pass: longest column (64 x 64 grid); above N = 4M the rows grow past MAX_ROW_POINTS
+MAX_FOUR_STEP_COLUMN = 1 << 12  # multi-pass: longest column (64 x 64); above N = 4M the rows outgrow MAX_ROW_POINTS
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
