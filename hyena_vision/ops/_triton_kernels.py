@@ -480,7 +480,8 @@ def conv_bwd_kernel(
 # Pass 2 (one program per (row, column-spectrum row s)): length-Q FFT of a scratch row, multiply by the filter
 # spectrum, inverse length-Q FFT, in place. Pass 3 (per (row, q)): conjugate twiddle, inverse length-P FFT, skip and
 # gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows
-# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = a + P1 * b), scratch columns by q.
+# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies
+# k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
 
 
 @triton.jit
