@@ -414,6 +414,32 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
         test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True)
 
 
+@pytest.mark.parametrize("case", ["causal", "bidirectional", "2d"])
+def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
+    """The fused-register forward on the top half of the grid's rows only (the signal's zero padding skipped in the
+    first stage, the discarded outputs in the last): 32 x 64 grids on the GPU, 8 x 16 ones on the CPU (MIN_SIDE
+    lowered to 4 so that the half meets it)."""
+    if device != "cuda":
+        monkeypatch.setattr(triton_fftconv, "MIN_SIDE", 4)
+    length = {"causal": 1024 if device == "cuda" else 60, "bidirectional": 1000 if device == "cuda" else 50}.get(case)
+    if case == "2d":
+        (height, width), kshape = ((16, 32), (31, 63)) if device == "cuda" else ((8, 16), (15, 31))
+        u = torch.randn(2, 3, height, width, device=device)  # grid 32 x 64 (CPU: 16 x 32), image in the top half
+        k, D = torch.randn(3, *kshape, device=device) / 30, torch.randn(3, device=device)
+        plan = triton_fftconv.plan_2d(height, width, *kshape)
+        y, expected = fftconv2d(u, k, D, backend="triton"), direct_conv2d(u, k, D)
+    else:
+        causal = case == "causal"
+        u, k, D, pre, post = random_inputs(
+            device, torch.float32, 2, 3, length, length if causal else 2 * length - 1, True
+        )
+        plan = triton_fftconv.plan_1d(length, k.shape[1], causal)
+        y = fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
+        expected = direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
+    assert triton_fftconv.variant(plan) == "fused-register" and triton_fftconv._half_grid(plan)
+    assert relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])
 def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
     """u and the gates as channel slices of one projection (how HyenaOperator calls it: read in place), grad_y as a

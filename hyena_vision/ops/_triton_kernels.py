@@ -13,6 +13,9 @@ DFTs (see _dft), so their DFT factors, the K side of every tl.dot, are 16 / 32 p
 panels of the products in registers, and the halved K spills far less there. Such a spectrum is stored in an
 interleaved order along each axis (see _frequency); the twiddles' rows and the multi-pass outer twiddles follow it.
 Other grids (16 x 32, 32 x 64, ...) keep dense factors of their sides: on 32 x 64 the radix-2 form spilled more.
+Where the signal occupies only the top half of such a grid's rows (the zero padding of a linear convolution), the
+fused-register forward runs its first stage on those rows only, F1[:, :N1 / 2] @ x, and its last stage computes only
+the rows it writes, F1[:N1 / 2, :] @ c (HALF, see conv_fwd_kernel): half of each of those two products.
 
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
@@ -81,6 +84,13 @@ def _load_complex(ptr, R: tl.constexpr, S: tl.constexpr):
     """(real, imag) tiles of an fp32 (2, R, S) row-major tensor."""
     offs = tl.arange(0, R)[:, None] * S + tl.arange(0, S)[None, :]  # (R, S)
     return tl.load(ptr + offs), tl.load(ptr + R * S + offs)
+
+
+@triton.jit
+def _load_block(ptr, R: tl.constexpr, S: tl.constexpr, M: tl.constexpr):
+    """(real, imag) tiles of the top-left (R, S) block of an fp32 (2, M, M) row-major tensor."""
+    offs = tl.arange(0, R)[:, None] * M + tl.arange(0, S)[None, :]  # (R, S)
+    return tl.load(ptr + offs), tl.load(ptr + M * M + offs)
 
 
 @triton.jit
@@ -221,7 +231,7 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
     the inverse takes that order and returns natural order.
     """
     N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
-    if N == fr.shape[0]:
+    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see conv_fwd_kernel)
         yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
     else:
         k = tl.arange(0, N // 2)
@@ -350,6 +360,7 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
     y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once
@@ -358,23 +369,32 @@ def conv_fwd_kernel(
     ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704 bytes of spill loads against
     2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448 at 64 x 64 now).
 
+    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the input tile and
+    the output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1) blocks of F1.
+
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
     tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
     c = pid // tiles
     b0 = (pid % tiles) * TILE
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
+    R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
     f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    if HALF:  # the first stage reads only the R nonzero rows, the last computes only the R written rows
+        f1r, f1i = _load_block(dft1_ptr, N1, R, N1)  # F1[:, :R], (N1, R)
+        g1r, g1i = _load_block(dft1_ptr, R, N1, N1)  # F1[:R, :], (R, N1)
+    else:
+        g1r, g1i = f1r, f1i
     # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
         row = b * C + c  # of the (contiguous) output
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (N1, N2)
         kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
-        y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        y = _ifft_real(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (R, N2)
         rows = (u_row, pre_row, post_row, d_ptr + c)  # x re-read for the skip term (L1 / L2), not held
         _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 

@@ -10,11 +10,13 @@ of recomputing it from k. Then each forward program takes a batch tile of one ch
 batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT ->
 multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u, the
 gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum and,
-for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel). The backward runs one
-program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program), looping over the
-slice's rows; it recomputes the input's spectrum instead of storing it and produces every gradient in one pass. grad_k
-and grad_D leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed
-order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
+for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills only
+the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs (_half_grid).
+The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program),
+looping over the slice's rows; it recomputes the input's spectrum instead of storing it and produces every gradient in
+one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S
+in a fixed order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU
+tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
 same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
@@ -628,6 +630,14 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
     return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
+def _half_grid(plan: Plan) -> bool:
+    """Whether the fused-register forward transforms only the top half of the grid's rows: the signal (zero padding
+    below it) and the outputs it writes occupy rows < n1 / 2, the half still meets tl.dot's MIN_SIDE, and the grid
+    takes no radix-2 step (those split the rows into even and odd ones, each reaching the padding)."""
+    occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
+    return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
+
+
 def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate), plan)
@@ -636,7 +646,7 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     inputs, strides = _in_place(u, pre_gate, post_gate)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta)
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, HALF=_half_grid(plan))
     return y
 
 
