@@ -51,22 +51,26 @@ BANDWIDTHS = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s
 
 
 def transform_flop(plan) -> float:
-    """FLOP per FFT-grid point of one real transform (forward or inverse) as the kernels run it: dense DFT factors
-    through tl.dot (2 FLOP per multiply-add, padded tiles counted), 6 per point per twiddle multiply."""
+    """FLOP per FFT-grid point of one real transform (forward or inverse) as the kernels run it: DFT factors through
+    tl.dot (2 FLOP per multiply-add, padded tiles counted; square grids from 32 x 32 take a radix-2 step per side,
+    halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
+    fused-register forward's zero-padding skip (_half_grid) is not counted."""
     from hyena_vision.ops import triton_fftconv
 
+    def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
+        f1, f2 = triton_fftconv._factor(n1, n2), triton_fftconv._factor(n2, n1)
+        return first * f1 + 8 * f2 + (10 if f1 < n1 else 0)
+
     variant = triton_fftconv.variant(plan)
-    if variant == "fused-register":  # F1 @ x (real, 2 dots of N1 x N1), then complex @ F2 (4 dots of N2 x N2)
-        return 4 * plan.n1 + 8 * plan.n2 + 6
-    q1, q2 = triton_fftconv._split(plan.n2)
-    row = 8 * (q1 + q2) + 6  # complex Q-point four-step per point of a row
+    if variant == "fused-register":  # F1 @ x (real, 2 dots), then complex @ F2 (4 dots)
+        return grid_flop(plan.n1, plan.n2, 4) + 6
+    row = grid_flop(*triton_fftconv._split(plan.n2), 8) + 6  # complex Q-point four-step per point of a row
     if variant == "fused-L2":  # real columns: only the P / 2 + 1 column-spectrum rows get row transforms
         return 4 * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
     if plan.direct:  # multi-pass, one (PP, PP) DFT-matrix product per column block
         column = 4 * max(triton_fftconv.MIN_SIDE, plan.n1) + 6
     else:
-        p1, p2 = triton_fftconv._split(plan.n1)
-        column = 4 * p1 + 8 * p2 + 12
+        column = grid_flop(*triton_fftconv._split(plan.n1), 4) + 12
     return column + row
 
 

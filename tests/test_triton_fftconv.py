@@ -389,6 +389,57 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5, grad_y)
 
 
+# Radix-2 steps (square grids from RADIX2_SIDE up: 32 x 32 and 64 x 64 on the GPU, whose sides run as two half-length
+# DFTs, see _triton_kernels._dft). On the CPU the threshold is lowered to 4, so that the (square) grids of these small
+# cases take the step on both sides (DFT factors of 2 to 8 points), in each variant: spectra in the interleaved layout,
+# the twiddles and the multi-pass outer twiddles follow it.
+@pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass"])
+def test_radix2_steps_match_float64(device, monkeypatch, case):
+    if device == "cuda":
+        if case != "fused-1d":
+            pytest.skip("on the GPU the fused-1d case runs real 32 x 32 and 64 x 64 grids")
+        test_1d_gradients_match_float64(device, torch.float32, True, 512, 512, True)
+        test_1d_gradients_match_float64(device, torch.float32, True, 2048, 2048, True)
+        return
+    monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_SIDE", triton_fftconv.kernels.tl.constexpr(4))
+    monkeypatch.setattr(triton_fftconv, "RADIX2_SIDE", 4)
+    if case == "fused-1d":
+        test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
+        test_1d_gradients_match_float64(device, torch.bfloat16, False, 30, 59, True)
+    elif case == "fused-2d":
+        test_2d_forward_matches_float64(device, torch.float32, (8, 8), (15, 15))  # 16 x 16 grid
+    elif case == "fused-L2":
+        test_fused_l2_matches_float64_and_torch(device, monkeypatch, True, 300, 16384, 16, True, torch.float32)
+    else:
+        test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True)
+
+
+@pytest.mark.parametrize("case", ["causal", "bidirectional", "2d"])
+def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
+    """The fused-register forward on the top half of the grid's rows only (the signal's zero padding skipped in the
+    first stage, the discarded outputs in the last): 32 x 64 grids on the GPU, 8 x 16 ones on the CPU (MIN_SIDE
+    lowered to 4 so that the half meets it)."""
+    if device != "cuda":
+        monkeypatch.setattr(triton_fftconv, "MIN_SIDE", 4)
+    length = {"causal": 1024 if device == "cuda" else 60, "bidirectional": 1000 if device == "cuda" else 50}.get(case)
+    if case == "2d":
+        (height, width), kshape = ((16, 32), (31, 63)) if device == "cuda" else ((8, 16), (15, 31))
+        u = torch.randn(2, 3, height, width, device=device)  # grid 32 x 64 (CPU: 16 x 32), image in the top half
+        k, D = torch.randn(3, *kshape, device=device) / 30, torch.randn(3, device=device)
+        plan = triton_fftconv.plan_2d(height, width, *kshape)
+        y, expected = fftconv2d(u, k, D, backend="triton"), direct_conv2d(u, k, D)
+    else:
+        causal = case == "causal"
+        u, k, D, pre, post = random_inputs(
+            device, torch.float32, 2, 3, length, length if causal else 2 * length - 1, True
+        )
+        plan = triton_fftconv.plan_1d(length, k.shape[1], causal)
+        y = fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
+        expected = direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
+    assert triton_fftconv.variant(plan) == "fused-register" and triton_fftconv._half_grid(plan)
+    assert relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])
 def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
     """u and the gates as channel slices of one projection (how HyenaOperator calls it: read in place), grad_y as a
@@ -572,7 +623,9 @@ def test_plans_leave_room_for_linear_convolution():
         plan.fft_shape == (32768,) and (plan.n1, plan.n2) == (32, 1024) and triton_fftconv.variant(plan) == "fused-L2"
     )
     plan = triton_fftconv.plan_1d(16385, 16385, causal=True)
-    assert plan.fft_shape == (65536,) and (plan.n1, plan.n2, plan.direct) == (16, 4096, True)
+    assert plan.fft_shape == (65536,) and (plan.n1, plan.n2, plan.direct) == (64, 1024, True)
     assert triton_fftconv.variant(plan) == "multi-pass"
     plan = triton_fftconv.plan_1d(1 << 20, 1 << 20, causal=True)
-    assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (512, 4096, False)
+    assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (2048, 1024, False)
+    plan = triton_fftconv.plan_1d(1 << 23, 1 << 23, causal=True)  # columns capped at 64 x 64: the rows grow
+    assert plan.fft_shape == (1 << 24,) and (plan.n1, plan.n2, plan.direct) == (4096, 4096, False)

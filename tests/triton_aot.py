@@ -86,14 +86,16 @@ FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 point
 # tensors): each plan variant at a real size. 8 SMs give the fused-register forward batch tiles of 2 rows (as at real
 # sizes, where B x C far exceeds the SMs; 132 would give this batch tiles of 1) and the backwards one batch slice per
 # channel (as when C >= SMs); 64 SMs split the fused-L2 backward's batch in 2 slices (as when C < SMs). The default
-# set (~1.5 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
-# input config of each scenario (the full cross product, ~2.5 min).
+# set (~2 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
+# input config of each scenario (the full cross product, about twice as long).
 SCENARIOS = (
+    ("1D causal L=512", 512, True, (BF16_GATED,), 8),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
     ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
+    ("1D causal L=2048", 2048, True, (BF16_GATED,), 8),  # 64 x 64 grid with twiddles: radix-2 over 32-point DFTs
     ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
     ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),
     ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64),
-    ("1D causal L=100000", 100000, True, (BF16_GATED,), 8),  # direct column DFTs
+    ("1D causal L=20000", 20000, True, (BF16_GATED,), 8),  # direct column DFTs (P = 64)
     ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs
     ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
 )

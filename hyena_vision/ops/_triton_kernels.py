@@ -8,13 +8,21 @@ with DFT matrices F1 (N1, N1), F2 (N2, N2) and twiddles T[k1, n2] = exp(-2 pi i 
 products done with ``tl.dot`` and one elementwise multiply. The inverse runs the same steps backwards with conjugates
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
+Square grids from RADIX2_SIDE up (32 x 32, 64 x 64) split each side's DFT into a radix-2 step over two half-length
+DFTs (see _dft), so their DFT factors, the K side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand
+panels of the products in registers, and the halved K spills far less there. Such a spectrum is stored in an
+interleaved order along each axis (see _frequency); the twiddles' rows and the multi-pass outer twiddles follow it.
+Other grids (16 x 32, 32 x 64, ...) keep dense factors of their sides: on 32 x 64 the radix-2 form spilled more.
+Where the signal occupies only the top half of such a grid's rows (the zero padding of a linear convolution), the
+fused-register forward runs its first stage on those rows only, F1[:, :N1 / 2] @ x, and its last stage computes only
+the rows it writes, F1[:N1 / 2, :] @ c (HALF, see conv_fwd_kernel): half of each of those two products.
 
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
-consecutive rows, channel-major, the DFT constants loaded once per tile); the backward one per
+consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
 (channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
 """
 
@@ -24,6 +32,7 @@ import triton
 import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
+RADIX2_SIDE = tl.constexpr(32)  # square grids of this side and up take a radix-2 step per side (see _dft)
 
 
 @triton.jit
@@ -75,6 +84,13 @@ def _load_complex(ptr, R: tl.constexpr, S: tl.constexpr):
     """(real, imag) tiles of an fp32 (2, R, S) row-major tensor."""
     offs = tl.arange(0, R)[:, None] * S + tl.arange(0, S)[None, :]  # (R, S)
     return tl.load(ptr + offs), tl.load(ptr + R * S + offs)
+
+
+@triton.jit
+def _load_block(ptr, R: tl.constexpr, S: tl.constexpr, M: tl.constexpr):
+    """(real, imag) tiles of the top-left (R, S) block of an fp32 (2, M, M) row-major tensor."""
+    offs = tl.arange(0, R)[:, None] * M + tl.arange(0, S)[None, :]  # (R, S)
+    return tl.load(ptr + offs), tl.load(ptr + M * M + offs)
 
 
 @triton.jit
@@ -143,33 +159,134 @@ def _skip_and_store(
 
 @triton.jit
 def _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr):
-    """The in-register four-step FFT's constants on an (N1, N2) grid: DFT matrices F_N1, F_N2 and the twiddles."""
-    f1r, f1i = _load_complex(dft1_ptr, N1, N1)
-    f2r, f2i = _load_complex(dft2_ptr, N2, N2)
+    """The in-register four-step FFT's constants on an (N1, N2) grid: the DFT factors F_M1, F_M2 of its sides (see
+    _dft: M = N, or N / 2 on square grids from RADIX2_SIDE up) and the twiddles, rows in the first stage's layout."""
+    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1
+    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
+    f1r, f1i = _load_complex(dft1_ptr, M1, M1)
+    f2r, f2i = _load_complex(dft2_ptr, M2, M2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
     return f1r, f1i, f2r, f2i, twr, twi
 
 
 @triton.jit
-def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
-    """Spectrum (real, imag), layout [k1, k2], of the real (N1, N2) tile x."""
-    ar = _dot(f1r, x, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1i, x, PRECISION)
-    if TWIDDLE:
-        ar, ai = ar * twr - ai * twi, ar * twi + ai * twr
-    yr = _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION)  # (N1, N2), indexed [k1, k2]
-    yi = _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
+def _mm(x, f, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+    """f @ x (AXIS0: the DFT factor f acts along x's first axis) or x @ f (along its second)."""
+    if AXIS0:
+        y = _dot(f, x, PRECISION)
+    else:
+        y = _dot(x, f, PRECISION)
+    return y
+
+
+@triton.jit
+def _dft_direct(
+    xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr
+):
+    """One dense DFT-factor product along an axis of length M (F's side); arguments as in _dft."""
+    if INVERSE:  # x times conj(F)
+        yr = _mm(xr, fr, AXIS0, PRECISION) + _mm(xi, fi, AXIS0, PRECISION)
+        if REAL:
+            yi = yr
+        else:
+            yi = _mm(xi, fr, AXIS0, PRECISION) - _mm(xr, fi, AXIS0, PRECISION)
+    elif REAL:
+        yr = _mm(xr, fr, AXIS0, PRECISION)
+        yi = _mm(xr, fi, AXIS0, PRECISION)
+    else:
+        yr = _mm(xr, fr, AXIS0, PRECISION) - _mm(xi, fi, AXIS0, PRECISION)
+        yi = _mm(xr, fi, AXIS0, PRECISION) + _mm(xi, fr, AXIS0, PRECISION)
     return yr, yi
+
+
+@triton.jit
+def _deinterleave(x, AXIS0: tl.constexpr):
+    """(even, odd) entries of x along its first (AXIS0) or second axis."""
+    if AXIS0:
+        x = tl.permute(tl.reshape(x, (x.shape[0] // 2, 2, x.shape[1])), (0, 2, 1))
+    else:
+        x = tl.reshape(x, (x.shape[0], x.shape[1] // 2, 2))
+    return tl.split(x)
+
+
+@triton.jit
+def _interleave(a, b, AXIS0: tl.constexpr):
+    """The inverse of _deinterleave: a at the even entries, b at the odd ones."""
+    if AXIS0:
+        x = tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (2 * a.shape[0], a.shape[1]))
+    else:
+        x = tl.reshape(tl.join(a, b), (a.shape[0], 2 * a.shape[1]))
+    return x
+
+
+@triton.jit
+def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+    """DFT (INVERSE: unnormalised inverse) of the complex tile xr + i xi along its first (AXIS0) or second axis, of
+    length N = M or 2 M for the DFT factor F_M = fr + i fi. REAL: the forward's input is real (xi unused), the
+    inverse returns only the real part (twice).
+
+    N = 2 M takes one radix-2 step, so 64-point sides need only 32-point factors (the tl.dot operand panels, K = M
+    wide, are what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the
+    even and odd samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency);
+    the inverse takes that order and returns natural order.
+    """
+    N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
+    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see conv_fwd_kernel)
+        yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
+    else:
+        k = tl.arange(0, N // 2)
+        if AXIS0:
+            wr, wi = _unit_root(k[:, None], N)  # W_N^k, (M, 1)
+        else:
+            wr, wi = _unit_root(k[None, :], N)  # (1, M)
+        if INVERSE:  # x[2 m + r] = sum_k W_M^(-m k) W_N^(-r k) (Z[k] + (-1)^r Z[k + M])
+            lo_r, hi_r = _deinterleave(xr, AXIS0)
+            lo_i, hi_i = _deinterleave(xi, AXIS0)
+            er, ei = _dft_direct(lo_r + hi_r, lo_i + hi_i, fr, fi, REAL, True, AXIS0, PRECISION)
+            odd_r, odd_i = _cmul_conj(lo_r - hi_r, lo_i - hi_i, wr, wi)
+            odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, REAL, True, AXIS0, PRECISION)
+            yr = _interleave(er, odd_r, AXIS0)
+            yi = _interleave(ei, odd_i, AXIS0)
+        else:
+            even_r, odd_r = _deinterleave(xr, AXIS0)
+            if REAL:
+                er, ei = _dft_direct(even_r, even_r, fr, fi, True, False, AXIS0, PRECISION)
+                odd_r, odd_i = _dft_direct(odd_r, odd_r, fr, fi, True, False, AXIS0, PRECISION)
+            else:
+                even_i, odd_i = _deinterleave(xi, AXIS0)
+                er, ei = _dft_direct(even_r, even_i, fr, fi, False, False, AXIS0, PRECISION)
+                odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, False, AXIS0, PRECISION)
+            odd_r, odd_i = _cmul(odd_r, odd_i, wr, wi)
+            yr = _interleave(er + odd_r, er - odd_r, AXIS0)
+            yi = _interleave(ei + odd_i, ei - odd_i, AXIS0)
+    return yr, yi
+
+
+@triton.jit
+def _frequency(position, N: tl.constexpr, M: tl.constexpr):
+    """Frequency held at a position of a length-N axis of a spectrum from _dft with an M-point factor (interleaved
+    where N = 2 M)."""
+    if N > M:
+        position = position // 2 + M * (position % 2)
+    return position
+
+
+@triton.jit
+def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Spectrum (real, imag), layout [k1, k2] (interleaved per _dft), of the real (N1, N2) tile x."""
+    ar, ai = _dft(x, x, f1r, f1i, True, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
+    if TWIDDLE:
+        ar, ai = _cmul(ar, ai, twr, twi)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)  # (N1, N2), indexed [k1, k2]
 
 
 @triton.jit
 def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
-    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
-        cr, ci = cr * twr + ci * twi, ci * twr - cr * twi
-    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION)  # (N1, N2), indexed [n1, n2]
+        cr, ci = _cmul_conj(cr, ci, twr, twi)
+    return _dft(cr, ci, f1r, f1i, True, True, True, PRECISION)[0]  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
@@ -243,12 +360,17 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
-    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors and twiddles are
-    loaded once per program and reused by its TILE rows. The channel's spectrum is re-read per row, just before the
-    multiply (from L1 / L2 after the first row): held across the loop it would lengthen the live ranges of the
-    forward transform, and ptxas (sm_90) then spills more at 64 x 64 (2,704 bytes of spill loads against 2,288).
+    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once
+    per program and reused by its TILE rows. The twiddles, the channel's spectrum and (for the skip term) the row's
+    u and pre are re-read where used (from L1 / L2 after the first row): held across the loop they lengthen the live
+    ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704 bytes of spill loads against
+    2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448 at 64 x 64 now).
+
+    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the input tile and
+    the output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1) blocks of F1.
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -256,20 +378,25 @@ def conv_fwd_kernel(
     pid = tl.program_id(0).to(tl.int64)
     c = pid // tiles
     b0 = (pid % tiles) * TILE
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    if HALF:  # the first stage reads only the R nonzero rows, the last computes only the R written rows
+        f1r, f1i = _load_block(dft1_ptr, N1, R, N1)  # F1[:, :R], (N1, R)
+        g1r, g1i = _load_block(dft1_ptr, R, N1, N1)  # F1[:R, :], (R, N1)
+    else:
+        g1r, g1i = f1r, f1i
     # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
         row = b * C + c  # of the (contiguous) output
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (N1, N2)
         kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
-        y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
-        if HAS_D:
-            y = y + tl.load(d_ptr + c) * x
-        _store_output(y, post_row, y_ptr + row * LIMIT, offs, mask, HAS_POST)
+        y = _ifft_real(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (R, N2)
+        rows = (u_row, pre_row, post_row, d_ptr + c)  # x re-read for the skip term (L1 / L2), not held
+        _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 
 
 @triton.jit
@@ -319,49 +446,52 @@ def conv_bwd_kernel(
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
     d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
+    Across a row only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
+    from L1 / L2 where used (registers, as in conv_fwd_kernel).
     """
     c = tl.program_id(0).to(tl.int64)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
+    spec = spec_ptr + c * 2 * N1 * N2  # re-read per use (L1 / L2), as in conv_fwd_kernel
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
-    acc_d = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b h x over the slice
-    for b in range(b0, tl.minimum(b0 + SLICE, B)):
+    acc_d = 0.0  # sum_b sum_t h x over the slice
+    for b in tl.range(b0, tl.minimum(b0 + SLICE, B), num_stages=1):  # no pipelining, as in conv_fwd_kernel
         row = b * C + c  # of the (contiguous) outputs
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
-        u = _load_signal(u_row, offs, mask)  # (N1, N2)
-        x = u
-        if HAS_PRE:
-            x = u * _load_signal(pre_row, offs, mask)
-        h = _load_signal(grad_y_row, offs, mask)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+        # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
+        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         if HAS_POST:
-            zr, zi = _cmul(xr, xi, kr, ki)
-            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * x
-            tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-            h = h * _load_signal(post_row, offs, mask)
-        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION)
+            zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
+            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+            s += d * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
+            grad_post = _load_signal(grad_y_row, offs, mask) * s
+            tl.store(grad_post_ptr + row * LIMIT + offs, grad_post.to(grad_post_ptr.dtype.element_ty), mask=mask)
+        h = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
+        acc_d += tl.sum(tl.sum(h * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
-        acc_d += h * x
-        zr, zi = _cmul_conj(hr, hi, kr, ki)
-        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) + d * h
+        zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
+        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        grad_x += d * _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
         if HAS_PRE:
             grad_u = grad_x * _load_signal(pre_row, offs, mask)
-            tl.store(grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask)
+            grad_pre = grad_x * _load_signal(u_row, offs, mask)
+            tl.store(grad_pre_ptr + row * LIMIT + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
         else:
             grad_u = grad_x
         tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
+    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
-    tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
+    tl.store(grad_d_ptr + part, acc_d)
 
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
@@ -370,25 +500,24 @@ def conv_bwd_kernel(
 # Pass 2 (one program per (row, column-spectrum row s)): length-Q FFT of a scratch row, multiply by the filter
 # spectrum, inverse length-Q FFT, in place. Pass 3 (per (row, q)): conjugate twiddle, inverse length-P FFT, skip and
 # gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows
-# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = a + P1 * b), scratch columns by q.
+# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies
+# k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
 
 
 @triton.jit
 def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
-    """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile (xr, xi) in natural order."""
-    ar = _dot(f1r, xr, PRECISION) - _dot(f1i, xi, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ai = _dot(f1r, xi, PRECISION) + _dot(f1i, xr, PRECISION)
+    """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile (xr, xi) in natural order."""
+    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
     ar, ai = _cmul(ar, ai, twr, twi)
-    return _dot(ar, f2r, PRECISION) - _dot(ai, f2i, PRECISION), _dot(ar, f2i, PRECISION) + _dot(ai, f2r, PRECISION)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
 
 
 @triton.jit
 def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
-    cr = _dot(zr, f2r, PRECISION) + _dot(zi, f2i, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ci = _dot(zi, f2r, PRECISION) - _dot(zr, f2i, PRECISION)
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dot(f1r, cr, PRECISION) + _dot(f1i, ci, PRECISION), _dot(f1r, ci, PRECISION) - _dot(f1i, cr, PRECISION)
+    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)
 
 
 @triton.jit
@@ -402,9 +531,13 @@ def _unit_root(exponent, N):
 
 @triton.jit
 def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
-    """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = a + P1 * b."""
-    fp = tl.arange(0, P1)[:, None] + P1 * tl.arange(0, P2)[None, :]  # (P1, P2)
-    return _unit_root(q * fp.to(tl.int64), N)
+    """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = k1 + P1 * k2 for the
+    frequencies k1, k2 of positions a, b (see _frequency)."""
+    M1: tl.constexpr = P1 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P1
+    M2: tl.constexpr = P2 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P2
+    k1 = _frequency(tl.arange(0, P1), P1, M1)[:, None]
+    k2 = _frequency(tl.arange(0, P2), P2, M2)[None, :]
+    return _unit_root(q * (k1 + P1 * k2).to(tl.int64), N)  # (P1, P2)
 
 
 @triton.jit

@@ -5,17 +5,18 @@ ops ``hyena_vision::fftconv`` and ``hyena_vision::fftconv_backward`` (``torch.li
 implementations and a registered autograd formula), so ``torch.compile`` keeps them as single graph nodes.
 
 Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch); the forward op
-returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it
-instead of recomputing it from k. Then each
-forward program takes a batch tile of one channel (TILE consecutive rows, see batch_tile: up to MAX_BATCH_TILE while
-the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT -> multiply -> inverse FFT -> D skip -> gate
-with every intermediate in registers (see ``_triton_kernels``), so u, the gates and y cross memory once and the DFT
-factors and twiddles are loaded once per tile (the channel's spectrum is re-read per row from cache, see
-conv_fwd_kernel). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that
-every SM has a program), looping over the slice's rows; it recomputes the input's spectrum instead of storing it and
-produces every gradient in one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...)
-fp32, which the host adds over S in a fixed order: no atomics, so the backward is deterministic. Grids follow the
-device's SM count (DEFAULT_SMS for CPU tensors).
+returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it instead
+of recomputing it from k. Then each forward program takes a batch tile of one channel (TILE consecutive rows, see
+batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT ->
+multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u, the
+gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum and,
+for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills only
+the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs (_half_grid).
+The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program),
+looping over the slice's rows; it recomputes the input's spectrum instead of storing it and produces every gradient in
+one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S
+in a fixed order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU
+tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
 same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
@@ -50,24 +51,27 @@ __all__ = [
     "MAX_FUSED_L2_POINTS",
 ]
 
+RADIX2_SIDE = kernels.RADIX2_SIDE.value  # square grids from this side up take a radix-2 step per side (see _factor)
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
-# Longest side of a grid one program holds: its (side, side) complex DFT matrix sits in registers beside the grid
-# (64: 32 KB, as for the 1D 64 x 64 grid). A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image)
-# would need a 512 KB matrix: out of registers and shared memory, so such images are refused.
+# Longest side of a grid one program holds: its complex DFT factor sits in registers beside the grid (a 64-point side
+# takes a dense 64-point factor on 32 x 64 grids, a radix-2 step over a 32-point one on 64 x 64, see _factor).
+# A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image) would need a 512 KB matrix: out of
+# registers and shared memory, so such images are refused.
 MAX_FFT_SIDE = 64
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
-# column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot in fp32 "ieee" runs on FMA units with
-# its operand panels in registers, so columns P > 32 or row grids (Q1, Q2) above (16, 32) spill.
+# column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot keeps its operand panels (K = the
+# DFT factor's side) in registers, so columns P > 32 spill; 32 x 32 row grids take radix-2 steps (16-point factors).
 FUSED_L2_ROW = 1 << 9
 FUSED_L2_MIN_COLUMN = MIN_SIDE
 FUSED_L2_MAX_COLUMN = 2 * MIN_SIDE
 FUSED_L2_TILE = 1 << 11  # fused-L2: elements of a (P, BQ) column tile
 L2_SCRATCH_BYTES = 32 << 20  # fused-L2: cap on all programs' scratch plus re-read input rows (H100 L2: 50 MB)
-MAX_ROW_POINTS = 1 << 12  # multi-pass: longest row FFT (Q), done in registers like the fused kernel
+MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
 MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
 MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
+MAX_FOUR_STEP_COLUMN = 1 << 12  # multi-pass: longest column (64 x 64); above N = 4M the rows outgrow MAX_ROW_POINTS
 COLUMN_BLOCK = 32  # columns per program in the direct column passes
 SCRATCH_BYTES = 1 << 30  # multi-pass: rows are processed in chunks whose complex fp32 scratch fits in this
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -121,11 +125,11 @@ def plan_1d(length: int, klen: int, causal: bool) -> Plan:
         columns = min(FUSED_L2_MAX_COLUMN, max(FUSED_L2_MIN_COLUMN, n // FUSED_L2_ROW))
         rows = n // columns
         return Plan(columns, rows, (n,), (lag0,), columns, rows, rows, length, True, direct=True, fused_l2=True)
-    columns = n // MAX_ROW_POINTS  # multi-pass: N = P * Q, P = columns, Q <= MAX_ROW_POINTS
+    columns = n // MAX_ROW_POINTS  # multi-pass: N = P * Q, P = columns, Q = MAX_ROW_POINTS (longer only past 4M)
     if columns <= MAX_DIRECT_COLUMN:
         columns = max(columns, 1)
         return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, True, True)
-    columns = max(columns, MIN_FOUR_STEP_COLUMN)
+    columns = min(max(columns, MIN_FOUR_STEP_COLUMN), MAX_FOUR_STEP_COLUMN)
     return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, twiddle=True)
 
 
@@ -199,25 +203,44 @@ def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
     return _cached(("dft", n, padded), device, build)
 
 
+def _factor(n: int, other: int) -> int:
+    """Side of the DFT factor for a side of n points of an (n, other) grid: n / 2 (a radix-2 step, see
+    _triton_kernels._dft) on square grids from RADIX2_SIDE up (32 x 32, 64 x 64), else n."""
+    return n // 2 if n == other and n >= RADIX2_SIDE else n
+
+
+def _frequencies(n: int, other: int, device: torch.device) -> torch.Tensor:
+    """(n,) the frequency each position of a length-n spectrum axis of an (n, other) grid holds in the kernels'
+    layout (_triton_kernels._frequency): natural, or interleaved (position 2 k + j holds k + n / 2 j) after a radix-2
+    step."""
+    position = torch.arange(n, device=device)
+    half = _factor(n, other)
+    return position if half == n else position // 2 + half * (position % 2)
+
+
 def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Tensor:
-    """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), or 1 where the grid is a 2D image (no twiddles)."""
+    """(2, n1, n2) fp32: exp(-2 pi i k1 n2 / (n1 n2)), row k1 at its position in the first stage's output (see
+    _frequencies), or 1 where the grid is a 2D image (no twiddles)."""
 
     def build(device: torch.device) -> torch.Tensor:
-        k1 = torch.arange(n1, device=device)[:, None]
+        k1 = _frequencies(n1, n2, device)[:, None]
         exponent = k1 * torch.arange(n2, device=device)[None, :] % (n1 * n2) if twiddle else k1.new_zeros(n1, n2)
         angle = exponent.double() * (-2 * math.pi / (n1 * n2))  # (n1, n2)
         return torch.stack((angle.cos(), angle.sin())).float()
 
-    return _cached(("twiddles", n1, n2, twiddle), device, build)
+    return _cached(("twiddles", n1, n2, twiddle, _factor(n1, n2)), device, build)  # the layout is in the key
 
 
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _dft_matrix(plan.n1, device), _dft_matrix(plan.n2, device), _twiddles(plan.n1, plan.n2, plan.twiddle, device)
+    dft1, dft2 = _dft_matrix(_factor(plan.n1, plan.n2), device), _dft_matrix(_factor(plan.n2, plan.n1), device)
+    return dft1, dft2, _twiddles(plan.n1, plan.n2, plan.twiddle, device)
 
 
 def _num_warps(points: int) -> int:
-    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: about 96 registers per thread."""
-    return max(4, min(16, points // 256))
+    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: 8 from 1024 points up (ptxas, sm_90: at 16
+    warps a thread may hold 128 registers, at 8 the register file's 255, and 64 x 64 grids spill more at 16; 4 warps
+    could use only half the register file)."""
+    return max(4, min(8, points // 128))
 
 
 def _sm_count(device: torch.device) -> int:
@@ -361,7 +384,8 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
     n1, n2 = _split(n)
-    return n1, n2, _dft_matrix(n1, device), _dft_matrix(n2, device), _twiddles(n1, n2, True, device)
+    dft1, dft2 = _dft_matrix(_factor(n1, n2), device), _dft_matrix(_factor(n2, n1), device)
+    return n1, n2, dft1, dft2, _twiddles(n1, n2, True, device)
 
 
 def _column_pass(kernel_pair: tuple, plan: Plan, rows: int, head: tuple, middle: tuple, tail: tuple, flags: dict):
@@ -606,6 +630,14 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
     return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
+def _half_grid(plan: Plan) -> bool:
+    """Whether the fused-register forward transforms only the top half of the grid's rows: the signal (zero padding
+    below it) and the outputs it writes occupy rows < n1 / 2, the half still meets tl.dot's MIN_SIDE, and the grid
+    takes no radix-2 step (those split the rows into even and odd ones, each reaching the padding)."""
+    occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
+    return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
+
+
 def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate), plan)
@@ -614,25 +646,25 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     inputs, strides = _in_place(u, pre_gate, post_gate)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta)
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, HALF=_half_grid(plan))
     return y
 
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS): plan.n1 = P short columns (one direct
 # DFT-matrix product each), plan.n2 = Q rows transformed by the in-register four-step on (Q1, Q2). Real sizes:
-# N = 8K: P = 16, Q = 512 (16 x 32), 8 warps; 16K: P = 32, Q = 512, 16 warps; 32K: P = 32, Q = 1024 (32 x 32), 16 warps.
+# N = 8K: P = 16, Q = 512 (16 x 32); 16K: P = 32, Q = 512; 32K: P = 32, Q = 1024 (32 x 32); all at 8 warps.
 
 
 def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
     """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
     q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
     sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2)}
-    sizes["num_warps"] = 16 if plan.n1 > MIN_SIDE else 8  # P = 32: twice the column DFT's operand panels per tile
+    sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
 
 def _programs(work: int, slot_bytes: int, sms: int) -> int:
-    """Persistent fused-L2 programs: one per SM (at 8-16 warps and the registers they use, one program fills an SM,
+    """Persistent fused-L2 programs: one per SM (at 8 warps and the registers they use, one program fills an SM,
     so a larger grid would only queue a second, partial wave), fewer where the work or L2 is smaller: all programs'
     scratch and re-read input rows must stay within L2_SCRATCH_BYTES."""
     return max(1, min(work, sms, L2_SCRATCH_BYTES // slot_bytes))
