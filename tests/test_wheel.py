@@ -52,12 +52,30 @@ def installed(tmp_path_factory) -> tuple[Path, dict, Path, list[str]]:
     return site / "bin", env, elsewhere, sorted(entry_points["console_scripts"])
 
 
-def test_the_wheel_is_imported_and_ships_the_configs(installed):
+SHIPPED = """
+import sys, timm, hyena_vision.engine.config as c
+from hyena_vision.models import _shipped
+print(c.__file__, len(c.shipped_configs()))
+print(*sorted(p.name for p in _shipped.WEIGHTS_DIR.iterdir()))
+tags = timm.list_pretrained("*.c10")
+print(*tags)
+for name in tags:  # loads from the installed file, with no network
+    assert timm.create_model(name, pretrained=True).pretrained_cfg["file"].startswith(sys.argv[1]), name
+"""
+
+
+def test_the_wheel_is_imported_and_ships_the_configs_and_weights(installed):
     bin_dir, env, elsewhere, _ = installed
-    code = "import hyena_vision.engine.config as c; print(c.__file__); print(len(c.shipped_configs()))"
-    where, count = run([sys.executable, "-c", code], elsewhere, env).split()
+    site = bin_dir.parent
+    configs, weights, tags = run([sys.executable, "-c", SHIPPED, str(site)], elsewhere, env).splitlines()
+    where, count = configs.split()
     shipped_in_source = len(list((REPO / "hyena_vision" / "configs").glob("*/*.yaml")))
-    assert Path(where).is_relative_to(bin_dir.parent) and int(count) == shipped_in_source > 10
+    assert Path(where).is_relative_to(site) and int(count) == shipped_in_source > 10
+    weights_in_source = sorted(p.name for p in (REPO / "hyena_vision" / "weights").iterdir())
+    assert weights.split() == weights_in_source  # every shipped weight file and its figures, and the README
+    assert sorted(tags.split()) == sorted(
+        f"{p[: -len('.safetensors')]}" for p in weights_in_source if p.endswith(".safetensors")
+    )
 
 
 # Each console script's --help, in one process: every script would otherwise spend its seconds importing torch and
