@@ -137,7 +137,7 @@ def test_pixel_budget_models_and_reuse_resumes_interrupted_runs(tmp_path, monkey
     ones (--resume, the run folder kept) instead of starting them again."""
     assert compare_cifar10.parse_args(["--budget", "pixel"]).models == ["hyena_iso", "s4nd_iso", "hyena_seq"]
     assert compare_cifar10.parse_args(["--budget", "demo"]).models == list(compare_cifar10.MODELS)
-    assert "80,000 images seen" in compare_cifar10.BUDGETS["pixel"]["about"]
+    assert "20,000 images seen" in compare_cifar10.BUDGETS["pixel"]["about"]
     out = tmp_path / "out"
     for model, files in (("hyena_iso", ["summary.json"]), ("s4nd_iso", ["last.pt"]), ("hyena_seq", ["stale"])):
         (out / model).mkdir(parents=True)
