@@ -73,9 +73,9 @@ def test_the_wheel_is_imported_and_ships_the_configs_and_weights(installed):
     assert Path(where).is_relative_to(site) and int(count) == shipped_in_source > 10
     weights_in_source = sorted(p.name for p in (REPO / "hyena_vision" / "weights").iterdir())
     assert weights.split() == weights_in_source  # every shipped weight file and its figures, and the README
-    assert sorted(tags.split()) == sorted(
-        f"{p[: -len('.safetensors')]}" for p in weights_in_source if p.endswith(".safetensors")
-    )
+    assert sorted(tags.split()) == [
+        p.removesuffix(".safetensors") for p in weights_in_source if p.endswith(".safetensors")
+    ]
 
 
 # Each console script's --help, in one process: every script would otherwise spend its seconds importing torch and

@@ -231,9 +231,14 @@ def _twiddles(n1: int, n2: int, twiddle: bool, device: torch.device) -> torch.Te
     return _cached(("twiddles", n1, n2, twiddle, _factor(n1, n2)), device, build)  # the layout is in the key
 
 
+def _grid_constants(n1: int, n2: int, twiddle: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The DFT factors of both sides of an (n1, n2) grid (see _factor) and its twiddles."""
+    dft1, dft2 = _dft_matrix(_factor(n1, n2), device), _dft_matrix(_factor(n2, n1), device)
+    return dft1, dft2, _twiddles(n1, n2, twiddle, device)
+
+
 def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dft1, dft2 = _dft_matrix(_factor(plan.n1, plan.n2), device), _dft_matrix(_factor(plan.n2, plan.n1), device)
-    return dft1, dft2, _twiddles(plan.n1, plan.n2, plan.twiddle, device)
+    return _grid_constants(plan.n1, plan.n2, plan.twiddle, device)
 
 
 def _num_warps(points: int) -> int:
@@ -384,8 +389,7 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
     n1, n2 = _split(n)
-    dft1, dft2 = _dft_matrix(_factor(n1, n2), device), _dft_matrix(_factor(n2, n1), device)
-    return n1, n2, dft1, dft2, _twiddles(n1, n2, True, device)
+    return n1, n2, *_grid_constants(n1, n2, True, device)
 
 
 def _column_pass(kernel_pair: tuple, plan: Plan, rows: int, head: tuple, middle: tuple, tail: tuple, flags: dict):
