@@ -50,11 +50,14 @@ TENSOR_CORE_PEAKS = {"bf16x3": 989e12 / 3, "tf32x3": 494e12 / 3}  # DFT FLOP/s
 BANDWIDTHS = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s
 
 
-def transform_flop(plan) -> float:
-    """FLOP per FFT-grid point of one real transform (forward or inverse) as the kernels run it: DFT factors through
-    tl.dot (2 FLOP per multiply-add, padded tiles counted; square grids from 32 x 32 take a radix-2 step per side,
-    halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
-    fused-register forward's zero-padding skip (_half_grid) is not counted."""
+def transform_flop(plan, packed: bool = True) -> float:
+    """FLOP per FFT-grid point of one real row's transform (forward or inverse) as the kernels run it: DFT factors
+    through tl.dot (2 FLOP per multiply-add, padded tiles counted; square grids from 32 x 32 take a radix-2 step per
+    side, halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
+    fused-register kernels transform two real rows as one complex signal, so a row costs half a complex transform;
+    packed=False: a real row transformed alone (its first stage, or the inverse's last, 2 dots instead of 4), as the
+    filter's spectrum and grad_k's inverse are. The fused-register forward's zero-padding skip (_half_grid) is not
+    counted."""
     from hyena_vision.ops import triton_fftconv
 
     def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
@@ -62,8 +65,8 @@ def transform_flop(plan) -> float:
         return first * f1 + 8 * f2 + (10 if f1 < n1 else 0)
 
     variant = triton_fftconv.variant(plan)
-    if variant == "fused-register":  # F1 @ x (real, 2 dots), then complex @ F2 (4 dots)
-        return grid_flop(plan.n1, plan.n2, 4) + 6
+    if variant == "fused-register":  # packed: complex F1 @ x (4 dots) per pair; alone: real F1 @ x (2 dots)
+        return (grid_flop(plan.n1, plan.n2, 8) + 6) / 2 if packed else grid_flop(plan.n1, plan.n2, 4) + 6
     row = grid_flop(*triton_fftconv._split(plan.n2), 8) + 6  # complex Q-point four-step per point of a row
     if variant == "fused-L2":  # real columns: only the P / 2 + 1 column-spectrum rows get row transforms
         return 4 * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
@@ -78,11 +81,13 @@ def transform_flop(plan) -> float:
 class Model:
     """FLOP per output point and HBM bytes per element of the Triton path for (B, C, L), gated, causal (C, L) filter.
 
-    Forward: 2 transforms + the spectrum product per row, the filter's transform once per channel (shared by B rows);
+    Forward: 2 transforms + the spectral products per row, the filter's transform once per channel (shared by B rows);
     backward: 4 transforms per row (x and h forward, d x and the recomputed k * x inverse) and the filter's gradient
-    inverse once per channel. Bytes: gated forward reads u, pre, post and writes y; the backward reads dy, u, pre, post
-    and writes du, dpre, dpost; the fused-L2 scratch is assumed to stay in L2; the multi-pass scratch (complex fp32,
-    written once and read once per pass boundary) crosses HBM, and its backward adds about ten fp32 elementwise passes.
+    inverse once per channel. The fused-register kernels pack two rows per complex transform (see transform_flop), which
+    also halves the spectral products per row. Bytes: gated forward reads u, pre, post and writes y; the backward reads
+    dy, u, pre, post and writes du, dpre, dpost; the fused-L2 scratch is assumed to stay in L2; the multi-pass scratch
+    (complex fp32, written once and read once per pass boundary) crosses HBM, and its backward adds about ten fp32
+    elementwise passes.
     """
 
     variant: str
@@ -101,8 +106,10 @@ class Model:
         variant = triton_fftconv.variant(plan)
         points = plan.n1 * plan.n2 / length  # grid points per output point
         transform = transform_flop(plan) * points
-        fwd = 2 * transform + 12 * points + transform / batch
-        bwd = 4 * transform + 24 * points + transform / batch
+        alone = transform_flop(plan, packed=False) * points  # the filter's (per channel)
+        rows = 2 if variant == "fused-register" else 1  # rows per complex transform and spectral product
+        fwd = 2 * transform + 12 * points / rows + alone / batch
+        bwd = 4 * transform + 24 * points / rows + alone / batch
         fwd_bytes, bwd_bytes = 4 * element_size, 7 * element_size
         if variant == "multi-pass":
             scratch = 4 * 8 * points  # pass 1 writes, pass 2 reads and writes, pass 3 reads

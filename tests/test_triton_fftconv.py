@@ -184,18 +184,24 @@ def test_gradients_match_torch_backend(device):
 @pytest.mark.parametrize("sms", [1, 4, 132])
 @pytest.mark.parametrize("batch", [1, 2, 3, 9, 64])
 def test_batch_tile_and_slices_follow_the_sm_count(batch, channels, sms):
-    """Forward: the largest power-of-two tile up to MAX_BATCH_TILE keeping WAVES programs per SM (else 1). Backward:
-    the longest slices still giving every SM a (channel, slice) program where the batch allows, covering it."""
+    """Forward: the largest power-of-two tile up to MAX_BATCH_TILE keeping WAVES programs per SM (else a pair of rows,
+    or 1 for a batch of 1). Backward: the longest slices still giving every SM a (channel, slice) program where the
+    batch allows, covering it; the fused-register backward's slices hold an even number of rows where there are
+    several (packed pairs never straddle two programs)."""
     programs = lambda tile: channels * -(-batch // tile)  # noqa: E731
     tile = triton_fftconv.batch_tile(batch, channels, sms)
     assert tile & (tile - 1) == 0 and 1 <= tile <= triton_fftconv.MAX_BATCH_TILE and tile < 2 * batch
-    assert tile == 1 or programs(tile) >= triton_fftconv.WAVES * sms
+    assert tile == min(2, batch) or programs(tile) >= triton_fftconv.WAVES * sms
     larger = 2 * tile
     assert larger > triton_fftconv.MAX_BATCH_TILE or larger >= 2 * batch or programs(larger) < 2 * sms
     slices, rows = triton_fftconv.batch_slices(batch, channels, sms)
     assert (slices - 1) * rows < batch <= slices * rows
     assert channels * slices >= sms or slices == batch
     assert rows == batch or channels * -(-batch // (rows + 1)) < sms  # a row more per slice would leave SMs idle
+    paired, pair_rows = triton_fftconv.paired_batch_slices(batch, channels, sms)
+    assert (paired - 1) * pair_rows < batch <= paired * pair_rows
+    assert paired == 1 or pair_rows % 2 == 0
+    assert paired >= slices or pair_rows == 2  # rounding odd slices down keeps every SM busy
 
 
 def test_batch_tile_and_slices_at_real_sizes():
@@ -203,14 +209,18 @@ def test_batch_tile_and_slices_at_real_sizes():
     assert triton_fftconv.batch_tile(64, 16, 132) == 2  # 512 programs; tiles of 4 would give 256 < 2 x 132
     assert triton_fftconv.batch_slices(64, 768, 132) == (1, 64)
     assert triton_fftconv.batch_slices(64, 16, 132) == (10, 7)  # 160 programs >= 132; 8 rows would give 128
+    assert triton_fftconv.paired_batch_slices(64, 16, 132) == (11, 6)  # 7 rows would split the pair (6, 7)
+    assert triton_fftconv.paired_batch_slices(64, 768, 132) == (1, 64)
 
 
-# (batch, channels, SM count, forward batch tile, backward batch slices)
+# (batch, channels, SM count, forward batch tile, fused-register backward batch slices): the kernels transform rows
+# in pairs (b, b + 1) packed as one complex signal, a row alone paired with zeros
 TILE_CASES = {
-    "B3-tile2": (3, 2, 2, 2, 1),  # the last tile holds one row
+    "B3-tile2": (3, 2, 2, 2, 1),  # the last tile holds one row; one slice of 3 rows (a pair and a row alone)
     "B1": (1, 2, 8, 1, 1),
-    "B5-S2": (5, 1, 2, 1, 2),  # slices of 4 rows and 1
-    "B3-S3": (3, 1, 132, 1, 3),  # one row per slice (the CPU default SM count)
+    "B5-S2": (5, 1, 2, 2, 2),  # slices of 4 rows and 1
+    "B3-S2": (3, 1, 132, 2, 2),  # batch_slices would give one row per slice (the CPU default SM count): pairs
+    "B7-S4": (7, 1, 3, 2, 4),  # batch_slices' 3 rows per slice would split pairs: slices of 2, 2, 2, 1
 }
 
 
@@ -221,7 +231,7 @@ def test_batch_tiles_and_slices_match_float64(device, monkeypatch, case):
     batch, channels, sms, tile, slices = TILE_CASES[case]
     monkeypatch.setattr(triton_fftconv, "_sm_count", lambda device: sms)
     assert triton_fftconv.batch_tile(batch, channels, sms) == tile
-    assert triton_fftconv.batch_slices(batch, channels, sms)[0] == slices
+    assert triton_fftconv.paired_batch_slices(batch, channels, sms)[0] == slices
     inputs = random_inputs(device, torch.float32, batch, channels, 29, 29, gates=True)
     grad_y = torch.randn(batch, channels, 29, device=device)
 
@@ -237,15 +247,46 @@ def test_batch_tiles_and_slices_match_float64(device, monkeypatch, case):
 
 
 def test_sliced_backward_is_deterministic(device, monkeypatch):
-    """Two identical runs of the fused-register backward with 3 batch slices per channel give identical bits (the
+    """Two identical runs of the fused-register backward with 2 batch slices per channel give identical bits (the
     slices' partial sums are added in a fixed order, no atomics), also under torch.use_deterministic_algorithms."""
     monkeypatch.setattr(triton_fftconv, "_sm_count", lambda device: 8)
-    assert triton_fftconv.batch_slices(3, 2, 8)[0] == 3
+    assert triton_fftconv.paired_batch_slices(3, 2, 8) == (2, 2)  # a packed pair and a row alone per channel
     inputs = random_inputs(device, torch.float32, 3, 2, 23, 23, gates=True)
     grad_y = torch.randn(3, 2, 23, device=device)
     gradients = deterministic_gradients(inputs, grad_y)
     reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
     assert_gradients_close(inputs, gradients, reference, 1e-5, grad_y)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_each_row_of_a_packed_pair_matches_float64(device, monkeypatch, causal):
+    """The fused-register kernels transform rows b, b + 1 as one complex signal (real and imaginary parts): every row
+    of y and of the per-row gradients is checked on its own, with rows of different scales, so a swapped pair, a sign
+    error in the imaginary part or one row leaking into the other fails; row 2 is alone (paired with zeros). A pair
+    shares its transform's rounding error: a row s times smaller than its partner gets about s times its relative
+    error (s = 100 measured 3e-6 against 1e-7 here), so the scales stay moderate."""
+    monkeypatch.setattr(triton_fftconv, "_sm_count", lambda device: 8)
+    assert triton_fftconv.batch_tile(3, 2, 8) == 2 and triton_fftconv.paired_batch_slices(3, 2, 8) == (2, 2)
+    u, k, D, pre, post = random_inputs(device, torch.float32, 3, 2, 30, 19, gates=True)
+    scale = torch.tensor([1.0, 3.0, 0.5], device=device)[:, None, None]  # (B, 1, 1)
+    inputs = (u * scale, k, D, pre, post)
+    grad_y = torch.randn(3, 2, 30, device=device) / scale
+    lag0 = 0 if causal else 9
+
+    def triton_forward(u, k, D, pre, post):
+        return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
+
+    def reference_forward(u, k, D, pre, post):
+        return direct_conv1d(u, k, D, lag0, pre, post)
+
+    y, expected_y = triton_forward(*inputs), reference_forward(*inputs)
+    actual = triton_gradients(triton_forward, inputs, grad_y)
+    expected = float64_gradients(reference_forward, inputs, grad_y)
+    for b in range(3):
+        assert relative_error(y[b], expected_y[b]) < 1e-5, b
+        for name, index in (("u", 0), ("pre_gate", 3), ("post_gate", 4)):
+            assert relative_error(actual[index][b], expected[index][b]) < 1e-5, (name, b)
+    assert_gradients_close(inputs, actual, expected, 1e-5, grad_y)
 
 
 @pytest.mark.parametrize("length", [37, 181])

@@ -24,6 +24,12 @@ Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here i
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
 consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
 (channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
+Both transform a tile's rows in pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real,
+so its convolution maps real to real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary
+part. A real row alone costs two thirds of a complex transform (a real first stage, only the real part of the
+last), a packed pair one complex transform for two rows: two thirds of the DFT products per row, half the spectral
+products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
+rounding error: a row much smaller than its partner gets a larger relative error than it would alone.
 """
 
 import os
@@ -290,6 +296,25 @@ def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PREC
 
 
 @triton.jit
+def _fft_packed(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile xr + i xi: two real rows packed as one complex signal
+    (see conv_fwd_kernel); TWIDDLE as in _fft_real."""
+    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
+    if TWIDDLE:
+        ar, ai = _cmul(ar, ai, twr, twi)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
+
+
+@triton.jit
+def _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Unnormalised inverse (natural order) of the spectrum (zr, zi), both parts: the two packed rows' outputs."""
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
+    if TWIDDLE:
+        cr, ci = _cmul_conj(cr, ci, twr, twi)
+    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)  # (N1, N2), indexed [n1, n2]
+
+
+@triton.jit
 def _cmul(ar, ai, br, bi):
     return ar * br - ai * bi, ar * bi + ai * br
 
@@ -362,15 +387,18 @@ def conv_fwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
 ):
-    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
-    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once
-    per program and reused by its TILE rows. The twiddles, the channel's spectrum and (for the skip term) the row's
-    u and pre are re-read where used (from L1 / L2 after the first row): held across the loop they lengthen the live
-    ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704 bytes of spill loads against
-    2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448 at 64 x 64 now).
+    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
+    * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
+    reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
+    signal, see the module docstring; the host makes TILE even, see batch_tile). The twiddles, the channel's spectrum
+    and (for the skip term) the row's u and pre are re-read where used (from L1 / L2 after the first row): held across
+    the loop they lengthen the live ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704
+    bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448
+    at 64 x 64 now).
 
-    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the input tile and
-    the output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1) blocks of F1.
+    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the (complex)
+    input tile and output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1)
+    blocks of F1.
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -386,17 +414,59 @@ def conv_fwd_kernel(
         g1r, g1i = _load_block(dft1_ptr, R, N1, N1)  # F1[:R, :], (R, N1)
     else:
         g1r, g1i = f1r, f1i
-    # num_stages=1: no software pipelining of the next row's loads (it doubles shared memory and adds spills)
-    for b in tl.range(b0, tl.minimum(b0 + TILE, B), num_stages=1):
-        row = b * C + c  # of the (contiguous) output
+    end = tl.minimum(b0 + TILE, B)
+    # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
+    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 as one complex signal
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (N1, N2)
-        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+        xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)  # (N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
-        y = _ifft_real(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (R, N2)
-        rows = (u_row, pre_row, post_row, d_ptr + c)  # x re-read for the skip term (L1 / L2), not held
-        _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+        yr, yi = _ifft_packed(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (R, N2)
+        # x re-read for the skip term (L1 / L2), not held
+        rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
+        _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+        rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
+        _skip_and_store(yi, *rows, offs, second, HAS_PRE, HAS_POST, HAS_D)
+
+
+@triton.jit
+def _store_grad_post(s, d, grad_y_row, u_row, pre_row, grad_post_row, offs, mask, HAS_PRE: tl.constexpr):
+    """grad_post = dy * (s + D x) for one row, given s = k * x (x = pre * u re-read)."""
+    s += d * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
+    grad_post = _load_signal(grad_y_row, offs, mask) * s
+    tl.store(grad_post_row + offs, grad_post.to(grad_post_row.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _store_grad_input(
+    grad_x,
+    d,
+    grad_y_row,
+    u_row,
+    pre_row,
+    post_row,
+    grad_u_ptr,
+    grad_pre_ptr,
+    out,
+    offs,
+    mask,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+):
+    """grad_u = pre * d x and grad_pre = u * d x for one row (output offset out), given corr(h, k): d x = corr + D h
+    (h = post * dy re-read)."""
+    grad_x += d * _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
+    if HAS_PRE:
+        grad_u = grad_x * _load_signal(pre_row, offs, mask)
+        grad_pre = grad_x * _load_signal(u_row, offs, mask)
+        tl.store(grad_pre_ptr + out + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+    else:
+        grad_u = grad_x
+    tl.store(grad_u_ptr + out + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -446,7 +516,13 @@ def conv_bwd_kernel(
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
     d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
-    Across a row only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
+    Rows are packed in pairs as in conv_fwd_kernel (the host makes SLICE even where there are several slices, see
+    paired_batch_slices): X = X_b + i X_(b+1) and H likewise, so the inverses of X K and H conj(K) give s and d x of
+    both rows. For grad_k the packed product H conj(X) = H_b conj(X_b) + H_(b+1) conj(X_(b+1)) + i (H_(b+1) conj(X_b)
+    - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a difference of cross-correlations of real
+    rows): its i times a real sequence is imaginary after the inverse, so the real part of the accumulator's inverse,
+    all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
+    Across a pair only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
     from L1 / L2 where used (registers, as in conv_fwd_kernel).
     """
     c = tl.program_id(0).to(tl.int64)
@@ -458,35 +534,43 @@ def conv_bwd_kernel(
     acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
     acc_i = tl.zeros((N1, N2), dtype=tl.float32)
     acc_d = 0.0  # sum_b sum_t h x over the slice
-    for b in tl.range(b0, tl.minimum(b0 + SLICE, B), num_stages=1):  # no pipelining, as in conv_fwd_kernel
-        row = b * C + c  # of the (contiguous) outputs
+    end = tl.minimum(b0 + SLICE, B)
+    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
+        grad_y_next = grad_y_row + SGB
         # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
-        x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
-        xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+        xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-            s = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-            s += d * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
-            grad_post = _load_signal(grad_y_row, offs, mask) * s
-            tl.store(grad_post_ptr + row * LIMIT + offs, grad_post.to(grad_post_ptr.dtype.element_ty), mask=mask)
-        h = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
-        acc_d += tl.sum(tl.sum(h * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
-        hr, hi = _fft_real(h, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+            sr, si = _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+            _store_grad_post(
+                sr, d, grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask, HAS_PRE
+            )
+            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
+        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
+        acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
+        hr, hi = _fft_packed(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        # H conj(X) of the packed pair = H_b conj(X_b) + H_b+1 conj(X_b+1) + i (a spectrum whose inverse is real):
+        # the real part of the accumulator's inverse is the sum of both rows' cross-correlations
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
         zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-        grad_x = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        grad_x += d * _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
-        if HAS_PRE:
-            grad_u = grad_x * _load_signal(pre_row, offs, mask)
-            grad_pre = grad_x * _load_signal(u_row, offs, mask)
-            tl.store(grad_pre_ptr + row * LIMIT + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
-        else:
-            grad_u = grad_x
-        tl.store(grad_u_ptr + row * LIMIT + offs, grad_u.to(grad_u_ptr.dtype.element_ty), mask=mask)
+        gr, gi = _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        rows = (grad_y_row, u_row, pre_row, post_row)
+        outs = (grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
+        _store_grad_input(gr, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
+        rows = (grad_y_next, u_next, pre_next, post_next)
+        outs = (grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
+        _store_grad_input(gi, d, *rows, *outs, offs, second, HAS_PRE, HAS_POST)
     grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums

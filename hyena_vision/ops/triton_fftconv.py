@@ -7,16 +7,17 @@ implementations and a registered autograd formula), so ``torch.compile`` keeps t
 Per call: one small kernel computes the filter's spectrum (once per channel, shared by the batch); the forward op
 returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 4096), so the backward reuses it instead
 of recomputing it from k. Then each forward program takes a batch tile of one channel (TILE consecutive rows, see
-batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, row by row, gate -> FFT ->
-multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u, the
-gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum and,
-for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills only
-the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs (_half_grid).
-The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program),
-looping over the slice's rows; it recomputes the input's spectrum instead of storing it and produces every gradient in
-one pass. grad_k and grad_D leave each program as the slice's partial sums, (S, C, ...) fp32, which the host adds over S
-in a fixed order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU
-tensors).
+batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, two rows at a time packed as one
+complex signal (the filter is real, so the real and imaginary parts of the result are the two rows' outputs), gate ->
+FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u,
+the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
+and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
+only the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs
+(_half_grid). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM
+has a program; paired_batch_slices keeps them even), looping over the slice's rows in packed pairs; it recomputes the
+input's spectrum instead of storing it and produces every gradient in one pass. grad_k and grad_D leave each program as
+the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed order: no atomics, so the backward is
+deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
 same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
@@ -256,8 +257,9 @@ def _sm_count(device: torch.device) -> int:
 def batch_tile(batch: int, channels: int, sms: int) -> int:
     """Rows per program of the fused-register forward (its TILE): the largest power of two up to MAX_BATCH_TILE (and
     no larger than needed to cover the batch) whose grid, channels * ceil(batch / TILE) programs, still gives every
-    one of ``sms`` SMs WAVES programs; 1 when even one row per program gives fewer."""
-    tile = 1
+    one of ``sms`` SMs WAVES programs; at least 2 (1 for a batch of 1): the kernel transforms rows in pairs, and a
+    row alone costs a pair's transforms, so single-row tiles would only double the work of smaller grids."""
+    tile = min(2, batch)
     while tile < min(MAX_BATCH_TILE, batch) and channels * -(-batch // (2 * tile)) >= WAVES * sms:
         tile *= 2
     return tile
@@ -270,6 +272,17 @@ def batch_slices(batch: int, channels: int, programs: int) -> tuple[int, int]:
     wanted = max(1, min(batch, -(-programs // max(channels, 1))))  # slices per channel
     rows = max(1, batch if wanted == 1 else (batch - 1) // (wanted - 1))  # most rows with ceil(batch / rows) >= wanted
     return max(1, -(-batch // rows)), rows
+
+
+def paired_batch_slices(batch: int, channels: int, programs: int) -> tuple[int, int]:
+    """batch_slices for the fused-register backward, which transforms rows in pairs: an even number of rows per slice
+    wherever there are several slices, so no pair straddles two programs and only the last slice may hold a row alone
+    (an odd row count is rounded down, giving more slices; one row per slice becomes two, as a row alone costs a
+    pair's transforms)."""
+    slices, rows = batch_slices(batch, channels, programs)
+    if slices > 1 and rows % 2:
+        rows = rows - 1 if rows > 1 else 2
+    return -(-batch // rows), rows
 
 
 def _split(n: int) -> tuple[int, int]:
@@ -767,7 +780,7 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
-    slices, rows = batch_slices(batch, channels, _sm_count(u.device))
+    slices, rows = paired_batch_slices(batch, channels, _sm_count(u.device))
     (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     geometry = (batch, channels, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
