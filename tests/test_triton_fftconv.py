@@ -214,7 +214,7 @@ def test_batch_tile_and_slices_at_real_sizes():
 
 
 # (batch, channels, SM count, forward batch tile, fused-register backward batch slices): the kernels transform rows
-# in pairs (b, b + 1) packed as one complex signal, a row alone packed with itself (its copy dropped)
+# in pairs (b, b + 1) packed as one complex signal, a row alone paired with zeros
 TILE_CASES = {
     "B3-tile2": (3, 2, 2, 2, 1),  # the last tile holds one row; one slice of 3 rows (a pair and a row alone)
     "B1": (1, 2, 8, 1, 1),
@@ -262,7 +262,7 @@ def test_sliced_backward_is_deterministic(device, monkeypatch):
 def test_each_row_of_a_packed_pair_matches_float64(device, monkeypatch, causal):
     """The fused-register kernels transform rows b, b + 1 as one complex signal (real and imaginary parts): every row
     of y and of the per-row gradients is checked on its own, with rows of different scales, so a swapped pair, a sign
-    error in the imaginary part or one row leaking into the other fails; row 2 is alone (packed with itself). A pair
+    error in the imaginary part or one row leaking into the other fails; row 2 is alone (paired with zeros). A pair
     shares its transform's rounding error: a row s times smaller than its partner gets about s times its relative
     error (s = 100 measured 3e-6 against 1e-7 here), so the scales stay moderate."""
     monkeypatch.setattr(triton_fftconv, "_sm_count", lambda device: 8)

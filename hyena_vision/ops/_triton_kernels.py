@@ -24,12 +24,12 @@ Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here i
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
 consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
 (channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
-Both transform a tile's rows in pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real, so
-its convolution maps real to real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary part. A
-real row alone costs two thirds of a complex transform (a real first stage, only the real part of the last), a packed
-pair one complex transform for two rows: two thirds of the DFT products per row, half the spectral products. An odd last
-row of a tile or slice is packed with itself (see conv_bwd_kernel). The rows of a pair share the transform's rounding
-error: a row much smaller than its partner gets a larger relative error than it would alone.
+Both transform a tile's rows in pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real,
+so its convolution maps real to real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary
+part. A real row alone costs two thirds of a complex transform (a real first stage, only the real part of the
+last), a packed pair one complex transform for two rows: two thirds of the DFT products per row, half the spectral
+products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
+rounding error: a row much smaller than its partner gets a larger relative error than it would alone.
 """
 
 import os
@@ -387,14 +387,14 @@ def conv_fwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
 ):
-    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped):
-    y = post * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per
-    program and reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of
-    one complex signal, see the module docstring; the host makes TILE even, see batch_tile). The twiddles, the channel's
-    spectrum and (for the skip term) the row's u and pre are re-read where used (from L1 / L2 after the first row): held
-    across the loop they lengthen the live ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held:
-    2,704 bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes
-    against 448 at 64 x 64 now).
+    """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
+    * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
+    reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
+    signal, see the module docstring; the host makes TILE even, see batch_tile). The twiddles, the channel's spectrum
+    and (for the skip term) the row's u and pre are re-read where used (from L1 / L2 after the first row): held across
+    the loop they lengthen the live ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704
+    bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448
+    at 64 x 64 now).
 
     HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the (complex)
     input tile and output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1)
@@ -417,12 +417,11 @@ def conv_fwd_kernel(
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 as one complex signal
-        paired = b + 1 < end
-        nxt = tl.minimum(b + 1, end - 1)  # an odd last row is packed with itself and its copy's output dropped
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, nxt, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
-        xi = _load_gated(u_next, pre_next, offs, mask, HAS_PRE)
+        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
         xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)  # (N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
@@ -430,9 +429,8 @@ def conv_fwd_kernel(
         # x re-read for the skip term (L1 / L2), not held
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
-        if paired:  # a scalar branch: a per-row mask tile would stay live through the transforms (registers)
-            rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + (nxt * C + c) * LIMIT)
-            _skip_and_store(yi, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+        rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
+        _skip_and_store(yi, *rows, offs, second, HAS_PRE, HAS_POST, HAS_D)
 
 
 @triton.jit
@@ -523,9 +521,7 @@ def conv_bwd_kernel(
     both rows. For grad_k the packed product H conj(X) = H_b conj(X_b) + H_(b+1) conj(X_(b+1)) + i (H_(b+1) conj(X_b)
     - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a difference of cross-correlations of real
     rows): its i times a real sequence is imaginary after the inverse, so the real part of the accumulator's inverse,
-    all _ifft_real returns, is exactly the sum of both rows' cross-correlations. A row alone is packed with itself and
-    its h with zeros (X = (1 + i) X_b, H = H_b): the accumulated H_b conj(X_b) (1 - i) still inverts to corr(h_b, x_b)
-    in the real part, and the copy's outputs are not stored.
+    all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
     Across a pair only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
     from L1 / L2 where used (registers, as in conv_fwd_kernel).
     """
@@ -540,15 +536,14 @@ def conv_bwd_kernel(
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
-        paired = b + 1 < end  # else row b is packed with itself and h with zeros: see the docstring
-        nxt = tl.minimum(b + 1, end - 1)
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, nxt, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
-        grad_y_next = grad_y_ptr + nxt * SGB + c * SGC
+        grad_y_next = grad_y_row + SGB
         # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
-        xi = _load_gated(u_next, pre_next, offs, mask, HAS_PRE)
+        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
         xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
@@ -556,15 +551,15 @@ def conv_bwd_kernel(
             _store_grad_post(
                 sr, d, grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask, HAS_PRE
             )
-            if paired:  # scalar branches, as in conv_fwd_kernel
-                rows = (grad_y_next, u_next, pre_next, grad_post_ptr + (nxt * C + c) * LIMIT)
-                _store_grad_post(si, d, *rows, offs, mask, HAS_PRE)
+            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
-        hi = tl.where(paired, _load_gated(grad_y_next, post_next, offs, mask, HAS_POST), 0.0)
+        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
-        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, mask, HAS_PRE), axis=1), axis=0)
+        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
         hr, hi = _fft_packed(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        # the pair's cross terms land in the imaginary part of the accumulator's inverse (see the docstring)
+        # H conj(X) of the packed pair = H_b conj(X_b) + H_b+1 conj(X_b+1) + i (a spectrum whose inverse is real):
+        # the real part of the accumulator's inverse is the sum of both rows' cross-correlations
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
@@ -573,10 +568,9 @@ def conv_bwd_kernel(
         rows = (grad_y_row, u_row, pre_row, post_row)
         outs = (grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
         _store_grad_input(gr, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
-        if paired:
-            rows = (grad_y_next, u_next, pre_next, post_next)
-            outs = (grad_u_ptr, grad_pre_ptr, (nxt * C + c) * LIMIT)
-            _store_grad_input(gi, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
+        rows = (grad_y_next, u_next, pre_next, post_next)
+        outs = (grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
+        _store_grad_input(gi, d, *rows, *outs, offs, second, HAS_PRE, HAS_POST)
     grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
     grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
