@@ -525,11 +525,11 @@ def _load_spectrum(src, PLANE, f1r, f1i, f2r, f2i, tw_ptr, Q1: tl.constexpr, Q2:
     """_fft_complex of the complex (Q1, Q2) tile at src (natural order, planes PLANE apart), run on the transposed
     tile so that its first DFT acts along the second axis; twiddles (Q1, Q2) read from tw_ptr here, not held.
 
-    Why (ptxas, sm_90, 8 warps, 32 x 32 rows): those chains of products get one mma layout with all warps along the
-    rows (TTGIR: warpsPerCTA [8, 1]), so the 16-row halves a radix-2 step along the first axis makes are held whole
-    by every warp. Run first on a loaded tile, that step spilled 188 bytes (row_fft_kernel's forward) and held the
-    loaded tile through it; on the transposed tile the forward needs 128 registers and no spills (see row_fft_kernel
-    and conv_bwd_l2_kernel for the figures of the kernels that use it).
+    Why (ptxas, sm_90, 8 warps, 32 x 32 rows): these chains of products share one mma layout with every warp along
+    the rows (TTGIR: warpsPerCTA [8, 1]), so each warp holds whole the 16-row halves of a radix-2 step along the first
+    axis. As a transform's first stage, that step spilled: 188 bytes in row_fft_kernel's forward, 172 in its inverse
+    run on the transposed tile, none in the plain inverse (233 registers); the forward here needs 128 registers and
+    no spills.
     """
     grid = tl.trans(tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :])  # (Q2, Q1), indexed [n2, n1]
     zr, zi = _load_row(src, grid, PLANE)
@@ -944,10 +944,10 @@ def conv_bwd_l2_kernel(
     H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's gradients. After the slice,
     the accumulator's row inverses go to region A, its column inverses to grad_k.
 
-    Registers (ptxas, sm_90, 8 warps, P = 32 on 32 x 32 rows): one pass 2 holding X through the transforms of H
-    spilled 224 bytes (fp32, no gates and no D; 60 with bf16 gates and D); with _load_spectrum and the inverses'
-    twiddles read where used, 44 and 0; split into 2a and 2b, none (246 and 238 registers; 16 and 20 bytes with the
-    twiddles held again).
+    Registers (ptxas, sm_90, 8 warps, P = 32 on 32 x 32 rows; fp32 without gates or D / bf16 with both): one pass 2
+    holding X through the transforms of H spilled 224 / 60 bytes; split into 2a and 2b, with the inverses' twiddles
+    read where used, none (246 / 238 registers; 16 / 20 bytes with the twiddles held; 255 / 232 registers with
+    _fft_complex in place of _load_spectrum).
     """
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
