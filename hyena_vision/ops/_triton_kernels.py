@@ -610,6 +610,35 @@ def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr)
 
 
 @triton.jit
+def _load_spectrum(src, PLANE, f1r, f1i, f2r, f2i, tw_ptr, Q1: tl.constexpr, Q2: tl.constexpr, PRECISION: tl.constexpr):
+    """_fft_complex of the complex (Q1, Q2) tile at src (natural order, planes PLANE apart), run on the transposed
+    tile so that its first DFT acts along the second axis; twiddles (Q1, Q2) read from tw_ptr here, not held.
+
+    Why (ptxas, sm_90, 8 warps, 32 x 32 rows): these chains of products share one mma layout with every warp along
+    the rows (TTGIR: warpsPerCTA [8, 1]), so each warp holds whole the 16-row halves of a radix-2 step along the first
+    axis. As a transform's first stage, that step spilled: 188 bytes in row_fft_kernel's forward, 172 in its inverse
+    run on the transposed tile, none in the plain inverse (233 registers); the forward here needs 128 registers and
+    no spills.
+    """
+    grid = tl.trans(tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :])  # (Q2, Q1), indexed [n2, n1]
+    zr, zi = _load_row(src, grid, PLANE)
+    zr, zi = _dft(zr, zi, f1r, f1i, False, False, False, PRECISION)  # indexed [n2, k1]
+    zr, zi = _cmul(zr, zi, *_load_row(tw_ptr, grid, Q1 * Q2))
+    zr, zi = _dft(zr, zi, f2r, f2i, False, False, True, PRECISION)  # indexed [k2, k1]
+    return tl.trans(zr), tl.trans(zi)  # indexed [k1, k2]
+
+
+@triton.jit
+def _ifft_reading_twiddles(
+    zr, zi, f1r, f1i, f2r, f2i, tw_ptr, Q1: tl.constexpr, Q2: tl.constexpr, PRECISION: tl.constexpr
+):
+    """_ifft_complex with the (Q1, Q2) twiddles read from tw_ptr where used (L1 / L2) rather than held across the
+    transforms before it (measured in row_fft_kernel and conv_bwd_l2_kernel)."""
+    twr, twi = _load_row(tw_ptr, tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :], Q1 * Q2)
+    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
+
+
+@triton.jit
 def _unit_root(exponent, N):
     """(cos, sin) of -2 pi exponent / N, the integer exponent reduced to (-N/2, N/2] first for accurate angles."""
     reduced = exponent % N
@@ -678,25 +707,31 @@ def row_fft_kernel(
     INVERSE: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale."""
+    """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale.
+
+    The forward runs on the transposed tile (_load_spectrum) and the inverse reads its twiddles where used: on 32 x 32
+    rows (8 warps) ptxas (sm_90) spilled 188 bytes (forward only) and 40 (forward, multiply, inverse) with
+    _fft_complex and the twiddles held; 0 and 4 with the transposed forward alone; none now (128 and 255 registers).
+    """
     row = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1).to(tl.int64)
     n_points = P * Q1 * Q2
-    offs = s * Q1 * Q2 + tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]  # (Q1, Q2)
-    base = scratch_ptr + row * 2 * n_points
-    zr, zi = _load_row(base, offs, n_points)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
+    offs = tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]  # (Q1, Q2)
+    base = scratch_ptr + row * 2 * n_points + s * Q1 * Q2
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     if FORWARD:
-        zr, zi = _fft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
+        zr, zi = _load_spectrum(base, n_points, f1r, f1i, f2r, f2i, twq_ptr, Q1, Q2, PRECISION)
+    else:
+        zr, zi = _load_row(base, offs, n_points)
     if MULTIPLY:
-        spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points
+        spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points + s * Q1 * Q2
         kr, ki = _load_row(spec, offs, n_points)
         if CONJ:
             zr, zi = _cmul_conj(zr, zi, kr, ki)
         else:
             zr, zi = _cmul(zr, zi, kr, ki)
     if INVERSE:
-        zr, zi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
+        zr, zi = _ifft_reading_twiddles(zr, zi, f1r, f1i, f2r, f2i, twq_ptr, Q1, Q2, PRECISION)
     _store_row(base, offs, zr * scale, zi * scale, n_points)
 
 
@@ -838,8 +873,9 @@ def column_idft_kernel(
 # pass overwrites data another thread may still read: every write-after-read on a region is separated by at least one
 # barrier (the next row's pass 1 rewrites A after the barrier that ended the row pass, the next row's pass 2 rewrites B
 # after the barrier that ended pass 1) and nothing depends on the barrier holding back loads from after it. The only
-# in-place update is a read-modify-write of one tile by the same tile operation (the backward's accumulator), where
-# a thread stores an element either after loading it itself or after receiving it through a layout conversion, which
+# in-place updates are read-modify-writes of one tile by the same tile operation (the backward's accumulator, and its
+# pass 2a's X over the row of A it transforms), where a thread stores an element either after loading it itself or
+# after receiving it (for X, values computed from every loaded element) through a layout conversion, which
 # synchronises. Triton's pipeliner only prefetches within the innermost loops (over column tiles or scratch rows), each
 # of which starts after its barrier, so no load moves above one.
 
@@ -991,10 +1027,16 @@ def conv_bwd_l2_kernel(
     """Persistent programs, each looping over (channel, batch slice) work items and, per item, over the slice's
     rows: conv_bwd_kernel's gradients, grad_k and grad_D as per-slice partial sums (added on the host).
 
-    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy (region A); pass 2 turns each pair of
-    scratch rows into X, H, adds H conj(X) to the channel's accumulator, and writes the row inverses of X K (for s,
-    only with a post-gate) and H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's
-    gradients. After the slice, the accumulator's row inverses go to region A, its column inverses to grad_k.
+    Per row, pass 1 writes the column DFTs of x = pre * u and h = post * dy (region A); pass 2a turns each scratch
+    row of x into X, in place, and writes the row inverse of X K (for s, only with a post-gate) to region B; pass 2b
+    turns each scratch row of h into H, adds H conj(X) to the channel's accumulator and writes the row inverse of
+    H conj(K) (for d x) to region B; pass 3 finishes both inverses and writes the row's gradients. After the slice,
+    the accumulator's row inverses go to region A, its column inverses to grad_k.
+
+    Registers (ptxas, sm_90, 8 warps, P = 32 on 32 x 32 rows; fp32 without gates or D / bf16 with both): one pass 2
+    holding X through the transforms of H spilled 224 / 60 bytes; split into 2a and 2b, with the inverses' twiddles
+    read where used, none (246 / 238 registers; 16 / 20 bytes with the twiddles held; 255 / 232 registers with
+    _fft_complex in place of _load_spectrum).
     """
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
@@ -1005,7 +1047,7 @@ def conv_bwd_l2_kernel(
     rows_h = rows_x + 2 * HALF
     work_acc = rows_h + 2 * HALF
     fr, fi = _load_complex(dftp_ptr, P, P)
-    g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
+    g1r, g1i, g2r, g2i, _, _ = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for item in range(tl.program_id(0).to(tl.int64), C * SLICES, tl.num_programs(0)):  # int64 work items
         c = item // SLICES  # consecutive items share a channel (its spectrum is read from L2)
         b0 = item % SLICES * SLICE
@@ -1028,22 +1070,23 @@ def conv_bwd_l2_kernel(
                 _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF, PRECISION)
                 _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF, PRECISION)
             tl.debug_barrier()
-            for fp in range(P // 2 + 1):  # pass 2: row FFTs, cross spectrum, row inverses
+            for fp in range(P // 2 + 1):  # pass 2a: X in place of x's column DFTs, row inverse of X K
                 offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
-                xr, xi = _load_row(work_x, offs, HALF)
-                xr, xi = _fft_complex(xr, xi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
-                hr, hi = _load_row(work_h, offs, HALF)
-                hr, hi = _fft_complex(hr, hi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
-                kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
-                pr, pi = _cmul_conj(hr, hi, xr, xi)
+                xr, xi = _load_spectrum(work_x + fp * Q, HALF, g1r, g1i, g2r, g2i, twq_ptr, Q1, Q2, PRECISION)
+                _store_row(work_x, offs, xr, xi, HALF)
+                if HAS_POST:
+                    zr, zi = _cmul(xr, xi, *_load_row(spec_ptr + c * 2 * N, offs, N))
+                    zr, zi = _ifft_reading_twiddles(zr, zi, g1r, g1i, g2r, g2i, twq_ptr, Q1, Q2, PRECISION)
+                    _store_row(rows_x, offs, zr, zi, HALF)
+            tl.debug_barrier()
+            for fp in range(P // 2 + 1):  # pass 2b: H, cross spectrum, row inverse of H conj(K)
+                offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
+                hr, hi = _load_spectrum(work_h + fp * Q, HALF, g1r, g1i, g2r, g2i, twq_ptr, Q1, Q2, PRECISION)
+                pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, offs, HALF))
                 ar, ai = _load_row(work_acc, offs, HALF)
                 _store_row(work_acc, offs, ar + pr, ai + pi, HALF)
-                if HAS_POST:
-                    zr, zi = _cmul(xr, xi, kr, ki)
-                    zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
-                    _store_row(rows_x, offs, zr, zi, HALF)
-                zr, zi = _cmul_conj(hr, hi, kr, ki)
-                zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+                zr, zi = _cmul_conj(hr, hi, *_load_row(spec_ptr + c * 2 * N, offs, N))
+                zr, zi = _ifft_reading_twiddles(zr, zi, g1r, g1i, g2r, g2i, twq_ptr, Q1, Q2, PRECISION)
                 _store_row(rows_h, offs, zr, zi, HALF)
             tl.debug_barrier()
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
@@ -1066,12 +1109,12 @@ def conv_bwd_l2_kernel(
                     )
                     grad_x = grad_x * pre
                 tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
-        # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2, before the
+        # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2b, before the
         # barrier that ended it), then column inverses scaled by 1 / N
         for fp in range(P // 2 + 1):
             offs = _row_offsets(fp, Q1, Q2)
             zr, zi = _load_row(work_acc, offs, HALF)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+            zr, zi = _ifft_reading_twiddles(zr, zi, g1r, g1i, g2r, g2i, twq_ptr, Q1, Q2, PRECISION)
             _store_row(work_x, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):
