@@ -105,9 +105,11 @@ class Model:
         plan = triton_fftconv.plan_1d(length, length, causal=True)
         variant = triton_fftconv.variant(plan)
         points = plan.n1 * plan.n2 / length  # grid points per output point
-        transform = transform_flop(plan) * points
         alone = transform_flop(plan, packed=False) * points  # the filter's (per channel)
-        rows = 2 if variant == "fused-register" else 1  # rows per complex transform and spectral product
+        # rows per complex transform and spectral product, averaged over the batch (an odd last row is paired with
+        # zeros, so B = 1 pays a whole complex transform)
+        rows = batch / -(-batch // 2) if variant == "fused-register" else 1
+        transform = transform_flop(plan) * points * (2 / rows if variant == "fused-register" else 1)
         fwd = 2 * transform + 12 * points / rows + alone / batch
         bwd = 4 * transform + 24 * points / rows + alone / batch
         fwd_bytes, bwd_bytes = 4 * element_size, 7 * element_size

@@ -27,11 +27,11 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
     triton_rows = {row.split("|")[2].strip(): row.split("|")[3:] for row in rows if "| triton (" in row}
     assert list(triton_rows) == ["64", "200"]
-    # model at L = 64: a 16 x 16 grid (4 points per output point); a row's transform is half of a complex one (two
-    # rows packed), (8*16 + 8*16 + 6) / 2 FLOP per point; forward = 2 such transforms + 12 per point per packed pair
-    # + the filter's real transform (4*16 + 8*16 + 6 per point) shared by B = 1 rows
+    # model at L = 64: a 16 x 16 grid (4 points per output point); two rows share a complex transform, (8*16 + 8*16
+    # + 6) FLOP per point, but B = 1 leaves the row alone with zeros, so it pays all of it; forward = 2 such
+    # transforms + 12 per point for the spectral product + the filter's real transform (4*16 + 8*16 + 6 per point)
     cells = triton_rows["64"]
-    assert cells[7].split(",")[0].strip() == str(2 * 524 + 12 * 4 // 2 + 792)
+    assert cells[7].split(",")[0].strip() == str(2 * 1048 + 12 * 4 + 792)
     assert cells[8].split(",")[0].strip() == "16.0"  # fp32 u, pre, post read, y written
     h100, h200 = (float(cell.split(",")[1]) for cell in cells[9:11])
     assert 0 < h200 <= h100
