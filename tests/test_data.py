@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -66,6 +67,32 @@ def test_image_folder_and_tar_of_one(cifar_folder, tmp_path):
     from_dir = image_dataset("folder", cifar_folder, "test", TF.to_tensor)
     assert len(from_tar) == 30 and torch.equal(from_tar[7][0], from_dir[7][0])
     assert num_classes_of("folder", root=str(tar_path), split="test", shards=None, cache_dir=tmp_path / "cache") == 10
+
+
+def test_extract_tar_when_another_process_finishes_first(cifar_folder, tmp_path, monkeypatch):
+    """Two processes extracting one tar at once: the one that renames second keeps the first's folder."""
+    tar_path = tmp_path / "c.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(cifar_folder, arcname="cifar10")
+    cache = tmp_path / "cache"
+    real_open = tarfile.open
+
+    def open_after_the_other_process(*args, **kwargs):  # the other process's copy lands while this one extracts
+        monkeypatch.setattr(tarfile, "open", real_open)
+        other = real_open(tar_path)
+        done = cache / ".other"
+        other.extractall(done, filter="data")
+        other.close()
+        (cache / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(done, cache / name)
+        return real_open(*args, **kwargs)
+
+    name = extract_tar(tar_path, tmp_path / "probe").name  # the folder name the cache uses for this tar
+    monkeypatch.setattr(tarfile, "open", open_after_the_other_process)
+    extracted = extract_tar(tar_path, cache)
+    assert extracted == cache / name
+    assert len([f for f in (extracted / "cifar10" / "train").rglob("*") if f.is_file()]) == 60
+    assert sorted(p.name for p in cache.iterdir()) == [name]  # the loser's temp folder is gone
 
 
 def test_data_errors_name_the_problem(cifar_folder, tmp_path):

@@ -63,7 +63,8 @@ def extract_tar(tar_path: str | os.PathLike, cache_dir: str | os.PathLike | None
     ``~/.cache/hyena_vision``) and return the folder.
 
     The folder name hashes the tar's absolute path, size and mtime; extraction goes to a temp folder renamed into
-    place, so an interrupted extraction is never mistaken for a finished one.
+    place, so an interrupted extraction is never mistaken for a finished one. Processes extracting the same tar at once
+    (DDP ranks, parallel jobs) each extract; the first rename wins and the others discard their copy.
     """
     tar_path = Path(tar_path).resolve()
     if not tar_path.is_file():
@@ -80,7 +81,12 @@ def extract_tar(tar_path: str | os.PathLike, cache_dir: str | os.PathLike | None
     try:
         with tarfile.open(tar_path) as tar:
             tar.extractall(tmp, members=(m for m in tar if m.isfile() or m.isdir()), filter="data")
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another process renamed its copy into place first (ENOTEMPTY / EEXIST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
