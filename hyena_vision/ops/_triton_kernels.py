@@ -296,9 +296,10 @@ def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PREC
 
 
 @triton.jit
-def _fft_packed(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
-    """Spectrum (layout [k1, k2]) of the complex (N1, N2) tile xr + i xi: two real rows packed as one complex signal
-    (see conv_fwd_kernel); TWIDDLE as in _fft_real."""
+def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile xr + i xi in natural order (two
+    real rows packed as one complex signal in the fused-register kernels, see conv_fwd_kernel); TWIDDLE as in
+    _fft_real."""
     ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
         ar, ai = _cmul(ar, ai, twr, twi)
@@ -306,8 +307,9 @@ def _fft_packed(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRE
 
 
 @triton.jit
-def _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
-    """Unnormalised inverse (natural order) of the spectrum (zr, zi), both parts: the two packed rows' outputs."""
+def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2], both parts (for packed rows:
+    the two rows' outputs)."""
     cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, twr, twi)
@@ -422,10 +424,11 @@ def conv_fwd_kernel(
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)  # (N1, N2)
         zr, zi = _cmul(xr, xi, kr, ki)
-        yr, yi = _ifft_packed(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)  # (R, N2)
+        # (R, N2) each: the two rows' outputs
+        yr, yi = _ifft_complex(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         # x re-read for the skip term (L1 / L2), not held
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
@@ -549,10 +552,10 @@ def conv_bwd_kernel(
         # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_packed(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         if HAS_POST:
             zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-            sr, si = _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+            sr, si = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
             _store_grad_post(
                 sr, d, grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask, HAS_PRE
             )
@@ -562,14 +565,14 @@ def conv_bwd_kernel(
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
         acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _fft_packed(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        hr, hi = _fft_complex(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         # H conj(X) of the packed pair = H_b conj(X_b) + H_b+1 conj(X_b+1) + i (a spectrum whose inverse is real):
         # the real part of the accumulator's inverse is the sum of both rows' cross-correlations
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
         zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-        gr, gi = _ifft_packed(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+        gr, gi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
         rows = (grad_y_row, u_row, pre_row, post_row)
         outs = (grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
         _store_grad_input(gr, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
@@ -591,22 +594,6 @@ def conv_bwd_kernel(
 # gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows
 # are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies
 # k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
-
-
-@triton.jit
-def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
-    """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile (xr, xi) in natural order."""
-    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
-    ar, ai = _cmul(ar, ai, twr, twi)
-    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
-
-
-@triton.jit
-def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION: tl.constexpr):
-    """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2]."""
-    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
-    cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)
 
 
 @triton.jit
@@ -635,7 +622,7 @@ def _ifft_reading_twiddles(
     """_ifft_complex with the (Q1, Q2) twiddles read from tw_ptr where used (L1 / L2) rather than held across the
     transforms before it (measured in row_fft_kernel and conv_bwd_l2_kernel)."""
     twr, twi = _load_row(tw_ptr, tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :], Q1 * Q2)
-    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, PRECISION)
+    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
 
 
 @triton.jit
@@ -969,10 +956,10 @@ def conv_fwd_l2_kernel(
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
             zr, zi = _load_row(work_cols, offs, HALF)
-            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, PRECISION)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
