@@ -5,6 +5,8 @@
     python eval/resolution_transfer.py --models hyena_vit2d_cifar "hyena_vit2d_cifar:mixer=hyena1d" vit_iso_cifar
     python eval/resolution_transfer.py --from-runs out/cifar_pair --models hyena_vit2d_cifar hyena_vit_cifar \
         vit_iso_cifar                          # the 50-epoch runs of eval/train_cifar_pair.py, not retrained here
+    python eval/resolution_transfer.py --from-runs out/cifar_pair --models hyena_vit2d_cifar \
+        --include out/pair/results.json        # one more model beside the rows of an earlier run (same settings)
 
 Every model (``name`` or ``name:key=value,...`` with timm keyword arguments) trains with one recipe at 32 px
 (AdamW, cosine schedule with warmup, the filters' own lr hints, random crop + flip), then is evaluated on the test
@@ -161,6 +163,25 @@ def run_model(spec: str, args, test_loaders: dict[int, DataLoader]) -> dict:
     return row
 
 
+# what must match for rows of two runs to share one table (the models may differ)
+SHARED_SETTINGS = ("data", "sizes", "epochs", "finetune_epochs", "batch_size", "lr", "finetune_lr", "weight_decay")
+SHARED_SETTINGS += ("warmup_steps", "train_subset", "test_subset", "seed", "tiny", "from_runs")
+
+
+def included_rows(path: str, args) -> list[dict]:
+    """The rows of an earlier run's results.json, for one table with this run's; its settings must be this run's."""
+    earlier = json.loads(Path(path).read_text())
+    settings = earlier["args"]
+    differ = [
+        f"{k}={settings.get(k)!r} (here {getattr(args, k)!r})"
+        for k in SHARED_SETTINGS
+        if settings.get(k) != getattr(args, k)
+    ]
+    if differ:
+        raise ValueError(f"--include {path}: its run had other settings: {', '.join(differ)}")
+    return earlier["rows"]
+
+
 def report(rows: list[dict], args) -> str:
     columns = ["32"] + [f"{s} {kind}" for s in args.sizes for kind in ("as is", "stretch", "fine-tuned")]
     lines = [
@@ -170,8 +191,9 @@ def report(rows: list[dict], args) -> str:
             if args.from_runs
             else f"trained at 32 px for {args.epochs} epochs on {args.train_subset or 50000} images"
         )
-        + f", evaluated on {rows[0]['32']['images']} test images upsampled; "
-        f"fine-tune {args.finetune_epochs} epoch(s). Top-1 % [95% Wilson interval], seed {args.seed}.",
+        + f", evaluated on {rows[0]['32']['images']} test images upsampled; fine-tune {args.finetune_epochs} "
+        f"epoch(s) on {args.train_subset or 50000} upsampled training images at lr {args.finetune_lr:g}. "
+        f"Top-1 % [95% Wilson interval], seed {args.seed}.",
         "",
         "| model | params | "
         + " | ".join(c.replace(" ", " px ", 1) if " " in c else f"{c} px" for c in columns)
@@ -226,6 +248,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="folder of eval/train_cifar_pair.py (its full/<model>/ runs): evaluate and fine-tune their 32 px "
         "weights instead of training here (models by name, no keyword arguments)",
     )
+    p.add_argument(
+        "--include",
+        nargs="+",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="results.json of earlier runs with the same settings: their rows lead this run's table and plot",
+    )
     if p.parse_known_args(argv)[0].tiny:  # defaults of the tiny run; explicit options still win
         p.set_defaults(train_subset=200, test_subset=100, epochs=1, finetune_epochs=1, batch_size=50, sizes=[48])
         p.set_defaults(warmup_steps=1)
@@ -238,8 +267,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise ValueError(
                 f"--from-runs: {spec!r} needs a finished run {recipe_run(args, name)} and no keyword arguments"
             )
+    earlier = [row for path in args.include for row in included_rows(path, args)]  # checked before any work
     test_loaders = {size: loader(args, "test", size, False) for size in [32, *args.sizes]}
-    rows = [run_model(spec, args, test_loaders) for spec in args.models]
+    rows = earlier + [run_model(spec, args, test_loaders) for spec in args.models]
     table = report(rows, args)
     print(table)
     out = Path(args.out)

@@ -84,6 +84,14 @@ def test_resolution_transfer_from_recipe_runs(cifar_subset, tmp_path):
     model.load_state_dict(load_file(run / "model.safetensors"))
     options = SimpleNamespace(data=str(root), test_subset=20, seed=0, batch_size=20)
     assert row["32"] == transfer.evaluate(model, transfer.loader(options, "test", 32, False))  # the run's weights
+    # --include: an earlier run's rows lead the table; a run with other settings cannot share it
+    earlier = tmp_path / "out" / "results.json"
+    (earlier_row,) = json.loads(earlier.read_text())["rows"]
+    with pytest.raises(ValueError, match=r"other settings: sizes=\[48\] \(here \[64\]\)"):
+        transfer.main([*args, "--models", "vit_iso_cifar", "--sizes", "64", "--include", str(earlier)])
+    rows = transfer.main([*args, "--models", "vit_iso_cifar", "--sizes", "48", "--include", str(earlier)])
+    assert rows[0] == earlier_row and len(rows) == 2
+    assert (tmp_path / "out" / "results.md").read_text().count("| vit_iso_cifar |") == 2
 
 
 def test_parse_model():
