@@ -57,13 +57,13 @@ def test_shipped_file_becomes_the_default_pretrained_tag(tmp_path, monkeypatch):
 
 
 def test_real_models_list_only_shipped_files():
-    for arch in ("vit_iso_cifar", "hyena_vit_cifar"):
+    for arch in ("vit_iso_cifar", "hyena_vit_cifar", "hyena_vit2d_cifar"):
         listed = set(timm.list_pretrained(f"{arch}*"))
         present = {f"{arch}.{tag}" for tag in _shipped.SHIPPED_TAGS if _shipped.weights_file(arch, tag).is_file()}
         assert listed == (present | {arch} if present else set())
 
 
-@pytest.mark.parametrize("arch", ["hyena_vit_cifar", "vit_iso_cifar"])
+@pytest.mark.parametrize("arch", ["hyena_vit_cifar", "vit_iso_cifar", "hyena_vit2d_cifar"])
 def test_evaluate_reproduces_the_shipped_top1_on_the_full_test_set(arch, shared_data):
     """``eval/evaluate.py --model <arch>.c10 --pretrained`` on all 10,000 test images gives the top-1 written beside
     the weights when they were trained (mean/std and crop from the model's pretrained_cfg)."""

@@ -251,6 +251,7 @@ def _cfg(url: str = "", **kwargs) -> dict:
     }
 
 
+_CIFAR_CFG = cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head")
 default_cfgs = generate_default_cfgs(
     {
         "hyena_vit_t": _cfg(),
@@ -260,8 +261,11 @@ default_cfgs = generate_default_cfgs(
         "hyena_vit2d_t": _cfg(),
         "hyena_vit2d_s": _cfg(),
         "hyena_vit2d_b": _cfg(),
-        "hyena_vit2d_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
-        "hyena_seq_cifar": cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"),
+        "hyena_seq_cifar": _CIFAR_CFG,
+        # the CIFAR Hyena-ViTs (1D and 2D filters) of eval/train_cifar_pair.py: pretrained tags for the weights
+        # shipped in hyena_vision/weights when they exist
+        **shipped_cfgs("hyena_vit_cifar", _CIFAR_CFG),
+        **shipped_cfgs("hyena_vit2d_cifar", _CIFAR_CFG),
     }
 )
 
@@ -334,15 +338,6 @@ def hyena_seq_cifar(pretrained: bool = False, **kwargs) -> HyenaViT:
         img_size=32, patch_size=1, num_classes=10, embed_dim=64, depth=4, mlp_ratio=2.0, short_filter_order=3
     )
     return _create_hyena_vit("hyena_seq_cifar", pretrained=pretrained, **variant_kwargs(model_args, kwargs))
-
-
-# Hyena-ViT for 32x32 CIFAR images, at vit_iso_cifar's size (its pair in the CIFAR-10 comparison); pretrained tags
-# for the weights shipped in hyena_vision/weights when they exist.
-default_cfgs.update(
-    generate_default_cfgs(
-        shipped_cfgs("hyena_vit_cifar", cifar_cfg(pool_size=None, first_conv="patch_embed.proj", classifier="head"))
-    )
-)
 
 
 @register_model
