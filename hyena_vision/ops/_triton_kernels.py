@@ -100,6 +100,18 @@ def _load_block(ptr, R: tl.constexpr, S: tl.constexpr, M: tl.constexpr):
 
 
 @triton.jit
+def _transposed_offsets(R: tl.constexpr, S: tl.constexpr):
+    """Offsets of an (R, S) row-major grid as a transposed (S, R) tile."""
+    return tl.arange(0, R)[None, :] * S + tl.arange(0, S)[:, None]  # (S, R)
+
+
+@triton.jit
+def _load_transposed(ptr, R: tl.constexpr, S: tl.constexpr):
+    """(real, imag) tiles (S, R), transposed, of an fp32 (2, R, S) row-major tensor."""
+    return _load_row(ptr, _transposed_offsets(R, S), R * S)
+
+
+@triton.jit
 def _load_row(src, offs, PLANE):
     """(real, imag) at offs of a complex tensor whose planes are PLANE elements apart."""
     return tl.load(src + offs), tl.load(src + PLANE + offs)
@@ -113,10 +125,12 @@ def _store_row(dst, offs, zr, zi, PLANE):
 
 @triton.jit
 def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr):
-    """Offsets and mask of the signal's samples on the (N1, N2) grid (zero padding where the mask is false)."""
-    n1 = tl.arange(0, N1)[:, None]
-    n2 = tl.arange(0, N2)[None, :]
-    offs = n1 * STRIDE + n2  # (N1, N2)
+    """Offsets and mask of the signal's samples on the (N1, N2) grid as a transposed (N2, N1) tile, indexed [n2, n1]
+    (zero padding where the mask is false). The fused-register kernels transform such tiles, their first DFT along
+    the second axis (see _load_spectrum for why)."""
+    n1 = tl.arange(0, N1)[None, :]
+    n2 = tl.arange(0, N2)[:, None]
+    offs = n1 * STRIDE + n2  # (N2, N1)
     mask = (n1 < ROWS) & (n2 < COLS) & (offs < LIMIT)
     return offs, mask
 
@@ -287,33 +301,41 @@ def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION:
 
 
 @triton.jit
-def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
-    """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
-    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
+def _ifft_real(
+    zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
+):
+    """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order
+    (TRANSPOSED: all tiles (N2, N1), as in _fft_complex)."""
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dft(cr, ci, f1r, f1i, True, True, True, PRECISION)[0]  # (N1, N2), indexed [n1, n2]
+    return _dft(cr, ci, f1r, f1i, True, True, not TRANSPOSED, PRECISION)[0]  # indexed [n1, n2] (or [n2, n1])
 
 
 @triton.jit
-def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+def _fft_complex(
+    xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
+):
     """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile xr + i xi in natural order (two
     real rows packed as one complex signal in the fused-register kernels, see conv_fwd_kernel); TWIDDLE as in
-    _fft_real."""
-    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
+    _fft_real. TRANSPOSED: the tile, the twiddles and the spectrum are all (N2, N1), indexed [n2, n1] / [k2, k1], so
+    the first DFT acts along the second axis (see _load_spectrum for why)."""
+    ar, ai = _dft(xr, xi, f1r, f1i, False, False, not TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
     if TWIDDLE:
         ar, ai = _cmul(ar, ai, twr, twi)
-    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
+    return _dft(ar, ai, f2r, f2i, False, False, TRANSPOSED, PRECISION)
 
 
 @triton.jit
-def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+def _ifft_complex(
+    zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
+):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2], both parts (for packed rows:
-    the two rows' outputs)."""
-    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
+    the two rows' outputs); TRANSPOSED as in _fft_complex."""
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)  # (N1, N2), indexed [n1, n2]
+    return _dft(cr, ci, f1r, f1i, False, True, not TRANSPOSED, PRECISION)  # indexed [n1, n2] (or [n2, n1])
 
 
 @triton.jit
@@ -357,6 +379,74 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
+def _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr):
+    """DFT factors of the fused-register kernels' transposed tiles (see _grid_offsets): the first stage's and the last
+    stage's factor of the N1 side and the factor of the N2 side. HALF: the input and output tiles are (N2, N1 / 2) (the
+    signal and the written outputs lie in grid rows < N1 / 2), so the first stage takes F1[:N1 / 2, :] (N1 / 2, N1) and
+    the last F1[:, :N1 / 2] (N1, N1 / 2): a DFT matrix is symmetric, so these are the blocks of the zero padding's
+    complement."""
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
+    if HALF:
+        a1r, a1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
+        z1r, z1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
+    else:
+        a1r, a1i, z1r, z1i = f1r, f1i, f1r, f1i
+    return a1r, a1i, z1r, z1i, f2r, f2i
+
+
+@triton.jit
+def _spectrum_of_pair(
+    xr,
+    xi,
+    a1r,
+    a1i,
+    f2r,
+    f2i,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Spectrum (N2, N1), indexed [k2, k1], of the packed pair xr + i xi, transposed tiles (see _grid_offsets); the
+    twiddles are read here (L1 / L2), not held across the loop."""
+    twr, twi = _load_transposed(tw_ptr, N1, N2)
+    return _fft_complex(xr, xi, a1r, a1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION)
+
+
+@triton.jit
+def _conv_pair(
+    xr,
+    xi,
+    spec,
+    a1r,
+    a1i,
+    z1r,
+    z1i,
+    f2r,
+    f2i,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    CONJ: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Both rows' k * x (CONJ: the correlation, spectrum X conj(K)) for the packed pair xr + i xi, transposed tiles.
+    The channel's spectrum and the twiddles are read where used (from L1 / L2 after the first pair): held across the
+    loop they lengthen the transforms' live ranges (the spectrum held: 2,704 bytes of spill loads against 2,288 at
+    64 x 64 with dense 64-point factors; the twiddles: 604 against 448)."""
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N2, N1)
+    kr, ki = _load_transposed(spec, N1, N2)
+    if CONJ:
+        zr, zi = _cmul_conj(xr, xi, kr, ki)
+    else:
+        zr, zi = _cmul(xr, xi, kr, ki)
+    twr, twi = _load_transposed(tw_ptr, N1, N2)
+    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION)
+
+
+@triton.jit
 def conv_fwd_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
@@ -387,20 +477,16 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
+    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
     reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
-    signal, see the module docstring; the host makes TILE even, see batch_tile). The twiddles, the channel's spectrum
-    and (for the skip term) the row's u and pre are re-read where used (from L1 / L2 after the first row): held across
-    the loop they lengthen the live ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704
-    bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448
-    at 64 x 64 now).
+    signal, see the module docstring; the host makes TILE even, see batch_tile) on transposed tiles (_grid_offsets).
+    For the skip term the row's u and pre are re-read (L1 / L2), not held through the transforms.
 
-    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the (complex)
-    input tile and output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1)
-    blocks of F1.
+    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D): with natural-order tiles, 64 x 64 grids spilled 456 /
+    460 bytes (stores / loads; 84 / 84 in 2D without gates); transposed, see _grid_offsets.
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -409,27 +495,19 @@ def conv_fwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
-    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    if HALF:  # the first stage reads only the R nonzero rows, the last computes only the R written rows
-        f1r, f1i = _load_block(dft1_ptr, N1, R, N1)  # F1[:, :R], (N1, R)
-        g1r, g1i = _load_block(dft1_ptr, R, N1, N1)  # F1[:R, :], (R, N1)
-    else:
-        g1r, g1i = f1r, f1i
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 as one complex signal
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)  # (N1, N2)
-        zr, zi = _cmul(xr, xi, kr, ki)
-        # (R, N2) each: the two rows' outputs
-        yr, yi = _ifft_complex(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        # x re-read for the skip term (L1 / L2), not held
+        # (N2, R) each: the two rows' outputs
+        yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
         rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
@@ -486,10 +564,87 @@ def conv_bwd_kernel(
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
+    B,
+    C,
+    TILE,  # batch tile: rows per program, as in conv_fwd_kernel
+    ROWS,
+    COLS,
+    STRIDE,
+    LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # as in conv_fwd_kernel: the gradients, like the signals, occupy rows < N1 / 2
+):
+    """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
+    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel.
+
+    With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
+    d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
+    Packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise, the inverses of X K and H conj(K) give s and d x
+    of both rows. Each pair runs two of the forward's transform chains one after the other, holding no spectrum across
+    them: the kernel that also accumulated sum_b H conj(X) held X and the accumulator through H's transforms and
+    spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads): 856 / 784 bytes at 32 x 32, 1,264 / 1,188 at
+    32 x 64, 3,532 / 4,276 at 64 x 64, 2,788 / 3,224 in 2D at 64 x 64.
+    """
+    tiles = tl.cdiv(B, TILE)
+    pid = tl.program_id(0).to(tl.int64)
+    c = pid // tiles
+    b0 = (pid % tiles) * TILE
+    R: tl.constexpr = N1 // 2 if HALF else N1
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    spec = spec_ptr + c * 2 * N1 * N2
+    d = tl.load(d_ptr + c) if HAS_D else 0.0
+    end = tl.minimum(b0 + TILE, B)
+    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        grad_y_row = grad_y_ptr + b * SGB + c * SGC
+        grad_y_next = grad_y_row + SGB
+        if HAS_POST:
+            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
+            xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+            sr, si = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+            rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
+            _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
+            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (N2, R)
+        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
+        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
+        rows = (grad_y_row, u_row, pre_row, post_row)
+        _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
+        rows = (grad_y_next, u_next, pre_next, post_next)
+        out = ((b + 1) * C + c) * LIMIT
+        _store_grad_input(gi, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE, HAS_POST)
+
+
+@triton.jit
+def conv_bwd_filter_kernel(
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
+    u_ptr,
+    pre_ptr,
+    post_ptr,
+    dft1_ptr,
+    dft2_ptr,
+    tw_ptr,
     grad_k_ptr,  # (S, C, N1, N2) fp32 out: per batch slice, circular cross-correlation, lag 0 at [0, 0]
     grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
-    C,
     SLICE,  # batch rows per slice (the last slice may hold fewer)
     ROWS,
     COLS,
@@ -509,80 +664,51 @@ def conv_bwd_kernel(
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # the signals occupy rows < N1 / 2 (as in conv_fwd_kernel; grad_k fills the whole grid)
 ):
-    """One program per (channel, batch slice), looping over the slice's rows; every gradient of the forward,
-    intermediates recomputed. grad_k and grad_D are the slice's partial sums: the host adds the S slices in a fixed
-    order (deterministic, no atomics).
+    """grad_k and grad_D of the backward (see conv_bwd_kernel), one program per (channel, batch slice), looping over
+    the slice's rows in packed pairs: the slice's partial sums, which the host adds over the S slices in a fixed order
+    (deterministic, no atomics).
 
-    With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
-    d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
-    d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
-    Rows are packed in pairs as in conv_fwd_kernel (the host makes SLICE even where there are several slices, see
-    paired_batch_slices): X = X_b + i X_(b+1) and H likewise, so the inverses of X K and H conj(K) give s and d x of
-    both rows. For grad_k the packed product H conj(X) = H_b conj(X_b) + H_(b+1) conj(X_(b+1)) + i (H_(b+1) conj(X_b)
-    - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a difference of cross-correlations of real
-    rows): its i times a real sequence is imaginary after the inverse, so the real part of the accumulator's inverse,
-    all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
-    Packing costs registers: ptxas (sm_90, 8 warps, bf16x3, gated) reports more spill bytes than for one real row at
-    a time (stores / loads: 856 / 784 against 780 / 684 at 32 x 32, 1,264 / 1,188 against 1,084 / 956 at 32 x 64,
-    3,532 / 4,276 against 3,456 / 4,092 at 64 x 64; 2D 64 x 64: 2,788 / 3,224 against 2,092 / 2,040), but the loop
-    body runs once per pair, so per row the spill traffic is about half. Skipping a lone row's stores with a scalar
-    branch instead of a mask spilled more (900 / 888 at 32 x 32, 3,956 / 4,788 at 64 x 64).
-    Across a pair only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
-    from L1 / L2 where used (registers, as in conv_fwd_kernel).
+    d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)). For the packed pairs (the host
+    makes SLICE even where there are several slices, see paired_batch_slices) H conj(X) = H_b conj(X_b) + H_(b+1)
+    conj(X_(b+1)) + i (H_(b+1) conj(X_b) - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a
+    difference of cross-correlations of real rows): its i times a real sequence is imaginary after the inverse, so the
+    real part of the accumulator's inverse, all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
+    Held across a pair: the accumulator and X (through H's transforms); the inputs and the twiddles are re-read.
     """
     c = tl.program_id(0).to(tl.int64)
+    C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    spec = spec_ptr + c * 2 * N1 * N2  # re-read per use (L1 / L2), as in conv_fwd_kernel
-    d = tl.load(d_ptr + c) if HAS_D else 0.0
-    acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
-    acc_i = tl.zeros((N1, N2), dtype=tl.float32)
+    R: tl.constexpr = N1 // 2 if HALF else N1
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
+    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    acc_r = tl.zeros((N2, N1), dtype=tl.float32)  # sum_b H conj(X) over the slice, indexed [k2, k1]
+    acc_i = tl.zeros((N2, N1), dtype=tl.float32)
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
-        second = mask & (b + 1 < end)  # an odd last row is paired with zeros (a mask: see the docstring)
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        if HAS_POST:
-            zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-            sr, si = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-            _store_grad_post(
-                sr, d, grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask, HAS_PRE
-            )
-            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
-            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
-        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _fft_complex(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        # H conj(X) of the packed pair = H_b conj(X_b) + H_b+1 conj(X_b+1) + i (a spectrum whose inverse is real):
-        # the real part of the accumulator's inverse is the sum of both rows' cross-correlations
+        acc_d += tl.sum(tl.sum(hr * xr + hi * xi, axis=1), axis=0)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N2, N1)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, xr, xi)
         acc_r += pr
         acc_i += pi
-        zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-        gr, gi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        rows = (grad_y_row, u_row, pre_row, post_row)
-        outs = (grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
-        _store_grad_input(gr, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
-        rows = (grad_y_next, u_next, pre_next, post_next)
-        outs = (grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
-        _store_grad_input(gi, d, *rows, *outs, offs, second, HAS_PRE, HAS_POST)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
-    grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    f1r, f1i, _, _, _, _ = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, False)  # the inverse fills the whole grid
+    twr, twi = _load_transposed(tw_ptr, N1, N2)
+    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION) * inv_n  # (N2, N1)
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
-    tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
+    tl.store(grad_k_ptr + part * N1 * N2 + _transposed_offsets(N1, N2), grad_k)
     tl.store(grad_d_ptr + part, acc_d)
 
 
@@ -622,7 +748,7 @@ def _ifft_reading_twiddles(
     """_ifft_complex with the (Q1, Q2) twiddles read from tw_ptr where used (L1 / L2) rather than held across the
     transforms before it (measured in row_fft_kernel and conv_bwd_l2_kernel)."""
     twr, twi = _load_row(tw_ptr, tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :], Q1 * Q2)
-    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
+    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, False, PRECISION)
 
 
 @triton.jit
@@ -755,7 +881,7 @@ def column_ifft_kernel(
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     zr, zi = _cmul_conj(zr, zi, wr, wi)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, False, PRECISION) * scale
     mask = offs < LIMIT
     rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
     _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
@@ -956,10 +1082,10 @@ def conv_fwd_l2_kernel(
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
             zr, zi = _load_row(work_cols, offs, HALF)
-            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, False, PRECISION)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, False, PRECISION)
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate

@@ -778,13 +778,23 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
+    """Two kernels: the per-row gradients in batch tiles (as the forward), grad_k and grad_D in batch slices."""
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
-    slices, rows = paired_batch_slices(batch, channels, _sm_count(u.device))
+    sms = _sm_count(u.device)
+    tile = batch_tile(batch, channels, sms)
+    slices, rows = paired_batch_slices(batch, channels, sms)
     (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
-    geometry = (batch, channels, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
-    kernels.conv_bwd_kernel[(channels, slices)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
+    signals, half = (grad_y, u, pre, post), _half_grid(plan)
+    geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
+    grid = (channels * -(-batch // tile),)  # channel-major batch tiles
+    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, HALF=half)
+    geometry = (batch, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
+    del meta["HAS_D"]  # grad_D = sum h x needs no D
+    kernels.conv_bwd_filter_kernel[(channels, slices)](
+        *signals, *operands[2:], *outputs[3:], *geometry, **meta, HALF=half
+    )
     grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
