@@ -38,7 +38,10 @@ import triton
 import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
-RADIX2_SIDE = tl.constexpr(32)  # square grids of this side and up take a radix-2 step per side (see _dft)
+RADIX2_SIDE = tl.constexpr(32)
+FLT_T = tl.constexpr(
+    os.environ.get("FLT_T", "0") == "1"
+)  # square grids of this side and up take a radix-2 step per side (see _dft)
 
 
 @triton.jit
@@ -124,13 +127,16 @@ def _store_row(dst, offs, zr, zi, PLANE):
 
 
 @triton.jit
-def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr):
-    """Offsets and mask of the signal's samples on the (N1, N2) grid as a transposed (N2, N1) tile, indexed [n2, n1]
-    (zero padding where the mask is false). The fused-register kernels transform such tiles, their first DFT along
-    the second axis (see _load_spectrum for why)."""
-    n1 = tl.arange(0, N1)[None, :]
-    n2 = tl.arange(0, N2)[:, None]
-    offs = n1 * STRIDE + n2  # (N2, N1)
+def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Offsets and mask of the signal's samples on the (N1, N2) grid (zero padding where the mask is false), as an
+    (N1, N2) tile or, TRANSPOSED, an (N2, N1) one indexed [n2, n1] (see _fft_complex)."""
+    if TRANSPOSED:
+        n1 = tl.arange(0, N1)[None, :]
+        n2 = tl.arange(0, N2)[:, None]
+    else:
+        n1 = tl.arange(0, N1)[:, None]
+        n2 = tl.arange(0, N2)[None, :]
+    offs = n1 * STRIDE + n2  # (N1, N2) or (N2, N1)
     mask = (n1 < ROWS) & (n2 < COLS) & (offs < LIMIT)
     return offs, mask
 
@@ -379,39 +385,53 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
-def _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr):
-    """DFT factors of the fused-register kernels' transposed tiles (see _grid_offsets): the first stage's and the last
-    stage's factor of the N1 side and the factor of the N2 side. HALF: the input and output tiles are (N2, N1 / 2) (the
-    signal and the written outputs lie in grid rows < N1 / 2), so the first stage takes F1[:N1 / 2, :] (N1 / 2, N1) and
-    the last F1[:, :N1 / 2] (N1, N1 / 2): a DFT matrix is symmetric, so these are the blocks of the zero padding's
-    complement."""
+def _fused_factors(
+    dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr, TRANSPOSED: tl.constexpr
+):
+    """DFT factors of the fused-register kernels (tiles transposed or not, see _grid_offsets): the first stage's and
+    the last stage's factor of the N1 side and the factor of the N2 side. HALF: the input and output tiles hold only
+    grid rows < N1 / 2 (the signal and the written outputs), so the N1 side's stages take blocks of F1: F1[:, :N1 / 2]
+    @ x first and F1[:N1 / 2, :] @ c last (transposed, x @ F1[:N1 / 2, :] and c @ F1[:, :N1 / 2]: F1 is symmetric)."""
     f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
     if HALF:
-        a1r, a1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
-        z1r, z1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
+        if TRANSPOSED:
+            a1r, a1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
+            z1r, z1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
+        else:
+            a1r, a1i = _load_block(dft1_ptr, N1, N1 // 2, N1)
+            z1r, z1i = _load_block(dft1_ptr, N1 // 2, N1, N1)
     else:
         a1r, a1i, z1r, z1i = f1r, f1i, f1r, f1i
     return a1r, a1i, z1r, z1i, f2r, f2i
 
 
 @triton.jit
+def _load_tile(ptr, N1: tl.constexpr, N2: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """(real, imag) tiles of an fp32 (2, N1, N2) tensor, (N2, N1) where TRANSPOSED."""
+    if TRANSPOSED:
+        return _load_transposed(ptr, N1, N2)
+    return _load_complex(ptr, N1, N2)
+
+
+@triton.jit
 def _spectrum_of_pair(
     xr,
     xi,
-    a1r,
-    a1i,
+    f1r,
+    f1i,
     f2r,
     f2i,
     tw_ptr,
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Spectrum (N2, N1), indexed [k2, k1], of the packed pair xr + i xi, transposed tiles (see _grid_offsets); the
-    twiddles are read here (L1 / L2), not held across the loop."""
-    twr, twi = _load_transposed(tw_ptr, N1, N2)
-    return _fft_complex(xr, xi, a1r, a1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION)
+    """Spectrum of the packed pair xr + i xi (layout [k1, k2], or [k2, k1] where TRANSPOSED) given the first stage's
+    factor f1 and f2 (see _fused_factors); the twiddles are read here (L1 / L2), not held across the loop."""
+    twr, twi = _load_tile(tw_ptr, N1, N2, TRANSPOSED)
+    return _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, TRANSPOSED, PRECISION)
 
 
 @triton.jit
@@ -430,20 +450,21 @@ def _conv_pair(
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
     CONJ: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Both rows' k * x (CONJ: the correlation, spectrum X conj(K)) for the packed pair xr + i xi, transposed tiles.
-    The channel's spectrum and the twiddles are read where used (from L1 / L2 after the first pair): held across the
-    loop they lengthen the transforms' live ranges (the spectrum held: 2,704 bytes of spill loads against 2,288 at
-    64 x 64 with dense 64-point factors; the twiddles: 604 against 448)."""
-    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N2, N1)
-    kr, ki = _load_transposed(spec, N1, N2)
+    """Both rows' k * x (CONJ: the correlation, spectrum X conj(K)) for the packed pair xr + i xi, given the factors of
+    _fused_factors. The channel's spectrum and the twiddles are read where used (from L1 / L2 after the first pair):
+    held across the loop they lengthen the transforms' live ranges (the spectrum held: 2,704 bytes of spill loads
+    against 2,288 at 64 x 64 with dense 64-point factors; the twiddles: 604 against 448)."""
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, TRANSPOSED, PRECISION)
+    kr, ki = _load_tile(spec, N1, N2, TRANSPOSED)
     if CONJ:
         zr, zi = _cmul_conj(xr, xi, kr, ki)
     else:
         zr, zi = _cmul(xr, xi, kr, ki)
-    twr, twi = _load_transposed(tw_ptr, N1, N2)
-    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION)
+    twr, twi = _load_tile(tw_ptr, N1, N2, TRANSPOSED)
+    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, twr, twi, TWIDDLE, TRANSPOSED, PRECISION)
 
 
 @triton.jit
@@ -495,8 +516,8 @@ def conv_fwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, False)  # (R, N2)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, False)
     spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
@@ -507,7 +528,9 @@ def conv_fwd_kernel(
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
         # (N2, R) each: the two rows' outputs
-        yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+        yr, yi = _conv_pair(
+            xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
+        )
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
         rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
@@ -604,8 +627,8 @@ def conv_bwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, False)  # (R, N2)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, False)
     spec = spec_ptr + c * 2 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
@@ -618,14 +641,16 @@ def conv_bwd_kernel(
         if HAS_POST:
             xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
             xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-            sr, si = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+            sr, si = _conv_pair(
+                xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
+            )
             rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
             _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
             rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
             _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (N2, R)
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
+        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, False, PRECISION)
         rows = (grad_y_row, u_row, pre_row, post_row)
         _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
         rows = (grad_y_next, u_next, pre_next, post_next)
@@ -642,6 +667,7 @@ def conv_bwd_filter_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
+    scratch_ptr,  # (S, C, 2, 2, N1, N2) fp32 work space per program: X of the current pair, sum_b H conj(X)
     grad_k_ptr,  # (S, C, N1, N2) fp32 out: per batch slice, circular cross-correlation, lag 0 at [0, 0]
     grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
@@ -681,11 +707,15 @@ def conv_bwd_filter_kernel(
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
+    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (N2, R)
-    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
-    acc_r = tl.zeros((N2, N1), dtype=tl.float32)  # sum_b H conj(X) over the slice, indexed [k2, k1]
-    acc_i = tl.zeros((N2, N1), dtype=tl.float32)
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, FLT_T)  # (R, N2)
+    grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2, FLT_T)  # (N1, N2): the whole grid
+    work_x = scratch_ptr + part * 4 * N1 * N2
+    work_acc = work_x + 2 * N1 * N2
+    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, FLT_T)
+    zeros = tl.zeros(grid.shape, dtype=tl.float32)
+    _store_row(work_acc, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
@@ -694,21 +724,25 @@ def conv_bwd_filter_kernel(
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, FLT_T, PRECISION)
+        _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        acc_d += tl.sum(tl.sum(hr * xr + hi * xi, axis=1), axis=0)
-        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N2, N1)
-        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
-        pr, pi = _cmul_conj(hr, hi, xr, xi)
-        acc_r += pr
-        acc_i += pi
-    f1r, f1i, _, _, _, _ = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, False)  # the inverse fills the whole grid
-    twr, twi = _load_transposed(tw_ptr, N1, N2)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, True, PRECISION) * inv_n  # (N2, N1)
-    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
-    tl.store(grad_k_ptr + part * N1 * N2 + _transposed_offsets(N1, N2), grad_k)
+        acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, FLT_T, PRECISION)
+        tl.debug_barrier()  # X's stores are visible to every thread of the program (whatever layouts Triton picks)
+        pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
+        ar, ai = _load_row(work_acc, grid, N1 * N2)
+        _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)
+        tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
+    f1r, f1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, False, FLT_T)  # the whole grid
+    twr, twi = _load_tile(tw_ptr, N1, N2, FLT_T)
+    ar, ai = _load_row(work_acc, grid, N1 * N2)
+    grad_k = _ifft_real(ar, ai, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, FLT_T, PRECISION) * inv_n
+    tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + part, acc_d)
 
 

@@ -792,9 +792,9 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, HALF=half)
     geometry = (batch, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
     del meta["HAS_D"]  # grad_D = sum h x needs no D
-    kernels.conv_bwd_filter_kernel[(channels, slices)](
-        *signals, *operands[2:], *outputs[3:], *geometry, **meta, HALF=half
-    )
+    scratch = torch.empty((slices, channels, 2, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
+    filter_operands = (*operands[2:], scratch, *outputs[3:])
+    kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *filter_operands, *geometry, **meta, HALF=half)
     grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
