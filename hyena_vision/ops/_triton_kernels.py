@@ -39,9 +39,6 @@ import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
 RADIX2_SIDE = tl.constexpr(32)
-FLT_T = tl.constexpr(
-    os.environ.get("FLT_T", "0") == "1"
-)  # square grids of this side and up take a radix-2 step per side (see _dft)
 
 
 @triton.jit
@@ -103,18 +100,6 @@ def _load_block(ptr, R: tl.constexpr, S: tl.constexpr, M: tl.constexpr):
 
 
 @triton.jit
-def _transposed_offsets(R: tl.constexpr, S: tl.constexpr):
-    """Offsets of an (R, S) row-major grid as a transposed (S, R) tile."""
-    return tl.arange(0, R)[None, :] * S + tl.arange(0, S)[:, None]  # (S, R)
-
-
-@triton.jit
-def _load_transposed(ptr, R: tl.constexpr, S: tl.constexpr):
-    """(real, imag) tiles (S, R), transposed, of an fp32 (2, R, S) row-major tensor."""
-    return _load_row(ptr, _transposed_offsets(R, S), R * S)
-
-
-@triton.jit
 def _load_row(src, offs, PLANE):
     """(real, imag) at offs of a complex tensor whose planes are PLANE elements apart."""
     return tl.load(src + offs), tl.load(src + PLANE + offs)
@@ -127,16 +112,11 @@ def _store_row(dst, offs, zr, zi, PLANE):
 
 
 @triton.jit
-def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Offsets and mask of the signal's samples on the (N1, N2) grid (zero padding where the mask is false), as an
-    (N1, N2) tile or, TRANSPOSED, an (N2, N1) one indexed [n2, n1] (see _fft_complex)."""
-    if TRANSPOSED:
-        n1 = tl.arange(0, N1)[None, :]
-        n2 = tl.arange(0, N2)[:, None]
-    else:
-        n1 = tl.arange(0, N1)[:, None]
-        n2 = tl.arange(0, N2)[None, :]
-    offs = n1 * STRIDE + n2  # (N1, N2) or (N2, N1)
+def _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1: tl.constexpr, N2: tl.constexpr):
+    """Offsets and mask of the signal's samples on the (N1, N2) grid (zero padding where the mask is false)."""
+    n1 = tl.arange(0, N1)[:, None]
+    n2 = tl.arange(0, N2)[None, :]
+    offs = n1 * STRIDE + n2  # (N1, N2)
     mask = (n1 < ROWS) & (n2 < COLS) & (offs < LIMIT)
     return offs, mask
 
@@ -307,41 +287,33 @@ def _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION:
 
 
 @triton.jit
-def _ifft_real(
-    zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
-):
-    """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order
-    (TRANSPOSED: all tiles (N2, N1), as in _fft_complex)."""
-    cr, ci = _dft(zr, zi, f2r, f2i, False, True, TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
+def _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
+    """Real part of the unnormalised inverse of the spectrum (zr, zi), as an (N1, N2) tile in natural order."""
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dft(cr, ci, f1r, f1i, True, True, not TRANSPOSED, PRECISION)[0]  # indexed [n1, n2] (or [n2, n1])
+    return _dft(cr, ci, f1r, f1i, True, True, True, PRECISION)[0]  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
-def _fft_complex(
-    xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
-):
+def _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Spectrum (layout [k1, k2], interleaved per _dft) of the complex (N1, N2) tile xr + i xi in natural order (two
     real rows packed as one complex signal in the fused-register kernels, see conv_fwd_kernel); TWIDDLE as in
-    _fft_real. TRANSPOSED: the tile, the twiddles and the spectrum are all (N2, N1), indexed [n2, n1] / [k2, k1], so
-    the first DFT acts along the second axis (see _load_spectrum for why)."""
-    ar, ai = _dft(xr, xi, f1r, f1i, False, False, not TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
+    _fft_real."""
+    ar, ai = _dft(xr, xi, f1r, f1i, False, False, True, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
         ar, ai = _cmul(ar, ai, twr, twi)
-    return _dft(ar, ai, f2r, f2i, False, False, TRANSPOSED, PRECISION)
+    return _dft(ar, ai, f2r, f2i, False, False, False, PRECISION)
 
 
 @triton.jit
-def _ifft_complex(
-    zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr
-):
+def _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE: tl.constexpr, PRECISION: tl.constexpr):
     """Unnormalised inverse (natural order) of the spectrum (zr, zi) in layout [k1, k2], both parts (for packed rows:
-    the two rows' outputs); TRANSPOSED as in _fft_complex."""
-    cr, ci = _dft(zr, zi, f2r, f2i, False, True, TRANSPOSED, PRECISION)  # indexed [k1, n2] (or [n2, k1])
+    the two rows' outputs)."""
+    cr, ci = _dft(zr, zi, f2r, f2i, False, True, False, PRECISION)  # (N1, N2), indexed [k1, n2]
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, twr, twi)
-    return _dft(cr, ci, f1r, f1i, False, True, not TRANSPOSED, PRECISION)  # indexed [n1, n2] (or [n2, n1])
+    return _dft(cr, ci, f1r, f1i, False, True, True, PRECISION)  # (N1, N2), indexed [n1, n2]
 
 
 @triton.jit
@@ -385,53 +357,27 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
-def _fused_factors(
-    dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr, TRANSPOSED: tl.constexpr
-):
-    """DFT factors of the fused-register kernels (tiles transposed or not, see _grid_offsets): the first stage's and
-    the last stage's factor of the N1 side and the factor of the N2 side. HALF: the input and output tiles hold only
-    grid rows < N1 / 2 (the signal and the written outputs), so the N1 side's stages take blocks of F1: F1[:, :N1 / 2]
-    @ x first and F1[:N1 / 2, :] @ c last (transposed, x @ F1[:N1 / 2, :] and c @ F1[:, :N1 / 2]: F1 is symmetric)."""
+def _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr):
+    """DFT factors of the fused-register kernels: the first stage's and the last stage's factor of the N1 side and
+    the factor of the N2 side. HALF: the input and output tiles are (N1 / 2, N2) (the signal and the written outputs
+    lie in grid rows < N1 / 2, below them zero padding), so the first stage takes F1[:, :N1 / 2] and the last
+    F1[:N1 / 2, :]: half of each of those two products."""
     f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
     if HALF:
-        if TRANSPOSED:
-            a1r, a1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
-            z1r, z1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
-        else:
-            a1r, a1i = _load_block(dft1_ptr, N1, N1 // 2, N1)
-            z1r, z1i = _load_block(dft1_ptr, N1 // 2, N1, N1)
+        a1r, a1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
+        z1r, z1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
     else:
         a1r, a1i, z1r, z1i = f1r, f1i, f1r, f1i
     return a1r, a1i, z1r, z1i, f2r, f2i
 
 
 @triton.jit
-def _load_tile(ptr, N1: tl.constexpr, N2: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """(real, imag) tiles of an fp32 (2, N1, N2) tensor, (N2, N1) where TRANSPOSED."""
-    if TRANSPOSED:
-        return _load_transposed(ptr, N1, N2)
-    return _load_complex(ptr, N1, N2)
-
-
-@triton.jit
 def _spectrum_of_pair(
-    xr,
-    xi,
-    f1r,
-    f1i,
-    f2r,
-    f2i,
-    tw_ptr,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    TWIDDLE: tl.constexpr,
-    TRANSPOSED: tl.constexpr,
-    PRECISION: tl.constexpr,
+    xr, xi, f1r, f1i, f2r, f2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
 ):
-    """Spectrum of the packed pair xr + i xi (layout [k1, k2], or [k2, k1] where TRANSPOSED) given the first stage's
-    factor f1 and f2 (see _fused_factors); the twiddles are read here (L1 / L2), not held across the loop."""
-    twr, twi = _load_tile(tw_ptr, N1, N2, TRANSPOSED)
-    return _fft_complex(xr, xi, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, TRANSPOSED, PRECISION)
+    """Spectrum (N1, N2) of the packed pair xr + i xi given the first stage's factor f1 and f2 (see _fused_factors);
+    the twiddles are read here (L1 / L2), not held across the loop."""
+    return _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
 
 
 @triton.jit
@@ -450,21 +396,21 @@ def _conv_pair(
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
     CONJ: tl.constexpr,
-    TRANSPOSED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """Both rows' k * x (CONJ: the correlation, spectrum X conj(K)) for the packed pair xr + i xi, given the factors of
     _fused_factors. The channel's spectrum and the twiddles are read where used (from L1 / L2 after the first pair):
-    held across the loop they lengthen the transforms' live ranges (the spectrum held: 2,704 bytes of spill loads
-    against 2,288 at 64 x 64 with dense 64-point factors; the twiddles: 604 against 448)."""
-    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, TRANSPOSED, PRECISION)
-    kr, ki = _load_tile(spec, N1, N2, TRANSPOSED)
+    held across the loop they lengthen the transforms' live ranges and ptxas (sm_90) spills more (the spectrum held:
+    2,704 bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles: 604 against 448).
+    Loading the DFT factors per use as well spilled far more (1,116 bytes of stores against 456 at 64 x 64, 8 against
+    none at 32 x 32): they stay held."""
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+    kr, ki = _load_complex(spec, N1, N2)  # (N1, N2)
     if CONJ:
         zr, zi = _cmul_conj(xr, xi, kr, ki)
     else:
         zr, zi = _cmul(xr, xi, kr, ki)
-    twr, twi = _load_tile(tw_ptr, N1, N2, TRANSPOSED)
-    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, twr, twi, TWIDDLE, TRANSPOSED, PRECISION)
+    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
 
 
 @triton.jit
@@ -516,8 +462,8 @@ def conv_fwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, False)  # (R, N2)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, False)
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
     spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
@@ -525,9 +471,9 @@ def conv_fwd_kernel(
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        # (N2, R) each: the two rows' outputs
+        # (R, N2) each: the two rows' outputs
         yr, yi = _conv_pair(
             xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
         )
@@ -627,8 +573,8 @@ def conv_bwd_kernel(
     c = pid // tiles
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, False)  # (R, N2)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, False)
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
     spec = spec_ptr + c * 2 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
@@ -639,7 +585,7 @@ def conv_bwd_kernel(
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
         if HAS_POST:
-            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N2, R)
+            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
             xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
             sr, si = _conv_pair(
                 xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
@@ -648,9 +594,9 @@ def conv_bwd_kernel(
             _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
             rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
             _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
-        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (N2, R)
+        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (R, N2)
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, False, PRECISION)
+        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
         rows = (grad_y_row, u_row, pre_row, post_row)
         _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
         rows = (grad_y_next, u_next, pre_next, post_next)
@@ -709,11 +655,11 @@ def conv_bwd_filter_kernel(
     b0 = tl.program_id(1).to(tl.int64) * SLICE
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
     R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2, FLT_T)  # (R, N2)
-    grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2, FLT_T)  # (N1, N2): the whole grid
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
     work_x = scratch_ptr + part * 4 * N1 * N2
     work_acc = work_x + 2 * N1 * N2
-    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF, FLT_T)
+    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
     _store_row(work_acc, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
@@ -726,22 +672,22 @@ def conv_bwd_filter_kernel(
         grad_y_next = grad_y_row + SGB
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, FLT_T, PRECISION)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
         _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
         acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, FLT_T, PRECISION)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
         tl.debug_barrier()  # X's stores are visible to every thread of the program (whatever layouts Triton picks)
         pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
         ar, ai = _load_row(work_acc, grid, N1 * N2)
         _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)
         tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
-    f1r, f1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, False, FLT_T)  # the whole grid
-    twr, twi = _load_tile(tw_ptr, N1, N2, FLT_T)
+    f1r, f1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, False)  # the whole grid
+    twr, twi = _load_complex(tw_ptr, N1, N2)
     ar, ai = _load_row(work_acc, grid, N1 * N2)
-    grad_k = _ifft_real(ar, ai, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, FLT_T, PRECISION) * inv_n
+    grad_k = _ifft_real(ar, ai, f1r, f1i, f2r, f2i, twr, twi, TWIDDLE, PRECISION) * inv_n
     tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
     tl.store(grad_d_ptr + part, acc_d)
 
@@ -782,7 +728,7 @@ def _ifft_reading_twiddles(
     """_ifft_complex with the (Q1, Q2) twiddles read from tw_ptr where used (L1 / L2) rather than held across the
     transforms before it (measured in row_fft_kernel and conv_bwd_l2_kernel)."""
     twr, twi = _load_row(tw_ptr, tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :], Q1 * Q2)
-    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, False, PRECISION)
+    return _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
 
 
 @triton.jit
@@ -915,7 +861,7 @@ def column_ifft_kernel(
     wr, wi = _outer_twiddle(q, P1, P2, n_points)
     zr, zi = _cmul_conj(zr, zi, wr, wi)
     f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, False, PRECISION) * scale
+    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
     mask = offs < LIMIT
     rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
     _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
@@ -1116,10 +1062,10 @@ def conv_fwd_l2_kernel(
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
             zr, zi = _load_row(work_cols, offs, HALF)
-            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, False, PRECISION)
+            zr, zi = _fft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
             kr, ki = _load_row(spec_ptr + c * 2 * N, offs, N)
             zr, zi = _cmul(zr, zi, kr, ki)
-            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, False, PRECISION)
+            zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
