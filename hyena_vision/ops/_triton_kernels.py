@@ -474,9 +474,7 @@ def conv_fwd_kernel(
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
         # (R, N2) each: the two rows' outputs
-        yr, yi = _conv_pair(
-            xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
-        )
+        yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
         rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
@@ -587,9 +585,7 @@ def conv_bwd_kernel(
         if HAS_POST:
             xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
             xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-            sr, si = _conv_pair(
-                xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, False, PRECISION
-            )
+            sr, si = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
             rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
             _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
             rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
