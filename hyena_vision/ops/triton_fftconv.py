@@ -778,24 +778,28 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
-    """Two kernels: the per-row gradients in batch tiles (as the forward), grad_k and grad_D in batch slices."""
+    """Three kernels: the per-row gradients in batch tiles (as the forward); the cross spectrum sum_b H conj(X) and
+    grad_D per batch slice; the inverse of the slices' summed cross spectrum, grad_k (see _triton_kernels)."""
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
     sms = _sm_count(u.device)
     tile = batch_tile(batch, channels, sms)
     slices, rows = paired_batch_slices(batch, channels, sms)
-    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (plan.n1, plan.n2))
+    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch) and the cross spectrum (out)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (2, 2, plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
     kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, HALF=half)
-    geometry = (batch, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
-    del meta["HAS_D"]  # grad_D = sum h x needs no D
-    scratch = torch.empty((slices, channels, 2, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
-    filter_operands = (*operands[2:], scratch, *outputs[3:])
-    kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *filter_operands, *geometry, **meta, HALF=half)
-    grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
+    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "num_warps")}
+    flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], "HALF": half}  # grad_D = sum h x needs no D
+    geometry = (batch, rows, *_signal_geometry(plan), *strides)
+    kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *constants, *outputs[3:], *geometry, **sizes, **flags)
+    cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
+    grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
+    kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, 1.0 / (plan.n1 * plan.n2), **sizes)
+    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
