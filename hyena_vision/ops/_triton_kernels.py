@@ -22,13 +22,14 @@ Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precis
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
-consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
-(channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
-Both transform a tile's rows in pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real,
-so its convolution maps real to real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary
-part. A real row alone costs two thirds of a complex transform (a real first stage, only the real part of the
-last), a packed pair one complex transform for two rows: two thirds of the DFT products per row, half the spectral
-products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
+consecutive rows, channel-major, the DFT factors loaded once per tile), and so does the backward's per-row
+gradients kernel; the backward's filter kernel runs one per (channel, batch slice), writing the cross spectrum and
+grad_D as the slice's partial sums for a fixed-order host reduction, and one more small kernel inverts the summed
+cross spectrum into grad_k. All transform a tile's rows in pairs, two real signals as one complex one,
+z = x_b + i x_(b+1): the filter is real, so its convolution maps real to real, and the inverse of Z K has y_b as its
+real part and y_(b+1) as its imaginary part. A real row alone costs two thirds of a complex transform (a real first
+stage, only the real part of the last), a packed pair one complex transform for two rows: two thirds of the DFT
+products per row, half the spectral products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
 rounding error: a row much smaller than its partner gets a larger relative error than it would alone.
 """
 
@@ -449,11 +450,13 @@ def conv_fwd_kernel(
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
     reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
-    signal, see the module docstring; the host makes TILE even, see batch_tile) on transposed tiles (_grid_offsets).
-    For the skip term the row's u and pre are re-read (L1 / L2), not held through the transforms.
+    signal, see the module docstring; the host makes TILE even, see batch_tile). For the skip term the row's u and pre
+    are re-read (L1 / L2), not held through the transforms.
 
-    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D): with natural-order tiles, 64 x 64 grids spilled 456 /
-    460 bytes (stores / loads; 84 / 84 in 2D without gates); transposed, see _grid_offsets.
+    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64; 64 x
+    64 grids still spill 456 / 460 (84 / 84 in 2D without gates). Tried and dropped: running the transforms on
+    transposed tiles (first DFT along the second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160
+    / 152 in 2D, 656 / 656 at 32 x 64 against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -561,10 +564,13 @@ def conv_bwd_kernel(
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
     Packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise, the inverses of X K and H conj(K) give s and d x
-    of both rows. Each pair runs two of the forward's transform chains one after the other, holding no spectrum across
-    them: the kernel that also accumulated sum_b H conj(X) held X and the accumulator through H's transforms and
-    spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads): 856 / 784 bytes at 32 x 32, 1,264 / 1,188 at
-    32 x 64, 3,532 / 4,276 at 64 x 64, 2,788 / 3,224 in 2D at 64 x 64.
+    of both rows. As in the forward, HALF skips the zero padding and the rows no gradient is written to.
+
+    Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
+    single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's
+    transforms, and spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads in bytes) 856 / 784 at 32 x 32,
+    1,264 / 1,188 at 32 x 64, 3,532 / 4,276 at 64 x 64 and 2,788 / 3,224 in 2D at 64 x 64; this one spills none up to
+    32 x 64 (224 and 253 registers) and, like the forward, still does at 64 x 64: 788 / 1,108 (92 / 92 in 2D).
     """
     tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
@@ -633,16 +639,24 @@ def conv_bwd_filter_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF: tl.constexpr,  # the signals occupy rows < N1 / 2 (as in conv_fwd_kernel; grad_k fills the whole grid)
 ):
-    """grad_k and grad_D of the backward (see conv_bwd_kernel), one program per (channel, batch slice), looping over
-    the slice's rows in packed pairs: the slice's partial sums, which the host adds over the S slices in a fixed order
-    (deterministic, no atomics).
+    """The cross spectrum sum_b H conj(X) (for grad_k) and grad_D of the backward (see conv_bwd_kernel), one program
+    per (channel, batch slice), looping over the slice's rows in packed pairs: the slice's partial sums, which the host
+    adds over the S slices in a fixed order (deterministic, no atomics) before filter_gradient_kernel inverts the
+    cross spectrum.
 
     d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)). For the packed pairs (the host
     makes SLICE even where there are several slices, see paired_batch_slices) H conj(X) = H_b conj(X_b) + H_(b+1)
     conj(X_(b+1)) + i (H_(b+1) conj(X_b) - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a
     difference of cross-correlations of real rows): its i times a real sequence is imaginary after the inverse, so the
     real part of the accumulator's inverse, all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
-    Held across a pair: the accumulator and X (through H's transforms); the inputs and the twiddles are re-read.
+
+    Registers: nothing is held across a pair but the DFT factors. X goes to the program's own slot of work_ptr while
+    H is transformed, and the accumulator lives there too (read, added to and rewritten once per pair: L1 / L2
+    traffic of 6 complex fp32 tiles a pair); the barriers order those accesses between threads and keep the compiler
+    from overlapping the two transforms. Held in registers, X and the accumulator spilled (ptxas, sm_90, 8 warps,
+    bf16x3, gated; stores / loads in bytes) 112 / 100 at 32 x 32 (transposed tiles), and with the final inverse in
+    this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none up to 32 x 64 (144 and 178
+    registers) and in 2D, 80 / 84 at 64 x 64.
     """
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
@@ -697,7 +711,9 @@ def filter_gradient_kernel(
     """One program per channel: grad_k = scale (1 / N) * Re(inverse of the cross spectrum). Its own kernel: as the
     last step of conv_bwd_filter_kernel this inverse spilled there (ptxas, sm_90, 8 warps, bf16x3, gated; stores /
     loads) 452 / 444 bytes at 32 x 64 and 692 / 844 at 64 x 64 (268 / 268 in 2D), against none / 72 / none without
-    it; and the slices' spectra are added first, so it runs once per channel."""
+    it; and the slices' spectra are added first, so it runs once per channel. Here the twiddles and F1 are loaded
+    after the first stage: loaded up front (as _ifft_real's callers do) they spilled 312 / 312 at 32 x 64 and 292 / 316
+    at 64 x 64; now 88 / 88 at 32 x 64 and none elsewhere (4 warps: 316 / 316 at 32 x 64; 16 warps: 1,112 / 1,116)."""
     c = tl.program_id(0).to(tl.int64)
     M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
     M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
