@@ -29,8 +29,9 @@ cross spectrum into grad_k. All transform a tile's rows in pairs, two real signa
 z = x_b + i x_(b+1): the filter is real, so its convolution maps real to real, and the inverse of Z K has y_b as its
 real part and y_(b+1) as its imaginary part. A real row alone costs two thirds of a complex transform (a real first
 stage, only the real part of the last), a packed pair one complex transform for two rows: two thirds of the DFT
-products per row, half the spectral products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
-rounding error: a row much smaller than its partner gets a larger relative error than it would alone.
+products per row, half the spectral products. An odd last row of a tile or slice is paired with zeros. The rows of
+a pair share the transform's rounding error: a row much smaller than its partner gets a larger relative error than
+it would alone.
 """
 
 import os
