@@ -13,10 +13,12 @@ FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in regi
 the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
 and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
 only the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs
-(_half_grid). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM
-has a program; paired_batch_slices keeps them even), looping over the slice's rows in packed pairs; it recomputes the
-input's spectrum instead of storing it and produces every gradient in one pass. grad_k and grad_D leave each program as
-the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed order: no atomics, so the backward is
+(_half_grid). The backward recomputes the input's spectrum instead of storing it, in three kernels (one fused kernel
+for every gradient held too much in registers, see _triton_kernels): the per-row gradients (u, gates) in batch tiles
+as the forward; the cross spectrum sum_b H conj(X) and grad_D, one program per (channel, batch slice) (see
+batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them even) looping over the
+slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one program per channel. The slices'
+partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
 deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
@@ -648,8 +650,9 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
 
 
 def _half_grid(plan: Plan) -> bool:
-    """Whether the fused-register forward transforms only the top half of the grid's rows: the signal (zero padding
-    below it) and the outputs it writes occupy rows < n1 / 2, the half still meets tl.dot's MIN_SIDE, and the grid
+    """Whether the fused-register forward and backward transform only the top half of the grid's rows: the signals
+    (zero padding below them) and the outputs written occupy rows < n1 / 2 (grad_k, which fills the grid, is inverted
+    in full), the half still meets tl.dot's MIN_SIDE, and the grid
     takes no radix-2 step (those split the rows into even and odd ones, each reaching the padding)."""
     occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
     return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
