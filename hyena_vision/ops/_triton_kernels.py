@@ -714,17 +714,24 @@ def filter_gradient_kernel(
     loads) 452 / 444 bytes at 32 x 64 and 692 / 844 at 64 x 64 (268 / 268 in 2D), against none / 72 / none without
     it; and the slices' spectra are added first, so it runs once per channel. Here the twiddles and F1 are loaded
     after the first stage: loaded up front (as _ifft_real's callers do) they spilled 312 / 312 at 32 x 64 and 292 / 316
-    at 64 x 64; now 88 / 88 at 32 x 64 and none elsewhere (4 warps: 316 / 316 at 32 x 64; 16 warps: 1,112 / 1,116)."""
+    at 64 x 64; after it, none on square grids but 88 / 88 at 32 x 64 (4 warps: 316 / 316; 16 warps: 1,112 / 1,116).
+    Non-square grids (whose first stage takes a dense factor of the long side) therefore run on the transposed tile,
+    the first stage along its first axis: none at 32 x 64 (190 registers); square ones stay in natural order
+    (transposed: 28 / 28 bytes at 64 x 64, 32 / 32 in 2D)."""
     c = tl.program_id(0).to(tl.int64)
     M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
     M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
-    offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    TRANSPOSED: tl.constexpr = N1 != N2  # see the docstring
+    if TRANSPOSED:
+        offs = tl.arange(0, N1)[None, :] * N2 + tl.arange(0, N2)[:, None]  # (N2, N1), indexed [k2, k1] / [n2, n1]
+    else:
+        offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     zr, zi = _load_row(cross_ptr + c * 2 * N1 * N2, offs, N1 * N2)
-    cr, ci = _dft(zr, zi, *_load_complex(dft2_ptr, M2, M2), False, True, False, PRECISION)  # indexed [k1, n2]
+    cr, ci = _dft(zr, zi, *_load_complex(dft2_ptr, M2, M2), False, True, TRANSPOSED, PRECISION)  # [k1, n2] or [n2, k1]
     tl.debug_barrier()  # a fence: the twiddles and F1 are loaded after the first stage, not held through it
     if TWIDDLE:
-        cr, ci = _cmul_conj(cr, ci, *_load_complex(tw_ptr, N1, N2))
-    grad_k = _dft(cr, ci, *_load_complex(dft1_ptr, M1, M1), True, True, True, PRECISION)[0]  # indexed [n1, n2]
+        cr, ci = _cmul_conj(cr, ci, *_load_row(tw_ptr, offs, N1 * N2))
+    grad_k = _dft(cr, ci, *_load_complex(dft1_ptr, M1, M1), True, True, not TRANSPOSED, PRECISION)[0]
     tl.store(grad_k_ptr + c * N1 * N2 + offs, grad_k * scale)
 
 
