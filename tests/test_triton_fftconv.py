@@ -457,9 +457,9 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
 
 @pytest.mark.parametrize("case", ["causal", "bidirectional", "2d"])
 def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
-    """The fused-register forward on the top half of the grid's rows only (the signal's zero padding skipped in the
-    first stage, the discarded outputs in the last): 32 x 64 grids on the GPU, 8 x 16 ones on the CPU (MIN_SIDE
-    lowered to 4 so that the half meets it)."""
+    """The fused-register kernels on the top half of the grid's rows only (the signals' zero padding skipped in the
+    first stage, the discarded outputs in the last), forward and backward (whose grad_k fills the whole grid): 32 x 64
+    grids on the GPU, 8 x 16 ones on the CPU (MIN_SIDE lowered to 4 so that the half meets it)."""
     if device != "cuda":
         monkeypatch.setattr(triton_fftconv, "MIN_SIDE", 4)
     length = {"causal": 1024 if device == "cuda" else 60, "bidirectional": 1000 if device == "cuda" else 50}.get(case)
@@ -468,17 +468,23 @@ def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
         u = torch.randn(2, 3, height, width, device=device)  # grid 32 x 64 (CPU: 16 x 32), image in the top half
         k, D = torch.randn(3, *kshape, device=device) / 30, torch.randn(3, device=device)
         plan = triton_fftconv.plan_2d(height, width, *kshape)
-        y, expected = fftconv2d(u, k, D, backend="triton"), direct_conv2d(u, k, D)
+        inputs, triton_forward, reference_forward = (u, k, D), lambda *t: fftconv2d(*t, backend="triton"), direct_conv2d
     else:
         causal = case == "causal"
-        u, k, D, pre, post = random_inputs(
-            device, torch.float32, 2, 3, length, length if causal else 2 * length - 1, True
-        )
-        plan = triton_fftconv.plan_1d(length, k.shape[1], causal)
-        y = fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
-        expected = direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
+        inputs = random_inputs(device, torch.float32, 3, 2, length, length if causal else 2 * length - 1, True)
+        plan = triton_fftconv.plan_1d(length, inputs[1].shape[1], causal)
+
+        def triton_forward(u, k, D, pre, post):
+            return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="triton")
+
+        def reference_forward(u, k, D, pre, post):
+            return direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
+
     assert triton_fftconv.variant(plan) == "fused-register" and triton_fftconv._half_grid(plan)
-    assert relative_error(y, expected) < TOLERANCE[torch.float32]
+    assert relative_error(triton_forward(*inputs), reference_forward(*inputs)) < TOLERANCE[torch.float32]
+    grad_y = torch.randn_like(inputs[0])
+    actual = triton_gradients(triton_forward, inputs, grad_y)
+    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), 1e-5, grad_y)
 
 
 @pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])

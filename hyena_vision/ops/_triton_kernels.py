@@ -22,14 +22,16 @@ Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precis
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
-consecutive rows, channel-major, the DFT factors loaded once per tile); the backward one per
-(channel, batch slice), writing grad_k and grad_D as the slice's partial sums for a fixed-order host reduction.
-Both transform a tile's rows in pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real,
-so its convolution maps real to real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary
-part. A real row alone costs two thirds of a complex transform (a real first stage, only the real part of the
-last), a packed pair one complex transform for two rows: two thirds of the DFT products per row, half the spectral
-products. An odd last row of a tile or slice is paired with zeros. The rows of a pair share the transform's
-rounding error: a row much smaller than its partner gets a larger relative error than it would alone.
+consecutive rows, channel-major, the DFT factors loaded once per tile), and so does the backward's per-row
+gradients kernel; the backward's filter kernel runs one per (channel, batch slice), writing the cross spectrum and
+grad_D as the slice's partial sums for a fixed-order host reduction, and one more small kernel inverts the summed
+cross spectrum into grad_k. All transform a tile's rows in pairs, two real signals as one complex one,
+z = x_b + i x_(b+1): the filter is real, so its convolution maps real to real, and the inverse of Z K has y_b as its
+real part and y_(b+1) as its imaginary part. A real row alone costs two thirds of a complex transform (a real first
+stage, only the real part of the last), a packed pair one complex transform for two rows: two thirds of the DFT
+products per row, half the spectral products. An odd last row of a tile or slice is paired with zeros. The rows of
+a pair share the transform's rounding error: a row much smaller than its partner gets a larger relative error than
+it would alone.
 """
 
 import os
@@ -38,7 +40,7 @@ import triton
 import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
-RADIX2_SIDE = tl.constexpr(32)  # square grids of this side and up take a radix-2 step per side (see _dft)
+RADIX2_SIDE = tl.constexpr(32)
 
 
 @triton.jit
@@ -357,6 +359,63 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
+def _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr):
+    """DFT factors of the fused-register kernels: the first stage's and the last stage's factor of the N1 side and
+    the factor of the N2 side. HALF: the input and output tiles are (N1 / 2, N2) (the signal and the written outputs
+    lie in grid rows < N1 / 2, below them zero padding), so the first stage takes F1[:, :N1 / 2] and the last
+    F1[:N1 / 2, :]: half of each of those two products."""
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
+    if HALF:
+        a1r, a1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
+        z1r, z1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
+    else:
+        a1r, a1i, z1r, z1i = f1r, f1i, f1r, f1i
+    return a1r, a1i, z1r, z1i, f2r, f2i
+
+
+@triton.jit
+def _spectrum_of_pair(
+    xr, xi, f1r, f1i, f2r, f2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
+):
+    """Spectrum (N1, N2) of the packed pair xr + i xi given the first stage's factor f1 and f2 (see _fused_factors);
+    the twiddles are read here (L1 / L2), not held across the loop."""
+    return _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+
+
+@triton.jit
+def _conv_pair(
+    xr,
+    xi,
+    spec,
+    a1r,
+    a1i,
+    z1r,
+    z1i,
+    f2r,
+    f2i,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    CONJ: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Both rows' k * x (CONJ: the correlation, spectrum X conj(K)) for the packed pair xr + i xi, given the factors of
+    _fused_factors. The channel's spectrum and the twiddles are read where used (from L1 / L2 after the first pair):
+    held across the loop they lengthen the transforms' live ranges and ptxas (sm_90) spills more (the spectrum held:
+    2,704 bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles: 604 against 448).
+    Loading the DFT factors per use as well spilled far more (1,116 bytes of stores against 456 at 64 x 64, 8 against
+    none at 32 x 32): they stay held."""
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+    kr, ki = _load_complex(spec, N1, N2)  # (N1, N2)
+    if CONJ:
+        zr, zi = _cmul_conj(xr, xi, kr, ki)
+    else:
+        zr, zi = _cmul(xr, xi, kr, ki)
+    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+
+
+@triton.jit
 def conv_fwd_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
@@ -387,20 +446,18 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see below)
+    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
     reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
-    signal, see the module docstring; the host makes TILE even, see batch_tile). The twiddles, the channel's spectrum
-    and (for the skip term) the row's u and pre are re-read where used (from L1 / L2 after the first row): held across
-    the loop they lengthen the live ranges of the transforms, and ptxas (sm_90) spills more (the spectrum held: 2,704
-    bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles held: 604 bytes against 448
-    at 64 x 64 now).
+    signal, see the module docstring; the host makes TILE even, see batch_tile). For the skip term the row's u and pre
+    are re-read (L1 / L2), not held through the transforms.
 
-    HALF (host: _half_grid): the signal's samples and the written outputs lie in rows < N1 / 2, so the (complex)
-    input tile and output tile are (N1 / 2, N2) and the first / last stage take the (N1, N1 / 2) / (N1 / 2, N1)
-    blocks of F1.
+    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64; 64 x
+    64 grids still spill 456 / 460 (84 / 84 in 2D without gates). Tried and dropped: running the transforms on
+    transposed tiles (first DFT along the second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160
+    / 152 in 2D, 656 / 656 at 32 x 64 against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -410,12 +467,8 @@ def conv_fwd_kernel(
     b0 = (pid % tiles) * TILE
     R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
-    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    if HALF:  # the first stage reads only the R nonzero rows, the last computes only the R written rows
-        f1r, f1i = _load_block(dft1_ptr, N1, R, N1)  # F1[:, :R], (N1, R)
-        g1r, g1i = _load_block(dft1_ptr, R, N1, N1)  # F1[:R, :], (R, N1)
-    else:
-        g1r, g1i = f1r, f1i
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 as one complex signal
@@ -424,12 +477,8 @@ def conv_fwd_kernel(
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        kr, ki = _load_complex(spec_ptr + c * 2 * N1 * N2, N1, N2)  # (N1, N2)
-        zr, zi = _cmul(xr, xi, kr, ki)
         # (R, N2) each: the two rows' outputs
-        yr, yi = _ifft_complex(zr, zi, g1r, g1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        # x re-read for the skip term (L1 / L2), not held
+        yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
         rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
@@ -486,10 +535,90 @@ def conv_bwd_kernel(
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
-    grad_k_ptr,  # (S, C, N1, N2) fp32 out: per batch slice, circular cross-correlation, lag 0 at [0, 0]
-    grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
     C,
+    TILE,  # batch tile: rows per program, as in conv_fwd_kernel
+    ROWS,
+    COLS,
+    STRIDE,
+    LIMIT,
+    SUB,  # batch and channel strides (elements) of u, pre, post: rows are read in place
+    SUC,
+    SPB,
+    SPC,
+    SQB,
+    SQC,
+    SGB,  # batch and channel strides of grad_y
+    SGC,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # as in conv_fwd_kernel: the gradients, like the signals, occupy rows < N1 / 2
+):
+    """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
+    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel.
+
+    With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
+    d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
+    Packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise, the inverses of X K and H conj(K) give s and d x
+    of both rows. As in the forward, HALF skips the zero padding and the rows no gradient is written to.
+
+    Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
+    single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's
+    transforms, and spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads in bytes) 856 / 784 at 32 x 32,
+    1,264 / 1,188 at 32 x 64, 3,532 / 4,276 at 64 x 64 and 2,788 / 3,224 in 2D at 64 x 64; this one spills none up to
+    32 x 64 (224 and 253 registers) and, like the forward, still does at 64 x 64: 788 / 1,108 (92 / 92 in 2D).
+    """
+    tiles = tl.cdiv(B, TILE)
+    pid = tl.program_id(0).to(tl.int64)
+    c = pid // tiles
+    b0 = (pid % tiles) * TILE
+    R: tl.constexpr = N1 // 2 if HALF else N1
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    spec = spec_ptr + c * 2 * N1 * N2
+    d = tl.load(d_ptr + c) if HAS_D else 0.0
+    end = tl.minimum(b0 + TILE, B)
+    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
+        u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
+        grad_y_row = grad_y_ptr + b * SGB + c * SGC
+        grad_y_next = grad_y_row + SGB
+        if HAS_POST:
+            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+            xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+            sr, si = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+            rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
+            _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
+            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (R, N2)
+        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
+        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
+        rows = (grad_y_row, u_row, pre_row, post_row)
+        _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
+        rows = (grad_y_next, u_next, pre_next, post_next)
+        out = ((b + 1) * C + c) * LIMIT
+        _store_grad_input(gi, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE, HAS_POST)
+
+
+@triton.jit
+def conv_bwd_filter_kernel(
+    grad_y_ptr,  # (B, C, LIMIT), rows contiguous (strides SGB, SGC)
+    u_ptr,
+    pre_ptr,
+    post_ptr,
+    dft1_ptr,
+    dft2_ptr,
+    tw_ptr,
+    work_ptr,  # (S, C, 2, 2, N1, N2) fp32 per program: X of the current pair (scratch); out: sum_b H conj(X)
+    grad_d_ptr,  # (S, C) fp32 out: per batch slice
+    B,
     SLICE,  # batch rows per slice (the last slice may hold fewer)
     ROWS,
     COLS,
@@ -503,87 +632,107 @@ def conv_bwd_kernel(
     SQC,
     SGB,  # batch and channel strides of grad_y
     SGC,
-    inv_n,
     N1: tl.constexpr,
     N2: tl.constexpr,
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF: tl.constexpr,  # the signals occupy rows < N1 / 2 (as in conv_fwd_kernel; grad_k fills the whole grid)
 ):
-    """One program per (channel, batch slice), looping over the slice's rows; every gradient of the forward,
-    intermediates recomputed. grad_k and grad_D are the slice's partial sums: the host adds the S slices in a fixed
-    order (deterministic, no atomics).
+    """The cross spectrum sum_b H conj(X) (for grad_k) and grad_D of the backward (see conv_bwd_kernel), one program
+    per (channel, batch slice), looping over the slice's rows in packed pairs: the slice's partial sums, which the host
+    adds over the S slices in a fixed order (deterministic, no atomics) before filter_gradient_kernel inverts the
+    cross spectrum.
 
-    With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
-    d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x,
-    d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)).
-    Rows are packed in pairs as in conv_fwd_kernel (the host makes SLICE even where there are several slices, see
-    paired_batch_slices): X = X_b + i X_(b+1) and H likewise, so the inverses of X K and H conj(K) give s and d x of
-    both rows. For grad_k the packed product H conj(X) = H_b conj(X_b) + H_(b+1) conj(X_(b+1)) + i (H_(b+1) conj(X_b)
-    - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a difference of cross-correlations of real
-    rows): its i times a real sequence is imaginary after the inverse, so the real part of the accumulator's inverse,
-    all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
-    Packing costs registers: ptxas (sm_90, 8 warps, bf16x3, gated) reports more spill bytes than for one real row at
-    a time (stores / loads: 856 / 784 against 780 / 684 at 32 x 32, 1,264 / 1,188 against 1,084 / 956 at 32 x 64,
-    3,532 / 4,276 against 3,456 / 4,092 at 64 x 64; 2D 64 x 64: 2,788 / 3,224 against 2,092 / 2,040), but the loop
-    body runs once per pair, so per row the spill traffic is about half. Skipping a lone row's stores with a scalar
-    branch instead of a mask spilled more (900 / 888 at 32 x 32, 3,956 / 4,788 at 64 x 64).
-    Across a pair only X and the accumulators are held: the inputs, the twiddles and the filter spectrum are re-read
-    from L1 / L2 where used (registers, as in conv_fwd_kernel).
+    d D = sum h x, d k[lag] = sum_b sum_t h[t] x[t - lag] (spectrum sum_b H conj(X)). For the packed pairs (the host
+    makes SLICE even where there are several slices, see paired_batch_slices) H conj(X) = H_b conj(X_b) + H_(b+1)
+    conj(X_(b+1)) + i (H_(b+1) conj(X_b) - H_b conj(X_(b+1))), and the bracket is the spectrum of a real signal (a
+    difference of cross-correlations of real rows): its i times a real sequence is imaginary after the inverse, so the
+    real part of the accumulator's inverse, all _ifft_real returns, is exactly the sum of both rows' cross-correlations.
+
+    Registers: nothing is held across a pair but the DFT factors. X goes to the program's own slot of work_ptr while
+    H is transformed, and the accumulator lives there too (read, added to and rewritten once per pair: L1 / L2
+    traffic of 6 complex fp32 tiles a pair); the barriers order those accesses between threads and keep the compiler
+    from overlapping the two transforms. Held in registers, X and the accumulator spilled (ptxas, sm_90, 8 warps,
+    bf16x3, gated; stores / loads in bytes) 112 / 100 at 32 x 32 (transposed tiles), and with the final inverse in
+    this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none up to 32 x 64 (144 and 178
+    registers) and in 2D, 80 / 84 at 64 x 64.
     """
     c = tl.program_id(0).to(tl.int64)
+    C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, N1, N2)
-    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)
-    spec = spec_ptr + c * 2 * N1 * N2  # re-read per use (L1 / L2), as in conv_fwd_kernel
-    d = tl.load(d_ptr + c) if HAS_D else 0.0
-    acc_r = tl.zeros((N1, N2), dtype=tl.float32)  # sum_b H conj(X) over the slice, layout [k1, k2]
-    acc_i = tl.zeros((N1, N2), dtype=tl.float32)
+    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
+    R: tl.constexpr = N1 // 2 if HALF else N1
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
+    work_x = work_ptr + part * 4 * N1 * N2
+    work_acc = work_x + 2 * N1 * N2
+    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    zeros = tl.zeros(grid.shape, dtype=tl.float32)
+    _store_row(work_acc, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
-        second = mask & (b + 1 < end)  # an odd last row is paired with zeros (a mask: see the docstring)
+        second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        # the inputs are re-read (L1 / L2) where each is used, not held through the transforms (registers)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (N1, N2)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        if HAS_POST:
-            zr, zi = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-            sr, si = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-            _store_grad_post(
-                sr, d, grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask, HAS_PRE
-            )
-            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
-            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
+        tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and X is visible to all threads)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
         acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _fft_complex(hr, hi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        # H conj(X) of the packed pair = H_b conj(X_b) + H_b+1 conj(X_b+1) + i (a spectrum whose inverse is real):
-        # the real part of the accumulator's inverse is the sum of both rows' cross-correlations
-        pr, pi = _cmul_conj(hr, hi, xr, xi)
-        acc_r += pr
-        acc_i += pi
-        zr, zi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-        gr, gi = _ifft_complex(zr, zi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
-        rows = (grad_y_row, u_row, pre_row, post_row)
-        outs = (grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
-        _store_grad_input(gr, d, *rows, *outs, offs, mask, HAS_PRE, HAS_POST)
-        rows = (grad_y_next, u_next, pre_next, post_next)
-        outs = (grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
-        _store_grad_input(gi, d, *rows, *outs, offs, second, HAS_PRE, HAS_POST)
-    grad_k = _ifft_real(acc_r, acc_i, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION) * inv_n
-    grid = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
-    tl.store(grad_k_ptr + part * N1 * N2 + grid, grad_k)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
+        ar, ai = _load_row(work_acc, grid, N1 * N2)
+        _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)
+        tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
     tl.store(grad_d_ptr + part, acc_d)
+
+
+@triton.jit
+def filter_gradient_kernel(
+    cross_ptr,  # (C, 2, N1, N2) fp32: sum_b H conj(X) (conv_bwd_filter_kernel's slices added)
+    dft1_ptr,
+    dft2_ptr,
+    tw_ptr,
+    grad_k_ptr,  # (C, N1, N2) fp32 out: circular cross-correlation, lag 0 at [0, 0]
+    scale,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+):
+    """One program per channel: grad_k = scale (1 / N) * Re(inverse of the cross spectrum). Its own kernel: as the
+    last step of conv_bwd_filter_kernel this inverse spilled there (ptxas, sm_90, 8 warps, bf16x3, gated; stores /
+    loads) 452 / 444 bytes at 32 x 64 and 692 / 844 at 64 x 64 (268 / 268 in 2D), against none / 72 / none without
+    it; and the slices' spectra are added first, so it runs once per channel. Here the twiddles and F1 are loaded
+    after the first stage: loaded up front (as _ifft_real's callers do) they spilled 312 / 312 at 32 x 64 and 292 / 316
+    at 64 x 64; after it, none on square grids but 88 / 88 at 32 x 64 (4 warps: 316 / 316; 16 warps: 1,112 / 1,116).
+    Non-square grids (whose first stage takes a dense factor of the long side) therefore run on the transposed tile,
+    the first stage along its first axis: none at 32 x 64 (190 registers); square ones stay in natural order
+    (transposed: 28 / 28 bytes at 64 x 64, 32 / 32 in 2D)."""
+    c = tl.program_id(0).to(tl.int64)
+    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
+    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
+    TRANSPOSED: tl.constexpr = N1 != N2  # see the docstring
+    if TRANSPOSED:
+        offs = tl.arange(0, N1)[None, :] * N2 + tl.arange(0, N2)[:, None]  # (N2, N1), indexed [k2, k1] / [n2, n1]
+    else:
+        offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    zr, zi = _load_row(cross_ptr + c * 2 * N1 * N2, offs, N1 * N2)
+    cr, ci = _dft(zr, zi, *_load_complex(dft2_ptr, M2, M2), False, True, TRANSPOSED, PRECISION)  # [k1, n2] or [n2, k1]
+    tl.debug_barrier()  # a fence: the twiddles and F1 are loaded after the first stage, not held through it
+    if TWIDDLE:
+        cr, ci = _cmul_conj(cr, ci, *_load_row(tw_ptr, offs, N1 * N2))
+    grad_k = _dft(cr, ci, *_load_complex(dft1_ptr, M1, M1), True, True, not TRANSPOSED, PRECISION)[0]
+    tl.store(grad_k_ptr + c * N1 * N2 + offs, grad_k * scale)
 
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.

@@ -13,10 +13,12 @@ FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in regi
 the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
 and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
 only the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs
-(_half_grid). The backward runs one program per (channel, batch slice) (see batch_slices: enough slices that every SM
-has a program; paired_batch_slices keeps them even), looping over the slice's rows in packed pairs; it recomputes the
-input's spectrum instead of storing it and produces every gradient in one pass. grad_k and grad_D leave each program as
-the slice's partial sums, (S, C, ...) fp32, which the host adds over S in a fixed order: no atomics, so the backward is
+(_half_grid). The backward recomputes the input's spectrum instead of storing it, in three kernels (one fused kernel
+for every gradient held too much in registers, see _triton_kernels): the per-row gradients (u, gates) in batch tiles
+as the forward; the cross spectrum sum_b H conj(X) and grad_D, one program per (channel, batch slice) (see
+batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them even) looping over the
+slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one program per channel. The slices'
+partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
 deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
@@ -648,8 +650,9 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
 
 
 def _half_grid(plan: Plan) -> bool:
-    """Whether the fused-register forward transforms only the top half of the grid's rows: the signal (zero padding
-    below it) and the outputs it writes occupy rows < n1 / 2, the half still meets tl.dot's MIN_SIDE, and the grid
+    """Whether the fused-register forward and backward transform only the top half of the grid's rows: the signals
+    (zero padding below them) and the outputs written occupy rows < n1 / 2 (grad_k, which fills the grid, is inverted
+    in full), the half still meets tl.dot's MIN_SIDE, and the grid
     takes no radix-2 step (those split the rows into even and odd ones, each reaching the padding)."""
     occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
     return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
@@ -778,14 +781,28 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
+    """Three kernels: the per-row gradients in batch tiles (as the forward); the cross spectrum sum_b H conj(X) and
+    grad_D per batch slice; the inverse of the slices' summed cross spectrum, grad_k (see _triton_kernels)."""
     batch, channels = u.shape[:2]
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
-    slices, rows = paired_batch_slices(batch, channels, _sm_count(u.device))
-    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (plan.n1, plan.n2))
+    sms = _sm_count(u.device)
+    tile = batch_tile(batch, channels, sms)
+    slices, rows = paired_batch_slices(batch, channels, sms)
+    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch) and the cross spectrum (out)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (2, 2, plan.n1, plan.n2))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
-    geometry = (batch, channels, rows, *_signal_geometry(plan), *strides, 1.0 / (plan.n1 * plan.n2))
-    kernels.conv_bwd_kernel[(channels, slices)](grad_y, u, pre, post, *operands, *outputs, *geometry, **meta)
-    grad_k, grad_d = _filter_gradients(*_slice_sums(outputs[3:]), k, D, plan)
+    signals, half = (grad_y, u, pre, post), _half_grid(plan)
+    geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
+    grid = (channels * -(-batch // tile),)  # channel-major batch tiles
+    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, HALF=half)
+    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "num_warps")}
+    flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], "HALF": half}  # grad_D = sum h x needs no D
+    geometry = (batch, rows, *_signal_geometry(plan), *strides)
+    kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *constants, *outputs[3:], *geometry, **sizes, **flags)
+    cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
+    grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
+    kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, 1.0 / (plan.n1 * plan.n2), **sizes)
+    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
