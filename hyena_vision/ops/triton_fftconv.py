@@ -652,8 +652,8 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
 def _half_grid(plan: Plan) -> bool:
     """Whether the fused-register forward and backward transform only the top half of the grid's rows: the signals
     (zero padding below them) and the outputs written occupy rows < n1 / 2 (grad_k, which fills the grid, is inverted
-    in full), the half still meets tl.dot's MIN_SIDE, and the grid
-    takes no radix-2 step (those split the rows into even and odd ones, each reaching the padding)."""
+    in full), the half still meets tl.dot's MIN_SIDE, and the grid takes no radix-2 step (those split the rows into
+    even and odd ones, each reaching the padding)."""
     occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
     return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
 
