@@ -455,17 +455,29 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
         test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True)
 
 
+@pytest.mark.parametrize("radix2", [False, True], ids=["dense", "radix2"])
 @pytest.mark.parametrize("case", ["causal", "bidirectional", "2d"])
-def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
-    """The fused-register kernels on the top half of the grid's rows only (the signals' zero padding skipped in the
-    first stage, the discarded outputs in the last), forward and backward (whose grad_k fills the whole grid): 32 x 64
-    grids on the GPU, 8 x 16 ones on the CPU (MIN_SIDE lowered to 4 so that the half meets it)."""
+def test_zero_padding_skip_matches_float64(device, monkeypatch, case, radix2):
+    """The fused-register kernels on the first half of the grid's rows (and in 2D of its columns) only: the signals'
+    zero padding skipped in the first stages, the discarded outputs in the last ones, forward and backward (whose
+    grad_k fills the whole grid). Dense factors: 32 x 64 grids on the GPU, 8 x 16 / 16 x 32 ones on the CPU (MIN_SIDE
+    lowered to 4 so that the half meets it); radix-2 steps over half-filled factors: 64 x 64 grids on the GPU, 16 x 16
+    on the CPU (RADIX2_SIDE lowered to 4 as well), there the rows only (see _half_grid)."""
     if device != "cuda":
         monkeypatch.setattr(triton_fftconv, "MIN_SIDE", 4)
-    length = {"causal": 1024 if device == "cuda" else 60, "bidirectional": 1000 if device == "cuda" else 50}.get(case)
+        if radix2:
+            monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_SIDE", triton_fftconv.kernels.tl.constexpr(4))
+            monkeypatch.setattr(triton_fftconv, "RADIX2_SIDE", 4)
+    lengths = {  # (dense, radix2) on the GPU and on the CPU
+        "causal": ((1024, 2048), (60, 100)),
+        "bidirectional": ((1000, 2000), (50, 100)),
+        "2d": (((16, 32), (32, 32)), ((8, 16), (8, 8))),
+    }
+    length = lengths[case][device != "cuda"][radix2]
     if case == "2d":
-        (height, width), kshape = ((16, 32), (31, 63)) if device == "cuda" else ((8, 16), (15, 31))
-        u = torch.randn(2, 3, height, width, device=device)  # grid 32 x 64 (CPU: 16 x 32), image in the top half
+        height, width = length
+        u = torch.randn(2, 3, height, width, device=device)  # the image in the grid's top left quarter
+        kshape = (2 * height - 1, 2 * width - 1)
         k, D = torch.randn(3, *kshape, device=device) / 30, torch.randn(3, device=device)
         plan = triton_fftconv.plan_2d(height, width, *kshape)
         inputs, triton_forward, reference_forward = (u, k, D), lambda *t: fftconv2d(*t, backend="triton"), direct_conv2d
@@ -480,7 +492,9 @@ def test_zero_padding_skip_matches_float64(device, monkeypatch, case):
         def reference_forward(u, k, D, pre, post):
             return direct_conv1d(u, k, D, 0 if causal else length - 1, pre, post)
 
-    assert triton_fftconv.variant(plan) == "fused-register" and triton_fftconv._half_grid(plan)
+    assert triton_fftconv.variant(plan) == "fused-register"
+    assert (triton_fftconv._factor(plan.n1, plan.n2) < plan.n1) == radix2
+    assert triton_fftconv._half_grid(plan) == {"HALF_ROWS": True, "HALF_COLS": case == "2d" and not radix2}
     assert relative_error(triton_forward(*inputs), reference_forward(*inputs)) < TOLERANCE[torch.float32]
     grad_y = torch.randn_like(inputs[0])
     actual = triton_gradients(triton_forward, inputs, grad_y)

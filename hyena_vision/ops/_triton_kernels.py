@@ -13,9 +13,11 @@ DFTs (see _dft), so their DFT factors, the K side of every tl.dot, are 16 / 32 p
 panels of the products in registers, and the halved K spills far less there. Such a spectrum is stored in an
 interleaved order along each axis (see _frequency); the twiddles' rows and the multi-pass outer twiddles follow it.
 Other grids (16 x 32, 32 x 64, ...) keep dense factors of their sides: on 32 x 64 the radix-2 form spilled more.
-Where the signal occupies only the top half of such a grid's rows (the zero padding of a linear convolution), the
-fused-register forward runs its first stage on those rows only, F1[:, :N1 / 2] @ x, and its last stage computes only
-the rows it writes, F1[:N1 / 2, :] @ c (HALF, see conv_fwd_kernel): half of each of those two products.
+Where the signal occupies only the first half of a grid's rows (the zero padding of a linear convolution), and in 2D
+of its columns, the fused-register kernels run the first stage on that half only (F1[:, :N1 / 2] @ x, or with a
+radix-2 step the same block of its half-length factor for the even and for the odd rows) and compute only the
+outputs written in the last stage (F1[:N1 / 2, :] @ c): half of each of those products (HALF_ROWS, HALF_COLS, see
+_fused_factors).
 
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
@@ -236,17 +238,22 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
     N = 2 M takes one radix-2 step, so 64-point sides need only 32-point factors (the tl.dot operand panels, K = M
     wide, are what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the
     even and odd samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency);
-    the inverse takes that order and returns natural order.
+    the inverse takes that order and returns natural order. F may be a block of F_M (see _fused_factors): (M, M / 2)
+    for a forward input of half length, whose other half is zero, and (M / 2, M) for an inverse that returns only the
+    first half of its outputs (both along the first axis; transposed along the second).
     """
     N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
-    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see conv_fwd_kernel)
+    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see _fused_factors)
         yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
     else:
-        k = tl.arange(0, N // 2)
+        # M: F's output side in the forward (whose input may hold only the signal's first half, taken by a block of
+        # F, see _fused_factors), its contraction side in the inverse (whose block computes only the first outputs)
+        M: tl.constexpr = fr.shape[1] if AXIS0 == INVERSE else fr.shape[0]
+        k = tl.arange(0, M)
         if AXIS0:
-            wr, wi = _unit_root(k[:, None], N)  # W_N^k, (M, 1)
+            wr, wi = _unit_root(k[:, None], 2 * M)  # W_2M^k, (M, 1)
         else:
-            wr, wi = _unit_root(k[None, :], N)  # (1, M)
+            wr, wi = _unit_root(k[None, :], 2 * M)  # (1, M)
         if INVERSE:  # x[2 m + r] = sum_k W_M^(-m k) W_N^(-r k) (Z[k] + (-1)^r Z[k + M])
             lo_r, hi_r = _deinterleave(xr, AXIS0)
             lo_i, hi_i = _deinterleave(xi, AXIS0)
@@ -359,27 +366,94 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
-def _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF: tl.constexpr):
-    """DFT factors of the fused-register kernels: the first stage's and the last stage's factor of the N1 side and
-    the factor of the N2 side. HALF: the input and output tiles are (N1 / 2, N2) (the signal and the written outputs
-    lie in grid rows < N1 / 2, below them zero padding), so the first stage takes F1[:, :N1 / 2] and the last
-    F1[:N1 / 2, :]: half of each of those two products."""
-    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
-    if HALF:
-        a1r, a1i = _load_block(dft1_ptr, N1, N1 // 2, N1)  # F1[:, :N1 / 2], (N1, N1 / 2)
-        z1r, z1i = _load_block(dft1_ptr, N1 // 2, N1, N1)  # F1[:N1 / 2, :], (N1 / 2, N1)
+def _fused_factors(
+    dft1_ptr, dft2_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF_ROWS: tl.constexpr, HALF_COLS: tl.constexpr
+):
+    """DFT factors of the fused-register kernels, per side the first stage's and the last stage's, as real and
+    imaginary parts: (a1, z1) of the N1 side, (a2, z2) of the N2 side. A side whose signal and written outputs occupy
+    only its first half (HALF_ROWS: rows < N1 / 2; HALF_COLS: columns < N2 / 2, 2D images) has the zero padding
+    skipped: its forward transform takes the half-length input with the block of the factor F_M (see _load_four_step)
+    that multiplies it, F_M[:, :M / 2] (M = N with a dense factor, N / 2 with a radix-2 step, whose even and odd
+    samples each fill only their first half too), and its inverse computes only the outputs written, with
+    F_M[:M / 2, :]. Both halve that stage's products and the tiles it holds (see _dft)."""
+    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
+    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
+    if HALF_ROWS:  # along the first axis the factor multiplies from the left: F @ x
+        a1r, a1i = _load_block(dft1_ptr, M1, M1 // 2, M1)
+        z1r, z1i = _load_block(dft1_ptr, M1 // 2, M1, M1)
     else:
-        a1r, a1i, z1r, z1i = f1r, f1i, f1r, f1i
-    return a1r, a1i, z1r, z1i, f2r, f2i
+        a1r, a1i = _load_complex(dft1_ptr, M1, M1)
+        z1r, z1i = a1r, a1i
+    if HALF_COLS:  # along the second from the right: x @ F
+        a2r, a2i = _load_block(dft2_ptr, M2 // 2, M2, M2)
+        z2r, z2i = _load_block(dft2_ptr, M2, M2 // 2, M2)
+    else:
+        a2r, a2i = _load_complex(dft2_ptr, M2, M2)
+        z2r, z2i = a2r, a2i
+    return a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i
 
 
 @triton.jit
 def _spectrum_of_pair(
-    xr, xi, f1r, f1i, f2r, f2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
+    xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
 ):
-    """Spectrum (N1, N2) of the packed pair xr + i xi given the first stage's factor f1 and f2 (see _fused_factors);
+    """Spectrum (N1, N2) of the packed pair xr + i xi given the first stages' factors a1, a2 (see _fused_factors);
     the twiddles are read here (L1 / L2), not held across the loop."""
-    return _fft_complex(xr, xi, f1r, f1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+    ar, ai = _dft(xr, xi, a1r, a1i, False, False, True, PRECISION)  # (N1, S), indexed [k1, n2]
+    if TWIDDLE and a2r.shape[0] < N2:
+        return _twiddled_radix2_step(ar, ai, a2r, a2i, tw_ptr, N1, N2, False, PRECISION)
+    if TWIDDLE:
+        ar, ai = _cmul(ar, ai, *_load_complex(tw_ptr, N1, N2))
+    return _dft(ar, ai, a2r, a2i, False, False, False, PRECISION)  # (N1, N2), indexed [k1, k2]
+
+
+@triton.jit
+def _inverse_of_pair(
+    zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
+):
+    """Unnormalised inverse of the spectrum (zr, zi) given the last stages' factors z1, z2 (see _fused_factors), both
+    parts, on the (R, S) tile of the outputs written; twiddles as in _spectrum_of_pair."""
+    if TWIDDLE and z2r.shape[0] < N2:
+        cr, ci = _twiddled_radix2_step(zr, zi, z2r, z2i, tw_ptr, N1, N2, True, PRECISION)
+    else:
+        cr, ci = _dft(zr, zi, z2r, z2i, False, True, False, PRECISION)  # (N1, S), indexed [k1, n2]
+        if TWIDDLE:
+            cr, ci = _cmul_conj(cr, ci, *_load_complex(tw_ptr, N1, N2))
+    return _dft(cr, ci, z1r, z1i, False, True, True, PRECISION)  # (R, S), indexed [n1, n2]
+
+
+@triton.jit
+def _twiddled_radix2_step(
+    xr, xi, fr, fi, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, INVERSE: tl.constexpr, PRECISION: tl.constexpr
+):
+    """The four-step's second stage along the rows of the (N1, N2) tile as a radix-2 step over the factor F_(N2 / 2)
+    = fr + i fi, with the twiddles T (N1, N2) applied on the way in (x T, then the DFT) or, INVERSE, on the way out
+    (the inverse DFT, then times conj(T)): as _dft with a _cmul before it (_cmul_conj after it), but each half of T
+    is read where its half of the samples (the even columns, the odd ones) is used, so only half of T is live at a
+    time. ptxas (sm_90, 8 warps, bf16x3, gated) at 64 x 64, spill stores in bytes (forward / per-row backward / cross
+    spectrum): 172 / 268 / 40 with T read whole before the step, 20 / 128 / 0 so."""
+    M: tl.constexpr = N2 // 2
+    tw_even = tw_ptr + tl.arange(0, N1)[:, None] * N2 + 2 * tl.arange(0, M)[None, :]  # (N1, M): T's even columns
+    if INVERSE:  # even and odd output samples from Z[k] +- Z[k + M] (see _dft)
+        wr, wi = _unit_root(tl.arange(0, M)[None, :], N2)  # W_N2^k, (1, M)
+        lo_r, hi_r = _deinterleave(xr, False)  # (N1, M) each
+        lo_i, hi_i = _deinterleave(xi, False)
+        er, ei = _dft_direct(lo_r + hi_r, lo_i + hi_i, fr, fi, False, True, False, PRECISION)
+        er, ei = _cmul_conj(er, ei, tl.load(tw_even), tl.load(tw_even + N1 * N2))
+        odd_r, odd_i = _cmul_conj(lo_r - hi_r, lo_i - hi_i, wr, wi)
+        odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, True, False, PRECISION)
+        odd_r, odd_i = _cmul_conj(odd_r, odd_i, tl.load(tw_even + 1), tl.load(tw_even + N1 * N2 + 1))
+        yr, yi = _interleave(er, odd_r, False), _interleave(ei, odd_i, False)
+    else:
+        even_r, odd_r = _deinterleave(xr, False)  # (N1, M) each
+        even_i, odd_i = _deinterleave(xi, False)
+        er, ei = _cmul(even_r, even_i, tl.load(tw_even), tl.load(tw_even + N1 * N2))
+        er, ei = _dft_direct(er, ei, fr, fi, False, False, False, PRECISION)
+        odd_r, odd_i = _cmul(odd_r, odd_i, tl.load(tw_even + 1), tl.load(tw_even + N1 * N2 + 1))
+        odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, False, False, PRECISION)
+        odd_r, odd_i = _cmul(odd_r, odd_i, *_unit_root(tl.arange(0, M)[None, :], N2))  # W_N2^k
+        yr, yi = _interleave(er + odd_r, er - odd_r, False), _interleave(ei + odd_i, ei - odd_i, False)
+    return yr, yi
 
 
 @triton.jit
@@ -391,8 +465,10 @@ def _conv_pair(
     a1i,
     z1r,
     z1i,
-    f2r,
-    f2i,
+    a2r,
+    a2i,
+    z2r,
+    z2i,
     tw_ptr,
     N1: tl.constexpr,
     N2: tl.constexpr,
@@ -405,14 +481,17 @@ def _conv_pair(
     held across the loop they lengthen the transforms' live ranges and ptxas (sm_90) spills more (the spectrum held:
     2,704 bytes of spill loads against 2,288 at 64 x 64 with dense 64-point factors; the twiddles: 604 against 448).
     Loading the DFT factors per use as well spilled far more (1,116 bytes of stores against 456 at 64 x 64, 8 against
-    none at 32 x 32): they stay held."""
-    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
-    kr, ki = _load_complex(spec, N1, N2)  # (N1, N2)
+    none at 32 x 32): they stay held. The barrier between the spectral product and the inverse keeps ptxas from
+    overlapping the two transforms: at 64 x 64 (bf16x3, gated, half rows) it cut the spill stores of the forward from
+    396 to 172 bytes and of the per-row backward from 564 to 268 (2D: 88 to 24 and 56 to 24)."""
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N1, N2)
+    kr, ki = _load_complex(spec, N1, N2)
     if CONJ:
         zr, zi = _cmul_conj(xr, xi, kr, ki)
     else:
         zr, zi = _cmul(xr, xi, kr, ki)
-    return _ifft_complex(zr, zi, z1r, z1i, f2r, f2i, *_load_complex(tw_ptr, N1, N2), TWIDDLE, PRECISION)
+    tl.debug_barrier()  # a fence: the inverse does not start before the product is formed (spills, see above)
+    return _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
 
 
 @triton.jit
@@ -446,7 +525,8 @@ def conv_fwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
+    HALF_ROWS: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
+    HALF_COLS: tl.constexpr,  # and / or only columns < N2 / 2 (2D)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
@@ -454,8 +534,10 @@ def conv_fwd_kernel(
     signal, see the module docstring; the host makes TILE even, see batch_tile). For the skip term the row's u and pre
     are re-read (L1 / L2), not held through the transforms.
 
-    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64; 64 x
-    64 grids still spill 456 / 460 (84 / 84 in 2D without gates). Tried and dropped: running the transforms on
+    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64 (177
+    and 178 registers); 64 x 64 grids still spill 20 / 28 (24 / 24 in 2D without gates), down from 456 / 460 (84 / 84)
+    by the half rows on radix-2 sides (_fused_factors), the fence before the inverse (_conv_pair) and the twiddles read
+    per half (_twiddled_radix2_step). Tried and dropped: running the transforms on
     transposed tiles (first DFT along the second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160
     / 152 in 2D, 656 / 656 at 32 x 64 against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
 
@@ -465,9 +547,10 @@ def conv_fwd_kernel(
     pid = tl.program_id(0).to(tl.int64)
     c = pid // tiles
     b0 = (pid % tiles) * TILE
-    R: tl.constexpr = N1 // 2 if HALF else N1  # grid rows the signal and the written outputs occupy
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    R: tl.constexpr = N1 // 2 if HALF_ROWS else N1  # grid rows and columns the signal and the outputs occupy
+    S: tl.constexpr = N2 // 2 if HALF_COLS else N2
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
+    factors = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
@@ -475,10 +558,10 @@ def conv_fwd_kernel(
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        # (R, N2) each: the two rows' outputs
-        yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+        # (R, S) each: the two rows' outputs
+        yr, yi = _conv_pair(xr, xi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
         rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
         _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
         rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
@@ -557,7 +640,8 @@ def conv_bwd_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF: tl.constexpr,  # as in conv_fwd_kernel: the gradients, like the signals, occupy rows < N1 / 2
+    HALF_ROWS: tl.constexpr,  # as in conv_fwd_kernel: the gradients occupy the signals' rows and columns
+    HALF_COLS: tl.constexpr,
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
     packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel.
@@ -565,21 +649,23 @@ def conv_bwd_kernel(
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
     Packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise, the inverses of X K and H conj(K) give s and d x
-    of both rows. As in the forward, HALF skips the zero padding and the rows no gradient is written to.
+    of both rows. As in the forward, HALF_ROWS / HALF_COLS skip the zero padding and the outputs never written.
 
     Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
     single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's
     transforms, and spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads in bytes) 856 / 784 at 32 x 32,
     1,264 / 1,188 at 32 x 64, 3,532 / 4,276 at 64 x 64 and 2,788 / 3,224 in 2D at 64 x 64; this one spills none up to
-    32 x 64 (224 and 253 registers) and, like the forward, still does at 64 x 64: 788 / 1,108 (92 / 92 in 2D).
+    32 x 64 (172 and 254 registers) and, like the forward, still does at 64 x 64: 128 / 176 (24 / 24 in 2D), down
+    from 788 / 1,108 (92 / 92) as in conv_fwd_kernel.
     """
     tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
     c = pid // tiles
     b0 = (pid % tiles) * TILE
-    R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
-    a1r, a1i, z1r, z1i, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    R: tl.constexpr = N1 // 2 if HALF_ROWS else N1
+    S: tl.constexpr = N2 // 2 if HALF_COLS else N2
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
+    factors = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     spec = spec_ptr + c * 2 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
@@ -590,16 +676,16 @@ def conv_bwd_kernel(
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
         if HAS_POST:
-            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
             xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-            sr, si = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+            sr, si = _conv_pair(xr, xi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
             rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
             _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
             rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
             _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
-        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (R, N2)
+        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (R, S)
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        gr, gi = _conv_pair(hr, hi, spec, a1r, a1i, z1r, z1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
+        gr, gi = _conv_pair(hr, hi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
         rows = (grad_y_row, u_row, pre_row, post_row)
         _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
         rows = (grad_y_next, u_next, pre_next, post_next)
@@ -638,7 +724,8 @@ def conv_bwd_filter_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF: tl.constexpr,  # the signals occupy rows < N1 / 2 (as in conv_fwd_kernel; grad_k fills the whole grid)
+    HALF_ROWS: tl.constexpr,  # the signals' rows and columns, as in conv_fwd_kernel (grad_k fills the whole grid)
+    HALF_COLS: tl.constexpr,
 ):
     """The cross spectrum sum_b H conj(X) (for grad_k) and grad_D of the backward (see conv_bwd_kernel), one program
     per (channel, batch slice), looping over the slice's rows in packed pairs: the slice's partial sums, which the host
@@ -656,19 +743,20 @@ def conv_bwd_filter_kernel(
     traffic of 6 complex fp32 tiles a pair); the barriers order those accesses between threads and keep the compiler
     from overlapping the two transforms. Held in registers, X and the accumulator spilled (ptxas, sm_90, 8 warps,
     bf16x3, gated; stores / loads in bytes) 112 / 100 at 32 x 32 (transposed tiles), and with the final inverse in
-    this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none up to 32 x 64 (144 and 178
-    registers) and in 2D, 80 / 84 at 64 x 64.
+    this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none (167 to 218 registers; 80 / 84
+    at 64 x 64 before the twiddles were read per half, see _twiddled_radix2_step).
     """
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
     part = tl.program_id(1).to(tl.int64) * C + c  # of the (S, C) partial sums
-    R: tl.constexpr = N1 // 2 if HALF else N1
-    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, N2)  # (R, N2)
+    R: tl.constexpr = N1 // 2 if HALF_ROWS else N1
+    S: tl.constexpr = N2 // 2 if HALF_COLS else N2
+    offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
     grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
     work_x = work_ptr + part * 4 * N1 * N2
     work_acc = work_x + 2 * N1 * N2
-    a1r, a1i, _, _, f2r, f2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF)
+    a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
     _store_row(work_acc, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
@@ -679,16 +767,16 @@ def conv_bwd_filter_kernel(
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, N2)
+        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
         _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
         tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and X is visible to all threads)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
         acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, f2r, f2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
         pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
         ar, ai = _load_row(work_acc, grid, N1 * N2)
         _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)

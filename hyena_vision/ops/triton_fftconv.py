@@ -12,11 +12,11 @@ complex signal (the filter is real, so the real and imaginary parts of the resul
 FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u,
 the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
 and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
-only the top half of the grid's rows, the first and last stages skip the zero padding and the discarded outputs
-(_half_grid). The backward recomputes the input's spectrum instead of storing it, in three kernels (one fused kernel
-for every gradient held too much in registers, see _triton_kernels): the per-row gradients (u, gates) in batch tiles
-as the forward; the cross spectrum sum_b H conj(X) and grad_D, one program per (channel, batch slice) (see
-batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them even) looping over the
+only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero padding and
+the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in three kernels
+(one fused kernel for every gradient held too much in registers, see _triton_kernels): the per-row gradients (u, gates)
+in batch tiles as the forward; the cross spectrum sum_b H conj(X) and grad_D, one program per (channel, batch slice)
+(see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them even) looping over the
 slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one program per channel. The slices'
 partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
 deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
@@ -649,13 +649,20 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
     return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
-def _half_grid(plan: Plan) -> bool:
-    """Whether the fused-register forward and backward transform only the top half of the grid's rows: the signals
-    (zero padding below them) and the outputs written occupy rows < n1 / 2 (grad_k, which fills the grid, is inverted
-    in full), the half still meets tl.dot's MIN_SIDE, and the grid takes no radix-2 step (those split the rows into
-    even and odd ones, each reaching the padding)."""
+def _half_grid(plan: Plan) -> dict[str, bool]:
+    """The fused-register kernels' HALF_ROWS / HALF_COLS: whether they transform only the first half of the grid's
+    rows / columns, where the signals (zero padding after them) and the outputs written occupy only that half (grad_k,
+    which fills the grid, is inverted in full) and the half of the side's DFT factor (see _factor) still meets
+    tl.dot's MIN_SIDE: rows of 32 or more points with a dense factor, of 64 with a radix-2 step (whose even and odd
+    samples both fill only their first half); columns (2D) of 32 or more points with a dense factor. ptxas (sm_90, 8
+    warps, bf16x3; before the fence in _triton_kernels._conv_pair) on 2D 64 x 64 grids (radix-2 on both sides), spill
+    stores in bytes, forward / per-row backward: 84 / 92 with neither half, 88 / 56 with the rows', 216 / 208 with both
+    (220 / 224 with the columns' alone); with dense factors none at 32 x 64 with both halves, 108 / 116 at 64 x 32 with
+    only the rows', none with both."""
     occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
-    return occupied <= plan.n1 // 2 and plan.n1 // 2 >= MIN_SIDE and _factor(plan.n1, plan.n2) == plan.n1
+    rows = occupied <= plan.n1 // 2 and _factor(plan.n1, plan.n2) // 2 >= MIN_SIDE
+    cols = plan.cols <= plan.n2 // 2 and _factor(plan.n2, plan.n1) == plan.n2 and plan.n2 // 2 >= MIN_SIDE
+    return {"HALF_ROWS": rows, "HALF_COLS": cols}
 
 
 def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
@@ -666,7 +673,7 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     inputs, strides = _in_place(u, pre_gate, post_gate)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, HALF=_half_grid(plan))
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, **_half_grid(plan))
     return y
 
 
@@ -794,9 +801,9 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, HALF=half)
+    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, **half)
     constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "num_warps")}
-    flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], "HALF": half}  # grad_D = sum h x needs no D
+    flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], **half}  # grad_D = sum h x needs no D
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
     kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *constants, *outputs[3:], *geometry, **sizes, **flags)
     cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
