@@ -310,12 +310,14 @@ def test_filter_spectrum_computed_once_per_step(device, monkeypatch, length):
 # so that grids of 512 / 1024 points take it, with P = 4, 8 (N / FUSED_L2_ROW) or 16 columns, and the SM count to 4:
 # four persistent programs loop over 6 rows (forward) / 6 (channel, batch slice) work items (backward: 3 channels,
 # batch of 2 in 2 slices); tl.dot tiles then go below 16, which only the interpreter accepts, so on the GPU the real
-# thresholds run at real lengths (N = 8K, 16K, 32K) instead.
+# thresholds run at real lengths (N = 8K, 16K, 32K) instead. MIN_SIDE is lowered too, so that these signals, which
+# fill half of each column, take the zero-padding skip (HALF_P: P = 32 on the GPU, any P here).
 FUSED_L2_CPU_THRESHOLDS = {
     "MAX_FFT_POINTS": 256,
     "MAX_FUSED_L2_POINTS": 1024,
     "FUSED_L2_ROW": 128,
     "DEFAULT_SMS": 4,
+    "MIN_SIDE": 2,
 }
 FUSED_L2_CASES = [  # causal, CPU length, GPU length, CPU columns P, gates, dtype; N on the CPU / GPU in comments
     (True, 300, 16384, 8, True, torch.float32),  # 1024 / 32768
@@ -349,6 +351,8 @@ def test_fused_l2_matches_float64_and_torch(
     klen = length if causal else 2 * length - 1
     plan = triton_fftconv.plan_1d(length, klen, causal)
     assert triton_fftconv.variant(plan) == "fused-L2" and (device == "cuda" or plan.n1 == columns)
+    _, sizes = triton_fftconv._fused_l2_setup(plan, torch.device(device))
+    assert sizes["HALF_P"] == (device == "cpu" or plan.n1 == 32)
     inputs = random_inputs(device, dtype, 2, 3, length, klen, gates)
     grad_y = torch.randn(2, 3, length, device=device).to(dtype)
 
@@ -371,6 +375,29 @@ def test_fused_l2_matches_float64_and_torch(
     assert_gradients_close(inputs, actual, triton_gradients(forward("torch"), inputs, grad_y), TOLERANCE[dtype], grad_y)
 
 
+def test_fused_l2_full_columns_match_float64(device, monkeypatch):
+    """A signal longer than half the grid (a short bidirectional filter) fills the whole of each column: the fused-L2
+    kernels transform every row of the (P, Q) view (HALF_P off)."""
+    length = 10000 if device == "cuda" else 300  # N = 16K (P = 32) / 512 (P = 4)
+    if device != "cuda":
+        use_cpu_fused_l2(monkeypatch, 4)
+    inputs = random_inputs(device, torch.float32, 2, 3, length, 7, True)
+    plan = triton_fftconv.plan_1d(length, 7, False)
+    _, sizes = triton_fftconv._fused_l2_setup(plan, torch.device(device))
+    assert triton_fftconv.variant(plan) == "fused-L2" and not sizes["HALF_P"]
+
+    def triton_forward(u, k, D, pre, post):
+        return fftconv(u, k, D, causal=False, pre_gate=pre, post_gate=post, backend="triton")
+
+    def reference_forward(u, k, D, pre, post):
+        return direct_conv1d(u, k, D, 3, pre, post)
+
+    assert relative_error(triton_forward(*inputs), reference_forward(*inputs)) < 1e-5
+    grad_y = torch.randn_like(inputs[0])
+    actual = triton_gradients(triton_forward, inputs, grad_y)
+    assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), 1e-5, grad_y)
+
+
 def test_fused_l2_tiles_fit_tl_dot():
     """At the real thresholds every tl.dot side of the fused-L2 kernels is >= 16, as the GPU requires."""
     for length in (2049, 3000, 4097, 8192, 8193, 16384):
@@ -378,7 +405,8 @@ def test_fused_l2_tiles_fit_tl_dot():
             plan = triton_fftconv.plan_1d(length, length if causal else 2 * length - 1, causal)
             assert triton_fftconv.variant(plan) == "fused-L2"
             _, sizes = triton_fftconv._fused_l2_setup(plan, torch.device("cpu"))
-            assert min(sizes["P"], sizes["Q1"], sizes["Q2"], sizes["BQ"]) >= triton_fftconv.MIN_SIDE
+            rows = sizes["P"] // 2 if sizes["HALF_P"] else sizes["P"]  # the column tiles' rows
+            assert min(sizes["P"], rows, sizes["Q1"], sizes["Q2"], sizes["BQ"]) >= triton_fftconv.MIN_SIDE
     slot_bytes = 300_000
     assert triton_fftconv._programs(10**6, slot_bytes, 1000) * slot_bytes <= triton_fftconv.L2_SCRATCH_BYTES
     assert triton_fftconv._programs(10**6, slot_bytes, 66) == 66  # one program per SM where L2 allows

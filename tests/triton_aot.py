@@ -93,7 +93,8 @@ SCENARIOS = (
     ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
     ("1D causal L=2048", 2048, True, (BF16_GATED,), 8),  # 64 x 64 grid with twiddles: radix-2 over 32-point DFTs
     ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
-    ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),
+    ("1D causal L=4000", 4000, True, (BF16_GATED,), 8),  # fused-L2, P = 16 (whole columns, 16 x 32 rows)
+    ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),  # fused-L2, P = 32 (half columns, 32 x 32 rows)
     ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64),
     ("1D causal L=20000", 20000, True, (BF16_GATED,), 8),  # direct column DFTs (P = 64)
     ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs

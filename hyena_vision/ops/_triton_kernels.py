@@ -1084,7 +1084,9 @@ def column_idft_kernel(
 # scratch row in registers in place, then reads the columns back for the inverse column DFTs, the skip and the gates.
 # Every signal is real, so only the column-spectrum rows fp <= P / 2 are kept (scratch (2, P / 2 + 1, Q)) and
 # row-transformed: the spectrum of a real signal is Hermitian, X[N - f] = conj(X[f]), and after the row inverse and
-# the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft).
+# the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft). Where
+# the signal fills only the first half of each column (HALF_P, see _column_factors), the column DFTs read and the
+# column inverses compute only those P / 2 rows.
 # Assumption (GPU): the scratch is written and re-read by the same program right away and reused for its next row, and
 # the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
 # L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
@@ -1105,30 +1107,49 @@ def column_idft_kernel(
 
 
 @triton.jit
-def _column_tile(q0, Q: tl.constexpr, P: tl.constexpr, BQ: tl.constexpr):
-    """p (P, 1), q (1, BQ) and offsets p * Q + q (P, BQ) of columns q0 .. q0 + BQ - 1 of the (P, Q) view."""
-    p = tl.arange(0, P)[:, None]
+def _column_tile(q0, Q: tl.constexpr, R: tl.constexpr, BQ: tl.constexpr):
+    """q (1, BQ) and the offsets p * Q + q (R, BQ) of rows p < R of columns q0 .. q0 + BQ - 1 of the (P, Q) view."""
     q = q0 + tl.arange(0, BQ)[None, :]
-    return p, q, p * Q + q
+    return q, tl.arange(0, R)[:, None] * Q + q
 
 
 @triton.jit
-def _store_column_dft(x, fr, fi, p, q, dst, offs, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
-    """dst[:, fp, q] = W_N^(q fp) * (F_P @ x)[fp, q] for the real (P, BQ) tile x and fp <= P / 2; dst is a
-    (2, P / 2 + 1, Q) fp32 scratch with planes HALF apart."""
+def _column_factors(dftp_ptr, P: tl.constexpr, HALF_P: tl.constexpr):
+    """The fused-L2 kernels' column DFT factors, the first pass's and the last pass's, as real and imaginary parts.
+    HALF_P: the signal and the outputs written occupy only rows p < P / 2 of the (P, Q) view (samples n = Q p + q <
+    N / 2, zero padding after them), so the first pass takes F_P[:, :P / 2] on those rows and the last computes only
+    them, with F_P[:P / 2, :]: half of each of those products (as _fused_factors does for the fused-register grid)."""
+    if HALF_P:
+        fr, fi = _load_block(dftp_ptr, P, P // 2, P)
+        lr, li = _load_block(dftp_ptr, P // 2, P, P)
+    else:
+        fr, fi = _load_complex(dftp_ptr, P, P)
+        lr, li = fr, fi
+    return fr, fi, lr, li
+
+
+@triton.jit
+def _store_column_dft(x, fr, fi, q, dst, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
+    """dst[:, fp, q] = W_N^(q fp) * (F_P @ x)[fp, q] for the real (R, BQ) tile x of rows p < R of columns q (rows
+    from R on are zero padding, fr + i fi = F_P[:, :R]) and fp <= P / 2; dst is a (2, P / 2 + 1, Q) fp32 scratch with
+    planes HALF apart."""
+    p = tl.arange(0, fr.shape[0])[:, None]  # (P, 1): the column spectrum's rows fp
     wr, wi = _unit_root(q * p, N)
-    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
+    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)  # (P, BQ)
+    offs = p * Q + q
     kept = p <= fr.shape[0] // 2  # (P, 1)
     tl.store(dst + offs, xr, mask=kept)
     tl.store(dst + HALF + offs, xi, mask=kept)
 
 
 @triton.jit
-def _column_idft(src, fr, fi, p, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
-    """Real (P, BQ) tile [p, q] of conj(F_P) @ Z, Z[fp, q] = conj(W_N^(q fp)) * src[:, fp, q]: the unnormalised column
-    inverse. src holds rows fp <= P / 2 (planes HALF apart); row P - fp is conj(Z[fp, q]) (Hermitian symmetry)."""
-    mirrored = p > fr.shape[0] // 2  # (P, 1)
-    source = tl.where(mirrored, fr.shape[0] - p, p)
+def _column_idft(src, fr, fi, q, Q: tl.constexpr, N: tl.constexpr, HALF: tl.constexpr, PRECISION: tl.constexpr):
+    """Real (R, BQ) tile [p, q], p < R, of conj(F_P) @ Z, Z[fp, q] = conj(W_N^(q fp)) * src[:, fp, q]: the
+    unnormalised column inverse, for fr + i fi = F_P[:R, :]. src holds rows fp <= P / 2 (planes HALF apart); row
+    P - fp is conj(Z[fp, q]) (Hermitian symmetry)."""
+    p = tl.arange(0, fr.shape[1])[:, None]  # (P, 1): frequencies fp
+    mirrored = p > fr.shape[1] // 2
+    source = tl.where(mirrored, fr.shape[1] - p, p)
     offs = source * Q + q  # (P, BQ)
     wr, wi = _unit_root(q * source, N)
     zr, zi = _cmul_conj(tl.load(src + offs), tl.load(src + HALF + offs), wr, wi)
@@ -1171,6 +1192,7 @@ def conv_fwd_l2_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF_P: tl.constexpr,  # the signal and y occupy rows p < P / 2 of the (P, Q) view (see _column_factors)
 ):
     """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
     Q: tl.constexpr = Q1 * Q2
@@ -1178,7 +1200,8 @@ def conv_fwd_l2_kernel(
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
     work_cols = scratch_ptr + tl.program_id(0).to(tl.int64) * 4 * HALF  # region A
     work_rows = work_cols + 2 * HALF  # region B
-    fr, fi = _load_complex(dftp_ptr, P, P)
+    R: tl.constexpr = P // 2 if HALF_P else P  # rows of the (P, Q) view the signal and y occupy
+    fr, fi, lr, li = _column_factors(dftp_ptr, P, HALF_P)
     g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
         c = i // B
@@ -1186,9 +1209,9 @@ def conv_fwd_l2_kernel(
         row = b * C + c  # of the (contiguous) output
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x into the scratch
-            p, q, offs = _column_tile(q0, Q, P, BQ)
-            x = _load_gated(u_row, pre_row, offs, offs < LIMIT, HAS_PRE)  # (P, BQ)
-            _store_column_dft(x, fr, fi, p, q, work_cols, offs, N, HALF, PRECISION)
+            q, offs = _column_tile(q0, Q, R, BQ)
+            x = _load_gated(u_row, pre_row, offs, offs < LIMIT, HAS_PRE)  # (R, BQ)
+            _store_column_dft(x, fr, fi, q, work_cols, Q, N, HALF, PRECISION)
         tl.debug_barrier()
         for fp in range(P // 2 + 1):  # pass 2: row FFT, times the filter spectrum, inverse row FFT
             offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
@@ -1200,9 +1223,9 @@ def conv_fwd_l2_kernel(
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
-            p, q, offs = _column_tile(q0, Q, P, BQ)
+            q, offs = _column_tile(q0, Q, R, BQ)
             mask = offs < LIMIT
-            y = _column_idft(work_rows, fr, fi, p, q, Q, N, HALF, PRECISION)  # (P, BQ)
+            y = _column_idft(work_rows, lr, li, q, Q, N, HALF, PRECISION)  # (R, BQ)
             _skip_and_store(
                 y, u_row, pre_row, post_row, d_ptr + c, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D
             )
@@ -1247,6 +1270,7 @@ def conv_bwd_l2_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF_P: tl.constexpr,  # the signals and gradients occupy rows p < P / 2 (grad_k fills the whole view)
 ):
     """Persistent programs, each looping over (channel, batch slice) work items and, per item, over the slice's
     rows: conv_bwd_kernel's gradients, grad_k and grad_D as per-slice partial sums (added on the host).
@@ -1270,7 +1294,8 @@ def conv_bwd_l2_kernel(
     rows_x = work_h + 2 * HALF  # region B
     rows_h = rows_x + 2 * HALF
     work_acc = rows_h + 2 * HALF
-    fr, fi = _load_complex(dftp_ptr, P, P)
+    R: tl.constexpr = P // 2 if HALF_P else P  # rows of the (P, Q) view the signals and their gradients occupy
+    fr, fi, lr, li = _column_factors(dftp_ptr, P, HALF_P)
     g1r, g1i, g2r, g2i, _, _ = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for item in range(tl.program_id(0).to(tl.int64), C * SLICES, tl.num_programs(0)):  # int64 work items
         c = item // SLICES  # consecutive items share a channel (its spectrum is read from L2)
@@ -1280,19 +1305,19 @@ def conv_bwd_l2_kernel(
         zeros = tl.zeros((Q1, Q2), dtype=tl.float32)
         for fp in range(P // 2 + 1):
             _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
-        acc_d = tl.zeros((P, BQ), dtype=tl.float32)  # sum_b h x over the slice, summed over column blocks too
+        acc_d = tl.zeros((R, BQ), dtype=tl.float32)  # sum_b h x over the slice, summed over column blocks too
         for b in range(b0, tl.minimum(b0 + SLICE, B)):
             row = b * C + c  # of the (contiguous) outputs
             u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
             grad_y_row = grad_y_ptr + b * SGB + c * SGC
             for q0 in range(0, Q, BQ):  # pass 1: column DFTs of x and h
-                p, q, offs = _column_tile(q0, Q, P, BQ)
+                q, offs = _column_tile(q0, Q, R, BQ)
                 mask = offs < LIMIT
-                x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (P, BQ)
+                x = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, BQ)
                 h = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
                 acc_d += h * x
-                _store_column_dft(x, fr, fi, p, q, work_x, offs, N, HALF, PRECISION)
-                _store_column_dft(h, fr, fi, p, q, work_h, offs, N, HALF, PRECISION)
+                _store_column_dft(x, fr, fi, q, work_x, Q, N, HALF, PRECISION)
+                _store_column_dft(h, fr, fi, q, work_h, Q, N, HALF, PRECISION)
             tl.debug_barrier()
             for fp in range(P // 2 + 1):  # pass 2a: X in place of x's column DFTs, row inverse of X K
                 offs = _row_offsets(fp, Q1, Q2)  # (Q1, Q2)
@@ -1314,19 +1339,19 @@ def conv_bwd_l2_kernel(
                 _store_row(rows_h, offs, zr, zi, HALF)
             tl.debug_barrier()
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
-                p, q, offs = _column_tile(q0, Q, P, BQ)
+                q, offs = _column_tile(q0, Q, R, BQ)
                 mask = offs < LIMIT
-                u = _load_signal(u_row, offs, mask)  # (P, BQ)
+                u = _load_signal(u_row, offs, mask)  # (R, BQ)
                 x = u
                 if HAS_PRE:
                     pre = _load_signal(pre_row, offs, mask)
                     x = u * pre
                 h = _load_signal(grad_y_row, offs, mask)
                 if HAS_POST:
-                    s = _column_idft(rows_x, fr, fi, p, q, Q, N, HALF, PRECISION) + d * x
+                    s = _column_idft(rows_x, lr, li, q, Q, N, HALF, PRECISION) + d * x
                     tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
                     h = h * _load_signal(post_row, offs, mask)
-                grad_x = _column_idft(rows_h, fr, fi, p, q, Q, N, HALF, PRECISION) + d * h
+                grad_x = _column_idft(rows_h, lr, li, q, Q, N, HALF, PRECISION) + d * h
                 if HAS_PRE:
                     tl.store(
                         grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
@@ -1342,8 +1367,8 @@ def conv_bwd_l2_kernel(
             _store_row(work_x, offs, zr, zi, HALF)
         tl.debug_barrier()
         for q0 in range(0, Q, BQ):
-            p, q, offs = _column_tile(q0, Q, P, BQ)
-            grad_k = _column_idft(work_x, fr, fi, p, q, Q, N, HALF, PRECISION) * (1.0 / N)
+            q, offs = _column_tile(q0, Q, P, BQ)
+            grad_k = _column_idft(work_x, *_load_complex(dftp_ptr, P, P), q, Q, N, HALF, PRECISION) * (1.0 / N)
             tl.store(grad_k_ptr + part * N + offs, grad_k)
         tl.store(grad_d_ptr + part, tl.sum(tl.sum(acc_d, axis=1), axis=0))
         tl.debug_barrier()

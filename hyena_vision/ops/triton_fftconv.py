@@ -21,17 +21,18 @@ slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one
 partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
 deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
-1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the
-same fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward)
-in persistent programs, at most one per SM, but the FFT runs as column DFTs, row FFTs and inverse column DFTs
-through a small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates and y still cross
-HBM once. Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply, inverse column
-FFTs with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most
-SCRATCH_BYTES; its backward combines the same passes with elementwise torch ops. `variant` names the path of a plan.
-Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores
-as three-product splits (bf16x3 for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION).
-The fused kernels read u, the gates and grad_y in place through their batch and channel strides (HyenaOperator's
-channel slices are not copied); the multi-pass scheme works on contiguous copies. Outputs are contiguous.
+1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the same
+fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward) in
+persistent programs, at most one per SM, but the FFT runs as column DFTs, row FFTs and inverse column DFTs through a
+small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates and y still cross HBM once; where
+the signal fills only the first half of each column, the column passes skip the zero padding and the discarded outputs
+(HALF_P). Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply, inverse column FFTs
+with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most SCRATCH_BYTES; its backward
+combines the same passes with elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs
+in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3
+for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates
+and grad_y in place through their batch and channel strides (HyenaOperator's channel slices are not copied); the
+multi-pass scheme works on contiguous copies. Outputs are contiguous.
 """
 
 import contextlib
@@ -686,6 +687,9 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
     """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
     q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
     sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2)}
+    # zero-padding skip: the signal fills only the first half of each column (n = Q p + q < N / 2), and the half of
+    # the column factor meets tl.dot's MIN_SIDE (P = 32: N = 16K, 32K)
+    sizes["HALF_P"] = plan.limit <= plan.n1 * plan.n2 // 2 and plan.n1 // 2 >= MIN_SIDE
     sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
