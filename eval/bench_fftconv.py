@@ -56,8 +56,9 @@ def transform_flop(plan, packed: bool = True) -> float:
     side, halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
     fused-register kernels transform two real rows as one complex signal, so a row costs half a complex transform;
     packed=False: a real row transformed alone (its first stage, or the inverse's last, 2 dots instead of 4), as the
-    filter's spectrum and grad_k's inverse are. The fused-register forward's zero-padding skip (_half_grid) is not
-    counted."""
+    filter's spectrum and grad_k's inverse are. The zero-padding skip (a causal signal fills half the grid) halves the
+    forward's first stage and the inverse's last one where the kernels take it: the fused-register grid's rows
+    (_half_grid) and the fused-L2 columns (_half_p); the filter's spectrum and grad_k's inverse run whole."""
     from hyena_vision.ops import triton_fftconv
 
     def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
@@ -66,10 +67,13 @@ def transform_flop(plan, packed: bool = True) -> float:
 
     variant = triton_fftconv.variant(plan)
     if variant == "fused-register":  # packed: complex F1 @ x (4 dots) per pair; alone: real F1 @ x (2 dots)
-        return (grid_flop(plan.n1, plan.n2, 8) + 6) / 2 if packed else grid_flop(plan.n1, plan.n2, 4) + 6
+        if not packed:
+            return grid_flop(plan.n1, plan.n2, 4) + 6
+        first = 4 if triton_fftconv._half_grid(plan)["HALF_ROWS"] else 8  # 1D grids have no column skip
+        return (grid_flop(plan.n1, plan.n2, first) + 6) / 2
     row = grid_flop(*triton_fftconv._split(plan.n2), 8) + 6  # complex Q-point four-step per point of a row
     if variant == "fused-L2":  # real columns: only the P / 2 + 1 column-spectrum rows get row transforms
-        return 4 * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
+        return (2 if triton_fftconv._half_p(plan) else 4) * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
     if plan.direct:  # multi-pass, one (PP, PP) DFT-matrix product per column block
         column = 4 * max(triton_fftconv.MIN_SIDE, plan.n1) + 6
     else:

@@ -16,6 +16,24 @@ def run_script(*args: str) -> str:
     return done.stdout
 
 
+def test_bench_fftconv_model_counts_the_zero_padding_skip():
+    """The FLOP model halves the first stage (and the inverse's last) where the kernels skip the zero padding."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hv_testing import load_script
+
+    from hyena_vision.ops import triton_fftconv
+
+    transform_flop = load_script("eval/bench_fftconv.py").transform_flop
+    # causal L = 2048: 64 x 64 grid, radix-2 over 32-point factors, half rows; a packed row pays half of (4 * 32 for
+    # the first stage on half the rows + 8 * 32 + 10 for the butterflies + 6 for the twiddles); whole rows: 8 * 32
+    grid = triton_fftconv.plan_1d(2048, 2048, True)
+    assert transform_flop(grid) == (4 * 32 + 8 * 32 + 10 + 6) / 2
+    assert transform_flop(triton_fftconv.plan_1d(2100, 63, False)) == (8 * 32 + 8 * 32 + 10 + 6) / 2  # > half the grid
+    # causal L = 16K: fused-L2, P = 32 half columns (2 * 32) + 6, and 17 of 32 column-spectrum rows take 1024-point
+    # row FFTs on 32 x 32 (8 * 16 + 8 * 16 + 10 + 6 per point)
+    assert transform_flop(triton_fftconv.plan_1d(16384, 16384, True)) == 2 * 32 + 6 + 272 * 17 / 32
+
+
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
     args = "--lengths 64 200 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2".split()
     args += "--sizes-2d 6 --batch-2d 2 --channels-2d 3".split()

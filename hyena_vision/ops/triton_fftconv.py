@@ -686,12 +686,15 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
 def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
     """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
     q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
-    sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2)}
-    # zero-padding skip: the signal fills only the first half of each column (n = Q p + q < N / 2), and the half of
-    # the column factor meets tl.dot's MIN_SIDE (P = 32: N = 16K, 32K)
-    sizes["HALF_P"] = plan.limit <= plan.n1 * plan.n2 // 2 and plan.n1 // 2 >= MIN_SIDE
+    sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2), "HALF_P": _half_p(plan)}
     sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
+
+
+def _half_p(plan: Plan) -> bool:
+    """The fused-L2 kernels' HALF_P: the signal fills only the first half of each column of the (P, Q) view (samples
+    n = Q p + q < N / 2) and the half of the column factor meets tl.dot's MIN_SIDE (P = 32: N = 16K, 32K)."""
+    return plan.limit <= plan.n1 * plan.n2 // 2 and plan.n1 // 2 >= MIN_SIDE
 
 
 def _programs(work: int, slot_bytes: int, sms: int) -> int:
