@@ -238,16 +238,16 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
     N = 2 M takes one radix-2 step, so 64-point sides need only 32-point factors (the tl.dot operand panels, K = M
     wide, are what fills the registers): X[k + M j] = E[k] + (-1)^j W_N^k O[k] with E, O the M-point DFTs of the
     even and odd samples. Its spectrum is stored interleaved: entry 2 k + j holds frequency k + M j (see _frequency);
-    the inverse takes that order and returns natural order. F may be a block of F_M (see _fused_factors): (M, M / 2)
+    the inverse takes that order and returns natural order. F may be a block of F_M: (M, M / 2)
     for a forward input of half length, whose other half is zero, and (M / 2, M) for an inverse that returns only the
-    first half of its outputs (both along the first axis; transposed along the second).
+    first half of its outputs (both along the first axis; transposed along the second; see _half_blocks).
     """
     N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
-    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see _fused_factors)
+    if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see _half_blocks)
         yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
     else:
         # M: F's output side in the forward (whose input may hold only the signal's first half, taken by a block of
-        # F, see _fused_factors), its contraction side in the inverse (whose block computes only the first outputs)
+        # F, see _half_blocks), its contraction side in the inverse (whose block computes only the first outputs)
         M: tl.constexpr = fr.shape[1] if AXIS0 == INVERSE else fr.shape[0]
         k = tl.arange(0, M)
         if AXIS0:
@@ -366,30 +366,39 @@ def filter_spectrum_kernel(
 
 
 @triton.jit
+def _half_blocks(ptr, fr, fi, HALF: tl.constexpr):
+    """The first and the last stage's factor of a side whose DFT factor F_M = fr + i fi (M, M) is stored at ptr, as
+    (F @ x) multiplies it: with HALF (the signal and the outputs written occupy only the side's first half, zero
+    padding after them) F_M[:, :M / 2], which takes the half-length input, and F_M[:M / 2, :], which computes only the
+    first half of the outputs (half of each of those products, see _dft); else F_M twice. As x @ F the roles swap
+    (F_M is symmetric)."""
+    M: tl.constexpr = fr.shape[0]
+    if HALF:
+        ar, ai = _load_block(ptr, M, M // 2, M)
+        zr, zi = _load_block(ptr, M // 2, M, M)
+    else:
+        ar, ai, zr, zi = fr, fi, fr, fi
+    return ar, ai, zr, zi
+
+
+@triton.jit
 def _fused_factors(
-    dft1_ptr, dft2_ptr, N1: tl.constexpr, N2: tl.constexpr, HALF_ROWS: tl.constexpr, HALF_COLS: tl.constexpr
+    dft1_ptr,
+    dft2_ptr,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    HALF_ROWS: tl.constexpr,
+    HALF_COLS: tl.constexpr,
 ):
     """DFT factors of the fused-register kernels, per side the first stage's and the last stage's, as real and
     imaginary parts: (a1, z1) of the N1 side, (a2, z2) of the N2 side. A side whose signal and written outputs occupy
     only its first half (HALF_ROWS: rows < N1 / 2; HALF_COLS: columns < N2 / 2, 2D images) has the zero padding
-    skipped: its forward transform takes the half-length input with the block of the factor F_M (see _load_four_step)
-    that multiplies it, F_M[:, :M / 2] (M = N with a dense factor, N / 2 with a radix-2 step, whose even and odd
-    samples each fill only their first half too), and its inverse computes only the outputs written, with
-    F_M[:M / 2, :]. Both halve that stage's products and the tiles it holds (see _dft)."""
-    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
-    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
-    if HALF_ROWS:  # along the first axis the factor multiplies from the left: F @ x
-        a1r, a1i = _load_block(dft1_ptr, M1, M1 // 2, M1)
-        z1r, z1i = _load_block(dft1_ptr, M1 // 2, M1, M1)
-    else:
-        a1r, a1i = _load_complex(dft1_ptr, M1, M1)
-        z1r, z1i = a1r, a1i
-    if HALF_COLS:  # along the second from the right: x @ F
-        a2r, a2i = _load_block(dft2_ptr, M2 // 2, M2, M2)
-        z2r, z2i = _load_block(dft2_ptr, M2, M2 // 2, M2)
-    else:
-        a2r, a2i = _load_complex(dft2_ptr, M2, M2)
-        z2r, z2i = a2r, a2i
+    skipped with blocks of its factor F_M (M = N with a dense factor, N / 2 with a radix-2 step, whose even and odd
+    samples each fill only their first half too; see _half_blocks)."""
+    f1r, f1i, f2r, f2i, _, _ = _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1, N2)  # twiddles re-read per use
+    a1r, a1i, z1r, z1i = _half_blocks(dft1_ptr, f1r, f1i, HALF_ROWS)  # F @ x along the first axis
+    z2r, z2i, a2r, a2i = _half_blocks(dft2_ptr, f2r, f2i, HALF_COLS)  # x @ F along the second
     return a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i
 
 
@@ -537,9 +546,9 @@ def conv_fwd_kernel(
     Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64 (177
     and 178 registers); 64 x 64 grids still spill 20 / 28 (24 / 24 in 2D without gates), down from 456 / 460 (84 / 84)
     by the half rows on radix-2 sides (_fused_factors), the fence before the inverse (_conv_pair) and the twiddles read
-    per half (_twiddled_radix2_step). Tried and dropped: running the transforms on
-    transposed tiles (first DFT along the second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160
-    / 152 in 2D, 656 / 656 at 32 x 64 against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
+    per half (_twiddled_radix2_step). Tried and dropped: running the transforms on transposed tiles (first DFT along the
+    second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160 / 152 in 2D, 656 / 656 at 32 x 64
+    against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
     """
@@ -550,7 +559,7 @@ def conv_fwd_kernel(
     R: tl.constexpr = N1 // 2 if HALF_ROWS else N1  # grid rows and columns the signal and the outputs occupy
     S: tl.constexpr = N2 // 2 if HALF_COLS else N2
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
-    factors = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
+    factors = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     spec = spec_ptr + c * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
     # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
@@ -665,7 +674,7 @@ def conv_bwd_kernel(
     R: tl.constexpr = N1 // 2 if HALF_ROWS else N1
     S: tl.constexpr = N2 // 2 if HALF_COLS else N2
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
-    factors = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
+    factors = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     spec = spec_ptr + c * 2 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
@@ -756,7 +765,7 @@ def conv_bwd_filter_kernel(
     grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
     work_x = work_ptr + part * 4 * N1 * N2
     work_acc = work_x + 2 * N1 * N2
-    a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dft1_ptr, dft2_ptr, N1, N2, HALF_ROWS, HALF_COLS)
+    a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
     _store_row(work_acc, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
@@ -1085,7 +1094,7 @@ def column_idft_kernel(
 # Every signal is real, so only the column-spectrum rows fp <= P / 2 are kept (scratch (2, P / 2 + 1, Q)) and
 # row-transformed: the spectrum of a real signal is Hermitian, X[N - f] = conj(X[f]), and after the row inverse and
 # the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft). Where
-# the signal fills only the first half of each column (HALF_P, see _column_factors), the column DFTs read and the
+# the signal fills only the first half of each column (HALF_P, see _half_blocks), the column DFTs read and the
 # column inverses compute only those P / 2 rows.
 # Assumption (GPU): the scratch is written and re-read by the same program right away and reused for its next row, and
 # the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
@@ -1111,21 +1120,6 @@ def _column_tile(q0, Q: tl.constexpr, R: tl.constexpr, BQ: tl.constexpr):
     """q (1, BQ) and the offsets p * Q + q (R, BQ) of rows p < R of columns q0 .. q0 + BQ - 1 of the (P, Q) view."""
     q = q0 + tl.arange(0, BQ)[None, :]
     return q, tl.arange(0, R)[:, None] * Q + q
-
-
-@triton.jit
-def _column_factors(dftp_ptr, P: tl.constexpr, HALF_P: tl.constexpr):
-    """The fused-L2 kernels' column DFT factors, the first pass's and the last pass's, as real and imaginary parts.
-    HALF_P: the signal and the outputs written occupy only rows p < P / 2 of the (P, Q) view (samples n = Q p + q <
-    N / 2, zero padding after them), so the first pass takes F_P[:, :P / 2] on those rows and the last computes only
-    them, with F_P[:P / 2, :]: half of each of those products (as _fused_factors does for the fused-register grid)."""
-    if HALF_P:
-        fr, fi = _load_block(dftp_ptr, P, P // 2, P)
-        lr, li = _load_block(dftp_ptr, P // 2, P, P)
-    else:
-        fr, fi = _load_complex(dftp_ptr, P, P)
-        lr, li = fr, fi
-    return fr, fi, lr, li
 
 
 @triton.jit
@@ -1192,7 +1186,7 @@ def conv_fwd_l2_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
-    HALF_P: tl.constexpr,  # the signal and y occupy rows p < P / 2 of the (P, Q) view (see _column_factors)
+    HALF_P: tl.constexpr,  # the signal and y occupy rows p < P / 2 of the (P, Q) view (see _half_blocks)
 ):
     """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
     Q: tl.constexpr = Q1 * Q2
@@ -1201,7 +1195,7 @@ def conv_fwd_l2_kernel(
     work_cols = scratch_ptr + tl.program_id(0).to(tl.int64) * 4 * HALF  # region A
     work_rows = work_cols + 2 * HALF  # region B
     R: tl.constexpr = P // 2 if HALF_P else P  # rows of the (P, Q) view the signal and y occupy
-    fr, fi, lr, li = _column_factors(dftp_ptr, P, HALF_P)
+    fr, fi, lr, li = _half_blocks(dftp_ptr, *_load_complex(dftp_ptr, P, P), HALF_P)  # column DFT, inverse
     g1r, g1i, g2r, g2i, twr, twi = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for i in range(tl.program_id(0).to(tl.int64), B * C, tl.num_programs(0)):  # int64 row indices
         c = i // B
@@ -1295,7 +1289,7 @@ def conv_bwd_l2_kernel(
     rows_h = rows_x + 2 * HALF
     work_acc = rows_h + 2 * HALF
     R: tl.constexpr = P // 2 if HALF_P else P  # rows of the (P, Q) view the signals and their gradients occupy
-    fr, fi, lr, li = _column_factors(dftp_ptr, P, HALF_P)
+    fr, fi, lr, li = _half_blocks(dftp_ptr, *_load_complex(dftp_ptr, P, P), HALF_P)  # column DFT, inverse
     g1r, g1i, g2r, g2i, _, _ = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     for item in range(tl.program_id(0).to(tl.int64), C * SLICES, tl.num_programs(0)):  # int64 work items
         c = item // SLICES  # consecutive items share a channel (its spectrum is read from L2)
