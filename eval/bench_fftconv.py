@@ -54,11 +54,14 @@ def transform_flop(plan, packed: bool = True) -> float:
     """FLOP per FFT-grid point of one real row's transform (forward or inverse) as the kernels run it: DFT factors
     through tl.dot (2 FLOP per multiply-add, padded tiles counted; square grids from 32 x 32 take a radix-2 step per
     side, halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
-    fused-register kernels transform two real rows as one complex signal, so a row costs half a complex transform;
-    packed=False: a real row transformed alone (its first stage, or the inverse's last, 2 dots instead of 4), as the
-    filter's spectrum and grad_k's inverse are. The zero-padding skip (a causal signal fills half the grid) halves the
-    forward's first stage and the inverse's last one where the kernels take it: the fused-register grid's rows
-    (_half_grid) and the fused-L2 columns (_half_p); the filter's spectrum and grad_k's inverse run whole."""
+    fused-register kernels and the multi-pass passes transform two real rows as one complex signal, so a row costs
+    half a complex transform; packed=False: a row transformed alone (the filter's spectrum, grad_k's inverse): a real
+    one (its first stage, or the inverse's last, 2 dots instead of 4), but a complex one on direct multi-pass columns
+    (the pair's second row is zero). The zero-padding skip (a causal signal fills half the grid) halves the forward's
+    first stage and the inverse's last one where the kernels take it: the fused-register grid's rows (_half_grid), the
+    fused-L2 and multi-pass columns (_half_columns; direct multi-pass columns in the forward pass only, see
+    column_idft_kernel, so 6 instead of 8 per factor point on average); the filter's spectrum and grad_k's inverse run
+    whole."""
     from hyena_vision.ops import triton_fftconv
 
     def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
@@ -73,12 +76,17 @@ def transform_flop(plan, packed: bool = True) -> float:
         return (grid_flop(plan.n1, plan.n2, first) + 6) / 2
     row = grid_flop(*triton_fftconv._split(plan.n2), 8) + 6  # complex Q-point four-step per point of a row
     if variant == "fused-L2":  # real columns: only the P / 2 + 1 column-spectrum rows get row transforms
-        return (2 if triton_fftconv._half_p(plan) else 4) * plan.n1 + 6 + row * (plan.n1 // 2 + 1) / plan.n1
-    if plan.direct:  # multi-pass, one (PP, PP) DFT-matrix product per column block
-        column = 4 * max(triton_fftconv.MIN_SIDE, plan.n1) + 6
-    else:
-        column = grid_flop(*triton_fftconv._split(plan.n1), 4) + 12
-    return column + row
+        return (
+            (2 if triton_fftconv._half_columns(plan, plan.limit) else 4) * plan.n1
+            + 6
+            + row * (plan.n1 // 2 + 1) / plan.n1
+        )
+    half = packed and triton_fftconv._half_columns(plan, plan.limit)
+    if plan.direct:  # one (PP, PP) DFT-matrix product per column block, complex also for a lone row
+        column = (6 if half else 8) * max(triton_fftconv.MIN_SIDE, plan.n1) + 6
+    else:  # four-step columns, a real transform for a lone row (LONE), two twiddle multiplies
+        column = grid_flop(*triton_fftconv._split(plan.n1), (4 if half else 8) if packed else 4) + 12
+    return (column + row) / (2 if packed else 1)
 
 
 @dataclasses.dataclass
@@ -87,11 +95,11 @@ class Model:
 
     Forward: 2 transforms + the spectral products per row, the filter's transform once per channel (shared by B rows);
     backward: 4 transforms per row (x and h forward, d x and the recomputed k * x inverse) and the filter's gradient
-    inverse once per channel. The fused-register kernels pack two rows per complex transform (see transform_flop), which
-    also halves the spectral products per row. Bytes: gated forward reads u, pre, post and writes y; the backward reads
-    dy, u, pre, post and writes du, dpre, dpost; the fused-L2 scratch is assumed to stay in L2; the multi-pass scratch
-    (complex fp32, written once and read once per pass boundary) crosses HBM, and its backward adds about ten fp32
-    elementwise passes.
+    inverse once per channel. The fused-register kernels and the multi-pass scheme pack two rows per complex transform
+    (see transform_flop), which also halves the spectral products per row and the multi-pass scratch per row. Bytes:
+    gated forward reads u, pre, post and writes y; the backward reads dy, u, pre, post and writes du, dpre, dpost; the
+    fused-L2 scratch is assumed to stay in L2; the multi-pass scratch (complex fp32, written once and read once per
+    pass boundary) crosses HBM, and its backward adds about ten fp32 elementwise passes.
     """
 
     variant: str
@@ -112,13 +120,13 @@ class Model:
         alone = transform_flop(plan, packed=False) * points  # the filter's (per channel)
         # rows per complex transform and spectral product, averaged over the batch (an odd last row is paired with
         # zeros, so B = 1 pays a whole complex transform)
-        rows = batch / -(-batch // 2) if variant == "fused-register" else 1
-        transform = transform_flop(plan) * points * (2 / rows if variant == "fused-register" else 1)
+        rows = batch / -(-batch // 2) if variant != "fused-L2" else 1
+        transform = transform_flop(plan) * points * (2 / rows if variant != "fused-L2" else 1)
         fwd = 2 * transform + 12 * points / rows + alone / batch
         bwd = 4 * transform + 24 * points / rows + alone / batch
         fwd_bytes, bwd_bytes = 4 * element_size, 7 * element_size
         if variant == "multi-pass":
-            scratch = 4 * 8 * points  # pass 1 writes, pass 2 reads and writes, pass 3 reads
+            scratch = 4 * 8 * points / rows  # per pair: pass 1 writes, pass 2 reads and writes, pass 3 reads
             fwd_bytes += scratch + 2 * element_size  # pass 3 re-reads u and pre for the skip term
             bwd_bytes += 4 * scratch + 10 * 4
         precision = triton_fftconv.FP32_PRECISION

@@ -32,6 +32,17 @@ def test_bench_fftconv_model_counts_the_zero_padding_skip():
     # causal L = 16K: fused-L2, P = 32 half columns (2 * 32) + 6, and 17 of 32 column-spectrum rows take 1024-point
     # row FFTs on 32 x 32 (8 * 16 + 8 * 16 + 10 + 6 per point)
     assert transform_flop(triton_fftconv.plan_1d(16384, 16384, True)) == 2 * 32 + 6 + 272 * 17 / 32
+    # causal L = 30K: multi-pass, N = 64K as P = 64 direct columns (a packed pair's complex columns, half in the
+    # forward pass only: 6 * 64 + 6 on average) and Q = 1024-point rows (272); per row half of a pair's transform; a
+    # lone filter row pays whole complex columns (8 * 64). L = 1M: N = 2M as 64 x 64 four-step columns (radix-2 over
+    # 32-point factors: half 4 * 32 + 8 * 32 + 10, + 12 for the two twiddles) and 512-point rows on 16 x 32 (8 * 16 +
+    # 8 * 32 + 6); a lone row's real columns 4 * 32 as well
+    multipass = triton_fftconv.plan_1d(30_000, 30_000, True)
+    assert transform_flop(multipass) == (6 * 64 + 6 + 272) / 2
+    assert transform_flop(multipass, packed=False) == 8 * 64 + 6 + 272
+    four_step = triton_fftconv.plan_1d(1 << 20, 1 << 20, True)
+    assert transform_flop(four_step) == (4 * 32 + 8 * 32 + 10 + 12 + 8 * 16 + 8 * 32 + 6) / 2
+    assert transform_flop(four_step, packed=False) == 4 * 32 + 8 * 32 + 10 + 12 + 8 * 16 + 8 * 32 + 6
 
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):

@@ -31,12 +31,14 @@ def register_limit(num_warps: int) -> int:
 
 # Kernels whose register-heavy launches still spill on sm_90 (ptxas, Triton 3.8), all at 8 warps (255 registers a
 # thread; 4 and 16 warps spill more), only on 64 x 64 grids, in bytes of spill stores: the fused-register forward (24
-# in 2D, 20 with twiddles and gates) and the backward's per-row gradients (24 in 2D, 128); see the kernels' docstrings.
-# Every other kernel must compile without spills, and each kernel listed must still spill somewhere (remove it once
-# retuned).
+# in 2D, 20 with twiddles and gates) and the backward's per-row gradients (24 in 2D, 128), see the kernels'
+# docstrings; the multi-pass inverse column FFT on 64 x 64 columns (N >= 2M) of grad_k's whole-column inverse, once
+# per channel per backward (28; its launches on signals, half columns, spill none). Every other kernel must compile
+# without spills, and each kernel listed must still spill somewhere (remove it once retuned).
 KNOWN_SPILLS = {
     "conv_fwd_kernel",
     "conv_bwd_kernel",
+    "column_ifft_kernel",
 }
 
 

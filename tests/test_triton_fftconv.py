@@ -415,37 +415,55 @@ def test_fused_l2_tiles_fit_tl_dot():
 
 # Multi-pass scheme (FFT grids above MAX_FUSED_L2_POINTS). The interpreter is too slow for the real thresholds, so on
 # the CPU they are lowered to reach both column variants at L ~ 100; tl.dot tiles then go below 16, which only the
-# interpreter accepts, so on the GPU the real thresholds run at real lengths instead.
-MULTIPASS_CASES = {
+# interpreter accepts, so on the GPU the real thresholds run at real lengths instead. The "-half" cases have causal
+# signals filling only the first half of each column with a column factor whose half meets MIN_SIDE (lowered to 4 or 2
+# on the CPU): the column passes skip the zero padding (HALF_P). Batches of 3: a packed pair and a lone row.
+FOUR_STEP_THRESHOLDS = {
+    "MAX_FFT_POINTS": 16,
+    "MAX_FUSED_L2_POINTS": 16,
+    "MAX_ROW_POINTS": 16,
+    "MAX_DIRECT_COLUMN": 1,
+    "MIN_FOUR_STEP_COLUMN": 16,
+}
+MULTIPASS_CASES = {  # name: (CPU thresholds, CPU length, GPU length)
     "direct-columns": ({"MAX_FFT_POINTS": 256, "MAX_FUSED_L2_POINTS": 256, "MAX_ROW_POINTS": 256}, 200, 20_000),
-    "four-step-columns": (
-        {
-            "MAX_FFT_POINTS": 16,
-            "MAX_FUSED_L2_POINTS": 16,
-            "MAX_ROW_POINTS": 16,
-            "MAX_DIRECT_COLUMN": 1,
-            "MIN_FOUR_STEP_COLUMN": 16,
-        },
-        100,
-        200_000,
+    "direct-columns-half": (
+        {"MIN_SIDE": 4, "MAX_FFT_POINTS": 64, "MAX_FUSED_L2_POINTS": 64, "MAX_ROW_POINTS": 32},
+        120,
+        30_000,
     ),
+    "four-step-columns": (FOUR_STEP_THRESHOLDS, 100, 200_000),
+    "four-step-columns-half": ({**FOUR_STEP_THRESHOLDS, "MIN_SIDE": 2}, 100, 1_000_000),  # 4 x 4 columns
 }
 
 
-@pytest.mark.parametrize(
-    "case,causal", [("direct-columns", True), ("direct-columns", False), ("four-step-columns", True)]
-)
-def test_multipass_matches_float64(device, monkeypatch, case, causal):
+def multipass_plan(device, monkeypatch, case, causal):
+    """(length, plan) of a MULTIPASS_CASES case, its thresholds set on the CPU; checks the variant and HALF_P."""
     thresholds, cpu_length, cuda_length = MULTIPASS_CASES[case]
     length = cuda_length if device == "cuda" else cpu_length
     if device != "cuda":
         for name, value in thresholds.items():
             monkeypatch.setattr(triton_fftconv, name, value)
+    plan = triton_fftconv.plan_1d(length, length if causal else 2 * length - 1, causal)
+    assert triton_fftconv.variant(plan) == "multi-pass" and plan.direct == case.startswith("direct")
+    assert triton_fftconv._half_columns(plan, length) == (causal and case.endswith("half"))
+    return length, plan
+
+
+@pytest.mark.parametrize(
+    "case,causal,batch",
+    [
+        ("direct-columns", True, 3),
+        ("direct-columns", False, 3),
+        ("direct-columns-half", True, 3),
+        ("four-step-columns-half", True, 2),  # whole four-step columns: test_radix2_steps_match_float64
+    ],
+)
+def test_multipass_matches_float64(device, monkeypatch, case, causal, batch):
+    length, plan = multipass_plan(device, monkeypatch, case, causal)
     klen = length if causal else 2 * length - 1
-    plan = triton_fftconv.plan_1d(length, klen, causal)
-    assert triton_fftconv.variant(plan) == "multi-pass" and plan.direct == (case == "direct-columns")
-    inputs = random_inputs(device, torch.float32, 1, 1, length, klen, gates=True)
-    grad_y = torch.randn(1, 1, length, device=device)
+    inputs = random_inputs(device, torch.float32, batch, 1, length, klen, gates=True)
+    grad_y = torch.randn(batch, 1, length, device=device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     y = fftconv(*leaves[:3], causal=causal, pre_gate=leaves[3], post_gate=leaves[4], backend="triton")
     y.backward(grad_y)
@@ -453,7 +471,9 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal):
     def reference_forward(u, k, D, pre, post):  # float64 FFT reference: direct convolution is too slow at 200K
         return fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post, backend="torch")
 
-    assert relative_error(y, reference_forward(*(t.double() for t in inputs))) < 1e-5
+    expected_y = reference_forward(*(t.double() for t in inputs))
+    for row in range(batch):  # each row of the packed pair (and a lone third), not only the batch as a whole
+        assert relative_error(y[row], expected_y[row]) < 1e-5, row
     expected = float64_gradients(reference_forward, inputs, grad_y)
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5, grad_y)
 
@@ -480,7 +500,7 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
     elif case == "fused-L2":
         test_fused_l2_matches_float64_and_torch(device, monkeypatch, True, 300, 16384, 16, True, torch.float32)
     else:
-        test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True)
+        test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True, 1)  # pairs: above
 
 
 @pytest.mark.parametrize("radix2", [False, True], ids=["dense", "radix2"])
@@ -562,32 +582,29 @@ def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
         assert relative_error(got, want) < 1e-5, name
 
 
-@pytest.mark.parametrize("batch,channels,step", [(3, 2, 5), (2, 7, 3), (1, 4, 4), (2, 3, 1)])
+@pytest.mark.parametrize("batch,channels,step", [(3, 2, 5), (2, 7, 3), (1, 4, 4), (2, 3, 1), (5, 3, 7)])
 def test_multipass_row_chunks_are_batch_elements_or_channel_blocks(monkeypatch, batch, channels, step):
+    """Chunks cover every (batch row, channel) once, fit SCRATCH_BYTES (a scratch row per packed pair) and never split
+    a pair: whole channels of an even number of batch rows, or a block of channels of one pair of batch rows."""
     plan = triton_fftconv.plan_1d(40_000, 40_000, causal=True)
     monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", step * 8 * plan.n1 * plan.n2)
     chunks = triton_fftconv._row_chunks(batch, channels, plan)
-    assert [r for chunk in chunks for r in range(chunk.start, chunk.stop)] == list(range(batch * channels))
-    for chunk in chunks:
-        size = chunk.stop - chunk.start
-        assert 0 < size <= step
-        whole = chunk.start % channels == 0 and size % channels == 0
-        assert whole or chunk.start // channels == (chunk.stop - 1) // channels, chunk
+    covered = [(b, c) for rows, chans in chunks for b in range(batch)[rows] for c in range(channels)[chans]]
+    assert sorted(covered) == [(b, c) for b in range(batch) for c in range(channels)]
+    for rows, chans in chunks:
+        pairs = -(-(rows.stop - rows.start) // 2) * (chans.stop - chans.start)
+        assert 0 < pairs <= step and rows.start % 2 == 0
+        assert chans == slice(0, channels) or rows.stop - rows.start <= 2, (rows, chans)
 
 
 def test_multipass_backward_is_deterministic(device, monkeypatch):
     """Per-chunk partial sums reduced in a fixed order (no atomics): two identical runs give identical bits, also
     under torch.use_deterministic_algorithms (which refuses CUDA's index_add_)."""
-    thresholds, cpu_length, cuda_length = MULTIPASS_CASES["direct-columns"]
-    length = cuda_length if device == "cuda" else cpu_length
-    if device != "cuda":
-        for name, value in thresholds.items():
-            monkeypatch.setattr(triton_fftconv, name, value)
-    plan = triton_fftconv.plan_1d(length, length, causal=True)
-    assert triton_fftconv.variant(plan) == "multi-pass"
-    monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", 2 * 8 * plan.n1 * plan.n2)  # chunks of 2 of the 3 channels
-    inputs = random_inputs(device, torch.float32, 1, 3, length, length, gates=True)
-    grad_y = torch.randn(1, 3, length, device=device)
+    length, plan = multipass_plan(device, monkeypatch, "direct-columns", True)
+    # chunks of 2 packed pairs: channels 0, 1 and channel 2 of batch rows 0, 1
+    monkeypatch.setattr(triton_fftconv, "SCRATCH_BYTES", 2 * 8 * plan.n1 * plan.n2)
+    inputs = random_inputs(device, torch.float32, 2, 3, length, length, gates=True)
+    grad_y = torch.randn(2, 3, length, device=device)
     gradients = deterministic_gradients(inputs, grad_y)
     reference = float64_gradients(lambda *t: direct_conv1d(*t[:3], 0, *t[3:]), inputs, grad_y)
     assert_gradients_close(inputs, gradients, reference, 1e-5, grad_y)
@@ -714,7 +731,9 @@ def test_plans_leave_room_for_linear_convolution():
     plan = triton_fftconv.plan_1d(16385, 16385, causal=True)
     assert plan.fft_shape == (65536,) and (plan.n1, plan.n2, plan.direct) == (64, 1024, True)
     assert triton_fftconv.variant(plan) == "multi-pass"
-    plan = triton_fftconv.plan_1d(1 << 20, 1 << 20, causal=True)
-    assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (2048, 1024, False)
+    plan = triton_fftconv.plan_1d(1 << 19, 1 << 19, causal=True)
+    assert plan.fft_shape == (1 << 20,) and (plan.n1, plan.n2, plan.direct) == (1024, 1024, False)
+    plan = triton_fftconv.plan_1d(1 << 20, 1 << 20, causal=True)  # 64 x 64 columns, not 32 x 64 (see plan_1d)
+    assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (4096, 512, False)
     plan = triton_fftconv.plan_1d(1 << 23, 1 << 23, causal=True)  # columns capped at 64 x 64: the rows grow
     assert plan.fft_shape == (1 << 24,) and (plan.n1, plan.n2, plan.direct) == (4096, 4096, False)

@@ -98,6 +98,7 @@ SCENARIOS = (
     ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64),
     ("1D causal L=20000", 20000, True, (BF16_GATED,), 8),  # direct column DFTs (P = 64)
     ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs
+    ("1D causal L=1000000", 1_000_000, True, (BF16_GATED,), 8),  # four-step columns on 64 x 64, half columns
     ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
     ("2D 16x32", (16, 32), False, (BF16_GATED,), 8),  # 32 x 64 grid, dense factors, half the rows and columns
 )

@@ -404,11 +404,22 @@ def _fused_factors(
 
 @triton.jit
 def _spectrum_of_pair(
-    xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
+    xr,
+    xi,
+    a1r,
+    a1i,
+    a2r,
+    a2i,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    REAL: tl.constexpr,
 ):
-    """Spectrum (N1, N2) of the packed pair xr + i xi given the first stages' factors a1, a2 (see _fused_factors);
-    the twiddles are read here (L1 / L2), not held across the loop."""
-    ar, ai = _dft(xr, xi, a1r, a1i, False, False, True, PRECISION)  # (N1, S), indexed [k1, n2]
+    """Spectrum (N1, N2) of the packed pair xr + i xi (REAL: of the real row xr alone, xi unused) given the first
+    stages' factors a1, a2 (see _fused_factors); the twiddles are read here (L1 / L2), not held across the loop."""
+    ar, ai = _dft(xr, xi, a1r, a1i, REAL, False, True, PRECISION)  # (N1, S), indexed [k1, n2]
     if TWIDDLE and a2r.shape[0] < N2:
         return _twiddled_radix2_step(ar, ai, a2r, a2i, tw_ptr, N1, N2, False, PRECISION)
     if TWIDDLE:
@@ -418,17 +429,29 @@ def _spectrum_of_pair(
 
 @triton.jit
 def _inverse_of_pair(
-    zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE: tl.constexpr, PRECISION
+    zr,
+    zi,
+    z1r,
+    z1i,
+    z2r,
+    z2i,
+    tw_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    REAL: tl.constexpr,
 ):
     """Unnormalised inverse of the spectrum (zr, zi) given the last stages' factors z1, z2 (see _fused_factors), both
-    parts, on the (R, S) tile of the outputs written; twiddles as in _spectrum_of_pair."""
+    parts (REAL: only the real part, twice), on the (R, S) tile of the outputs written; twiddles as in
+    _spectrum_of_pair."""
     if TWIDDLE and z2r.shape[0] < N2:
         cr, ci = _twiddled_radix2_step(zr, zi, z2r, z2i, tw_ptr, N1, N2, True, PRECISION)
     else:
         cr, ci = _dft(zr, zi, z2r, z2i, False, True, False, PRECISION)  # (N1, S), indexed [k1, n2]
         if TWIDDLE:
             cr, ci = _cmul_conj(cr, ci, *_load_complex(tw_ptr, N1, N2))
-    return _dft(cr, ci, z1r, z1i, False, True, True, PRECISION)  # (R, S), indexed [n1, n2]
+    return _dft(cr, ci, z1r, z1i, REAL, True, True, PRECISION)  # (R, S), indexed [n1, n2]
 
 
 @triton.jit
@@ -493,14 +516,14 @@ def _conv_pair(
     none at 32 x 32): they stay held. The barrier between the spectral product and the inverse keeps ptxas from
     overlapping the two transforms: at 64 x 64 (bf16x3, gated, half rows) it cut the spill stores of the forward from
     396 to 172 bytes and of the per-row backward from 564 to 268 (2D: 88 to 24 and 56 to 24)."""
-    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)  # (N1, N2)
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)  # (N1, N2)
     kr, ki = _load_complex(spec, N1, N2)
     if CONJ:
         zr, zi = _cmul_conj(xr, xi, kr, ki)
     else:
         zr, zi = _cmul(xr, xi, kr, ki)
     tl.debug_barrier()  # a fence: the inverse does not start before the product is formed (spills, see above)
-    return _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+    return _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
 
 
 @triton.jit
@@ -778,14 +801,14 @@ def conv_bwd_filter_kernel(
         grad_y_next = grad_y_row + SGB
         xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
         xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
         _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
         tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and X is visible to all threads)
         hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
         hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
         acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
         acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
         pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
         ar, ai = _load_row(work_acc, grid, N1 * N2)
         _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)
@@ -834,12 +857,18 @@ def filter_gradient_kernel(
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
 #   X[fp + P fq] = sum_q W_Q^(q fq) * W_N^(q fp) * sum_p W_P^(p fp) x[Q p + q]
-# Pass 1 (one program per (row, q)): length-P FFT of column q, times the twiddle W_N^(q fp), into a complex scratch.
-# Pass 2 (one program per (row, column-spectrum row s)): length-Q FFT of a scratch row, multiply by the filter
-# spectrum, inverse length-Q FFT, in place. Pass 3 (per (row, q)): conjugate twiddle, inverse length-P FFT, skip and
-# gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows
-# are indexed by the P-FFT's output tile position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies
-# k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
+# Pass 1 (one program per (packed pair, q)): length-P FFT of column q, times the twiddle W_N^(q fp), into a complex
+# scratch. Pass 2 (one program per (packed pair, column-spectrum row s)): length-Q FFT of a scratch row, multiply by
+# the filter spectrum, inverse length-Q FFT, in place. Pass 3 (per (packed pair, q)): conjugate twiddle, inverse
+# length-P FFT, skip and gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) /
+# (Q1, Q2) grid; scratch rows are indexed by the P-FFT's output tile position s = a * P2 + b (frequency
+# fp = k1 + P1 * k2 for the frequencies k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
+# Rows are transformed in packed pairs as in the fused-register kernels: batch rows b, b + 1 of a channel as the real
+# and imaginary parts of one complex signal (an odd last row with zeros), so a pair needs one complex scratch row
+# (half the scratch traffic of a real row each) and one row pass. The signals are (NB, CC, LIMIT) views with
+# contiguous rows (batch and channel strides SB, SC; the output's SYB, SYC); packed pair j holds batch rows
+# 2 (j // CC), 2 (j // CC) + 1 of channel j % CC. Where the signal fills only the first half of each column (samples
+# n < N / 2, the causal zero padding: HALF_P), pass 1 reads only those P / 2 rows and pass 3 computes only them.
 
 
 @triton.jit
@@ -888,37 +917,55 @@ def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
     M2: tl.constexpr = P2 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P2
     k1 = _frequency(tl.arange(0, P1), P1, M1)[:, None]
     k2 = _frequency(tl.arange(0, P2), P2, M2)[None, :]
-    return _unit_root(q * (k1 + P1 * k2).to(tl.int64), N)  # (P1, P2)
+    return _unit_root(q * (k1 + P1 * k2), N)  # (P1, P2); int32: q fp < N
+
+
+@triton.jit
+def _pair_rows(j, NB, CC, SB, SC):
+    """Packed pair j of an (NB, CC, ...) view: its first row's offset (batch 2 (j // CC), channel j % CC, for strides
+    SB, SC), its channel, and whether its second row exists."""
+    b = 2 * (j // CC)
+    c = j % CC
+    return b * SB + c * SC, c, b + 1 < NB
 
 
 @triton.jit
 def column_fft_kernel(
-    u_ptr,  # (rows, LIMIT) real signal
-    pre_ptr,  # (rows, LIMIT) or dummy
-    scratch_ptr,  # (rows, 2, P, Q) fp32 out
+    u_ptr,  # (NB, CC, LIMIT) real signal view, rows contiguous
+    pre_ptr,  # the same layout, or dummy
+    scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32 out
     dftp1_ptr,
     dftp2_ptr,
     twp_ptr,
+    NB,
+    CC,
     LIMIT,
+    SB,
+    SC,
     Q,
     P1: tl.constexpr,
     P2: tl.constexpr,
     HAS_PRE: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF_P: tl.constexpr,  # samples occupy only p < P / 2: grid rows < P1 / 2 (see _fused_factors)
+    LONE: tl.constexpr,  # NB == 1 (the filter, grad_k, a batch of one): every row alone, real transforms
 ):
-    """Pass 1: scratch[row, :, s, q] = W_N^(q fp) * FFT_P(pre * u)[fp] for column q of the (P, Q) view."""
-    row = tl.program_id(0).to(tl.int64)
-    q = tl.program_id(1).to(tl.int64)
+    """Pass 1: scratch[j, :, s, q] = W_N^(q fp) * FFT_P(x_b + i x_(b+1))[fp] for column q of the (P, Q) view, x = pre
+    * u of the packed pair j's rows."""
+    j = tl.program_id(0).to(tl.int64)
+    q = tl.program_id(1)  # int32 offsets within a row (N < 2^31): int64 tiles take twice the registers
     n_points = P1 * P2 * Q
-    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): p, or s on output
-    offs = grid * Q + q
+    start, _, second = _pair_rows(j, NB, CC, SB, SC)
+    R: tl.constexpr = P1 // 2 if HALF_P else P1
+    offs = (tl.arange(0, R)[:, None] * P2 + tl.arange(0, P2)[None, :]) * Q + q  # (R, P2): samples Q p + q
     mask = offs < LIMIT
-    x = _load_gated(u_ptr + row * LIMIT, pre_ptr + row * LIMIT, offs, mask, HAS_PRE)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
-    xr, xi = _fft_real(x, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION)
-    wr, wi = _outer_twiddle(q, P1, P2, n_points)
-    xr, xi = _cmul(xr, xi, wr, wi)
-    _store_row(scratch_ptr + row * 2 * n_points, offs, xr, xi, n_points)
+    xr = _load_gated(u_ptr + start, pre_ptr + start, offs, mask, HAS_PRE)
+    xi = _load_gated(u_ptr + start + SB, pre_ptr + start + SB, offs, mask & second, HAS_PRE)
+    a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2, HALF_P, False)
+    xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, twp_ptr, P1, P2, True, PRECISION, LONE)  # (P1, P2)
+    xr, xi = _cmul(xr, xi, *_outer_twiddle(q, P1, P2, n_points))
+    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s
+    _store_row(scratch_ptr + j * 2 * n_points, grid * Q + q, xr, xi, n_points)
 
 
 @triton.jit
@@ -929,7 +976,6 @@ def row_fft_kernel(
     dftq2_ptr,
     twq_ptr,
     C,
-    ROW0,
     P,
     scale,
     Q1: tl.constexpr,
@@ -940,24 +986,25 @@ def row_fft_kernel(
     INVERSE: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """Pass 2 on scratch row s: [forward length-Q FFT] [times spectrum (conjugated)] [inverse FFT], times scale.
+    """Pass 2 on scratch row s of packed pair j (channel j % C): [forward length-Q FFT] [times spectrum (conjugated)]
+    [inverse FFT], times scale.
 
     The forward runs on the transposed tile (_load_spectrum) and the inverse reads its twiddles where used: on 32 x 32
     rows (8 warps) ptxas (sm_90) spilled 188 bytes (forward only) and 40 (forward, multiply, inverse) with
     _fft_complex and the twiddles held; 0 and 4 with the transposed forward alone; none now (128 and 255 registers).
     """
-    row = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1).to(tl.int64)
     n_points = P * Q1 * Q2
     offs = tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :]  # (Q1, Q2)
-    base = scratch_ptr + row * 2 * n_points + s * Q1 * Q2
+    base = scratch_ptr + j * 2 * n_points + s * Q1 * Q2
     f1r, f1i, f2r, f2i, _, _ = _load_four_step(dftq1_ptr, dftq2_ptr, twq_ptr, Q1, Q2)
     if FORWARD:
         zr, zi = _load_spectrum(base, n_points, f1r, f1i, f2r, f2i, twq_ptr, Q1, Q2, PRECISION)
     else:
         zr, zi = _load_row(base, offs, n_points)
     if MULTIPLY:
-        spec = spec_ptr + ((ROW0 + row) % C) * 2 * n_points + s * Q1 * Q2
+        spec = spec_ptr + (j % C) * 2 * n_points + s * Q1 * Q2
         kr, ki = _load_row(spec, offs, n_points)
         if CONJ:
             zr, zi = _cmul_conj(zr, zi, kr, ki)
@@ -969,19 +1016,51 @@ def row_fft_kernel(
 
 
 @triton.jit
-def column_ifft_kernel(
-    scratch_ptr,  # (rows, 2, P, Q) fp32
-    u_ptr,  # (rows, LIMIT) or dummy: the skip term D * pre * u
+def _store_pair(
+    yr,
+    yi,
+    u_ptr,
     pre_ptr,
     post_ptr,
-    d_ptr,  # (C,) fp32 or dummy
-    y_ptr,  # (rows, LIMIT) out
+    d_ptr,
+    y_ptr,
+    start,
+    out,
+    second,
+    SB,
+    SYB,
+    offs,
+    mask,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+):
+    """Pass 3's epilogue for a packed pair: _skip_and_store of its first row's output yr (input rows at start, output
+    row at out) and of its second row's yi (one batch stride further), the second where it exists."""
+    rows = (u_ptr + start, pre_ptr + start, post_ptr + start, d_ptr, y_ptr + out)
+    _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+    rows = (u_ptr + start + SB, pre_ptr + start + SB, post_ptr + start + SB, d_ptr, y_ptr + out + SYB)
+    _skip_and_store(yi, *rows, offs, mask & second, HAS_PRE, HAS_POST, HAS_D)
+
+
+@triton.jit
+def column_ifft_kernel(
+    scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32
+    u_ptr,  # (NB, CC, LIMIT) view or dummy: the skip term D * pre * u
+    pre_ptr,
+    post_ptr,
+    d_ptr,  # (CC,) fp32 or dummy
+    y_ptr,  # (NB, CC, LIMIT) view out (strides SYB, SYC)
     dftp1_ptr,
     dftp2_ptr,
     twp_ptr,
-    C,
-    ROW0,
+    NB,
+    CC,
     LIMIT,
+    SB,
+    SC,
+    SYB,
+    SYC,
     Q,
     scale,
     P1: tl.constexpr,
@@ -990,33 +1069,39 @@ def column_ifft_kernel(
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF_P: tl.constexpr,  # only outputs p < P / 2 are written: grid rows < P1 / 2
+    LONE: tl.constexpr,  # as in column_fft_kernel: the real part only
 ):
-    """Pass 3: y[row, Q p + q] = post * (scale * Re IFFT_P(conj twiddle * scratch[row, :, :, q]) + D * pre * u)."""
-    row = tl.program_id(0).to(tl.int64)
-    q = tl.program_id(1).to(tl.int64)
+    """Pass 3: y[b + r, c, Q p + q] = post * (scale * IFFT_P(conj twiddle * scratch[j, :, :, q])[p] + D * pre * u),
+    the real part for the pair's first row (r = 0), the imaginary part for its second (r = 1)."""
+    j = tl.program_id(0).to(tl.int64)
+    q = tl.program_id(1)  # int32, as in column_fft_kernel
     n_points = P1 * P2 * Q
-    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s on input, p on output
-    offs = grid * Q + q
-    zr, zi = _load_row(scratch_ptr + row * 2 * n_points, offs, n_points)
-    wr, wi = _outer_twiddle(q, P1, P2, n_points)
-    zr, zi = _cmul_conj(zr, zi, wr, wi)
-    f1r, f1i, f2r, f2i, twr, twi = _load_four_step(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2)
-    y = _ifft_real(zr, zi, f1r, f1i, f2r, f2i, twr, twi, True, PRECISION) * scale
-    mask = offs < LIMIT
-    rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
-    _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+    start, c, second = _pair_rows(j, NB, CC, SB, SC)
+    out = _pair_rows(j, NB, CC, SYB, SYC)[0]
+    grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s
+    zr, zi = _load_row(scratch_ptr + j * 2 * n_points, grid * Q + q, n_points)
+    zr, zi = _cmul_conj(zr, zi, *_outer_twiddle(q, P1, P2, n_points))
+    _, _, z1r, z1i, _, _, z2r, z2i = _fused_factors(dftp1_ptr, dftp2_ptr, twp_ptr, P1, P2, HALF_P, False)
+    yr, yi = _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, twp_ptr, P1, P2, True, PRECISION, LONE)  # (R, P2): p
+    R: tl.constexpr = P1 // 2 if HALF_P else P1
+    offs = (tl.arange(0, R)[:, None] * P2 + tl.arange(0, P2)[None, :]) * Q + q
+    rows = (u_ptr, pre_ptr, post_ptr, d_ptr + c, y_ptr, start, out, second, SB, SYB)
+    _store_pair(yr * scale, yi * scale, *rows, offs, offs < LIMIT, HAS_PRE, HAS_POST, HAS_D)
 
 
 # Short columns (P <= 64): pass 1 and pass 3 as one DFT-matrix product on a (PP, BQ) tile of BQ adjacent columns
 # (coalesced loads), PP = P padded up to tl.dot's minimum with zero rows / columns. Scratch rows are then fp itself.
+# With HALF_P (P = PP), pass 1 takes the block F_P[:, :P / 2] of the rows the signal fills.
 
 
 @triton.jit
-def _column_block(Q, LIMIT, P, PP: tl.constexpr, BQ: tl.constexpr):
-    """Indices of the (PP, BQ) tile of columns q0 .. q0 + BQ - 1 of the (P, Q) view: p, q, offsets, masks."""
-    p = tl.arange(0, PP)[:, None]
-    q = tl.program_id(1).to(tl.int64) * BQ + tl.arange(0, BQ)[None, :]
-    offs = p * Q + q  # (PP, BQ)
+def _column_block(Q, LIMIT, P, R: tl.constexpr, BQ: tl.constexpr):
+    """Indices of the (R, BQ) tile of rows p < R of columns q0 .. q0 + BQ - 1 of the (P, Q) view: p, q, offsets,
+    masks (rows p < P; samples too)."""
+    p = tl.arange(0, R)[:, None]
+    q = tl.program_id(1) * BQ + tl.arange(0, BQ)[None, :]  # int32 (N < 2^31), as in column_fft_kernel
+    offs = p * Q + q  # (R, BQ)
     return p, q, offs, p < P, (p < P) & (offs < LIMIT)
 
 
@@ -1027,42 +1112,56 @@ def _direct_twiddle(p, q, N):
 
 @triton.jit
 def column_dft_kernel(
-    u_ptr,  # (rows, LIMIT) real signal
-    pre_ptr,  # (rows, LIMIT) or dummy
-    scratch_ptr,  # (rows, 2, P, Q) fp32 out
+    u_ptr,  # (NB, CC, LIMIT) real signal view, rows contiguous
+    pre_ptr,  # the same layout, or dummy
+    scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32 out
     dftp_ptr,  # (2, PP, PP) fp32, DFT of size P padded with zeros
+    NB,
+    CC,
     LIMIT,
+    SB,
+    SC,
     P,
     Q,
     PP: tl.constexpr,
     BQ: tl.constexpr,
     HAS_PRE: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
+    HALF_P: tl.constexpr,
 ):
-    """Pass 1 for short columns: scratch[row, :, fp, q] = W_N^(q fp) * sum_p F_P[fp, p] * (pre * u)[Q p + q]."""
-    row = tl.program_id(0).to(tl.int64)
+    """Pass 1 for short columns: scratch[j, :, fp, q] = W_N^(q fp) * sum_p F_P[fp, p] * z[Q p + q] for the packed pair
+    z = x_b + i x_(b+1), x = pre * u."""
+    j = tl.program_id(0).to(tl.int64)
     n_points = P * Q
-    p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
-    x = _load_gated(u_ptr + row * LIMIT, pre_ptr + row * LIMIT, offs, mask, HAS_PRE)  # (PP, BQ)
-    fr, fi = _load_complex(dftp_ptr, PP, PP)
-    wr, wi = _direct_twiddle(p, q, n_points)
-    xr, xi = _cmul(_dot(fr, x, PRECISION), _dot(fi, x, PRECISION), wr, wi)
-    tl.store(scratch_ptr + row * 2 * n_points + offs, xr, mask=rows_ok)
-    tl.store(scratch_ptr + row * 2 * n_points + n_points + offs, xi, mask=rows_ok)
+    start, _, second = _pair_rows(j, NB, CC, SB, SC)
+    R: tl.constexpr = PP // 2 if HALF_P else PP
+    _, _, offs, _, mask = _column_block(Q, LIMIT, P, R, BQ)  # (R, BQ)
+    xr = _load_gated(u_ptr + start, pre_ptr + start, offs, mask, HAS_PRE)
+    xi = _load_gated(u_ptr + start + SB, pre_ptr + start + SB, offs, mask & second, HAS_PRE)
+    fr, fi = _load_block(dftp_ptr, PP, R, PP)
+    xr, xi = _dft_direct(xr, xi, fr, fi, False, False, True, PRECISION)  # (PP, BQ), indexed [fp, q]
+    p, q, offs, rows_ok, _ = _column_block(Q, LIMIT, P, PP, BQ)
+    xr, xi = _cmul(xr, xi, *_direct_twiddle(p, q, n_points))
+    tl.store(scratch_ptr + j * 2 * n_points + offs, xr, mask=rows_ok)
+    tl.store(scratch_ptr + j * 2 * n_points + n_points + offs, xi, mask=rows_ok)
 
 
 @triton.jit
 def column_idft_kernel(
-    scratch_ptr,  # (rows, 2, P, Q) fp32
-    u_ptr,  # (rows, LIMIT) or dummy: the skip term D * pre * u
+    scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32
+    u_ptr,  # (NB, CC, LIMIT) view or dummy: the skip term D * pre * u
     pre_ptr,
     post_ptr,
-    d_ptr,  # (C,) fp32 or dummy
-    y_ptr,  # (rows, LIMIT) out
+    d_ptr,  # (CC,) fp32 or dummy
+    y_ptr,  # (NB, CC, LIMIT) view out (strides SYB, SYC)
     dftp_ptr,  # (2, PP, PP) fp32
-    C,
-    ROW0,
+    NB,
+    CC,
     LIMIT,
+    SB,
+    SC,
+    SYB,
+    SYC,
     P,
     Q,
     scale,
@@ -1073,18 +1172,21 @@ def column_idft_kernel(
     HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
-    """Pass 3 for short columns: y = post * (scale * Re(conj(F_P) @ (conj twiddle * scratch)) + D * pre * u)."""
-    row = tl.program_id(0).to(tl.int64)
+    """Pass 3 for short columns: the pair's rows from scale * conj(F_P) @ (conj twiddle * scratch) (real part: first
+    row, imaginary part: second), plus D * pre * u, times post. All P rows are computed (no HALF_P: the (P / 2, P)
+    block as tl.dot's first operand spilled 840-916 bytes, ptxas sm_90, P = 64, 4 warps; the whole product none)."""
+    j = tl.program_id(0).to(tl.int64)
     n_points = P * Q
+    start, c, second = _pair_rows(j, NB, CC, SB, SC)
+    out = _pair_rows(j, NB, CC, SYB, SYC)[0]
     p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
-    zr = tl.load(scratch_ptr + row * 2 * n_points + offs, mask=rows_ok, other=0.0)  # (PP, BQ), indexed [fp, q]
-    zi = tl.load(scratch_ptr + row * 2 * n_points + n_points + offs, mask=rows_ok, other=0.0)
-    wr, wi = _direct_twiddle(p, q, n_points)
-    zr, zi = _cmul_conj(zr, zi, wr, wi)
+    zr = tl.load(scratch_ptr + j * 2 * n_points + offs, mask=rows_ok, other=0.0)  # (PP, BQ), indexed [fp, q]
+    zi = tl.load(scratch_ptr + j * 2 * n_points + n_points + offs, mask=rows_ok, other=0.0)
+    zr, zi = _cmul_conj(zr, zi, *_direct_twiddle(p, q, n_points))
     fr, fi = _load_complex(dftp_ptr, PP, PP)
-    y = (_dot(fr, zr, PRECISION) + _dot(fi, zi, PRECISION)) * scale  # (PP, BQ), indexed [p, q]
-    rows = (u_ptr + row * LIMIT, pre_ptr + row * LIMIT, post_ptr + row * LIMIT, d_ptr + (ROW0 + row) % C)
-    _skip_and_store(y, *rows, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+    yr, yi = _dft_direct(zr, zi, fr, fi, False, True, True, PRECISION)  # (PP, BQ), indexed [p, q]
+    rows = (u_ptr, pre_ptr, post_ptr, d_ptr + c, y_ptr, start, out, second, SB, SYB)
+    _store_pair(yr * scale, yi * scale, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
 
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS, up to MAX_FUSED_L2_POINTS): the multi-pass (P, Q) view with short

@@ -27,12 +27,14 @@ persistent programs, at most one per SM, but the FFT runs as column DFTs, row FF
 small per-program fp32 scratch that stays in L2 (see _triton_kernels), so u, the gates and y still cross HBM once; where
 the signal fills only the first half of each column, the column passes skip the zero padding and the discarded outputs
 (HALF_P). Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply, inverse column FFTs
-with skip and gates) through an fp32 scratch in HBM, processed in row chunks of at most SCRATCH_BYTES; its backward
-combines the same passes with elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs
-in fp16/bf16/fp32; outputs in the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3
-for half-precision signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates
-and grad_y in place through their batch and channel strides (HyenaOperator's channel slices are not copied); the
-multi-pass scheme works on contiguous copies. Outputs are contiguous.
+with skip and gates) through an fp32 scratch in HBM, processed in chunks of at most SCRATCH_BYTES; it too transforms
+batch rows in packed pairs (one complex scratch row per pair: half the scratch traffic and row FFTs per row) and skips
+the zero padding in its column passes (HALF_P, see _half_columns); its backward combines the same passes with
+elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs
+in the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3 for half-precision
+signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates and grad_y in place
+through their batch and channel strides (HyenaOperator's channel slices are not copied); the multi-pass scheme works
+on contiguous copies. Outputs are contiguous.
 """
 
 import contextlib
@@ -134,6 +136,8 @@ def plan_1d(length: int, klen: int, causal: bool) -> Plan:
         columns = max(columns, 1)
         return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, True, True)
     columns = min(max(columns, MIN_FOUR_STEP_COLUMN), MAX_FOUR_STEP_COLUMN)
+    if _split(columns) == (32, 64):  # its dense 64-point factor spilled (ptxas, sm_90): 64 x 64 and half-length rows
+        columns *= 2
     return Plan(columns, n // columns, (n,), (lag0,), columns, n // columns, n // columns, length, twiddle=True)
 
 
@@ -399,8 +403,10 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like if D is None else D.float().contiguous()
 
 
-# Multi-pass scheme (1D grids above MAX_FFT_POINTS): plan.n1 = P and plan.n2 = Q are the outer factors of N, each
-# transformed in registers on its own (P1, P2) / (Q1, Q2) grid; see _triton_kernels for the passes.
+# Multi-pass scheme (1D grids above MAX_FUSED_L2_POINTS): plan.n1 = P and plan.n2 = Q are the outer factors of N, each
+# transformed in registers on its own (P1, P2) / (Q1, Q2) grid; see _triton_kernels for the passes. Signals are
+# (nb, cc, L) views of contiguous (B, C, L) tensors (a chunk, see _row_chunks), transformed in packed pairs of batch
+# rows: a chunk's scratch holds ceil(nb / 2) * cc complex (P, Q) rows.
 
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -408,54 +414,54 @@ def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tens
     return n1, n2, *_grid_constants(n1, n2, True, device)
 
 
-def _column_pass(kernel_pair: tuple, plan: Plan, rows: int, head: tuple, middle: tuple, tail: tuple, flags: dict):
-    """Launches pass 1 or 3 on ``rows`` rows: the DFT-matrix kernel for short columns (``plan.direct``) or the
-    in-register four-step FFT kernel. Both take ``*head``, their column constants, ``*middle``, the column sizes,
-    then ``*tail``; ``flags`` are the HAS_* constexprs."""
+def _pairs(signal: torch.Tensor) -> int:
+    """Packed pairs of a signal (nb, cc, L): scratch rows of the multi-pass scheme."""
+    return -(-signal.shape[0] // 2) * signal.shape[1]
+
+
+def _half_columns(plan: Plan, limit: int) -> bool:
+    """HALF_P of the fused-L2 and multi-pass column passes: samples (or outputs) n = Q p + q < limit fill only the first
+    half of each column of the (P, Q) view and the half of the column's first-side DFT factor (the direct DFT matrix,
+    or on the (P1, P2) four-step grid the factor of P1, see _factor) still meets tl.dot's MIN_SIDE (fused-L2: P = 32,
+    N = 16K and 32K; multi-pass: P = 64 direct, 64 x 64 four-step)."""
+    p1, p2 = (plan.n1, 1) if plan.direct else _split(plan.n1)
+    return 2 * limit <= plan.n1 * plan.n2 and _factor(p1, p2) // 2 >= MIN_SIDE
+
+
+def _column_pass(kernel_pair: tuple, plan: Plan, signal: torch.Tensor, head: tuple, middle: tuple, tail: tuple, flags):
+    """Launches pass 1 or 3 over the packed pairs of ``signal`` (nb, cc, limit): the DFT-matrix kernel for short
+    columns (``plan.direct``) or the in-register four-step FFT kernel. Both take ``*head``, their column constants,
+    the pairs' geometry (nb, cc, limit, ``*middle``: strides), the column sizes, then ``*tail``; ``flags`` are the
+    HAS_* and HALF_P constexprs."""
     direct_kernel, fft_kernel = kernel_pair
     device = head[0].device
+    geometry = (*signal.shape, *middle)
+    flags = {**flags, "PRECISION": FP32_PRECISION}
     if plan.direct:
         padded = max(MIN_SIDE, plan.n1)
-        direct_kernel[(rows, plan.n2 // COLUMN_BLOCK)](
-            *head,
-            _dft_matrix(plan.n1, device, padded),
-            *middle,
-            plan.n1,
-            plan.n2,
-            *tail,
-            PP=padded,
-            BQ=COLUMN_BLOCK,
-            PRECISION=FP32_PRECISION,
-            num_warps=4,
-            **flags,
+        matrix = _dft_matrix(plan.n1, device, padded)
+        launch = (*head, matrix, *geometry, plan.n1, plan.n2, *tail)
+        direct_kernel[(_pairs(signal), plan.n2 // COLUMN_BLOCK)](
+            *launch, PP=padded, BQ=COLUMN_BLOCK, num_warps=4, **flags
         )
         return
     p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, device)
-    fft_kernel[(rows, plan.n2)](
-        *head,
-        dft1,
-        dft2,
-        twiddles,
-        *middle,
-        plan.n2,
-        *tail,
-        P1=p1,
-        P2=p2,
-        PRECISION=FP32_PRECISION,
-        num_warps=_num_warps(plan.n1),
-        **flags,
-    )
+    sizes = {"P1": p1, "P2": p2, "LONE": signal.shape[0] == 1, "num_warps": _num_warps(plan.n1)}
+    fft_kernel[(_pairs(signal), plan.n2)](*head, dft1, dft2, twiddles, *geometry, plan.n2, *tail, **sizes, **flags)
 
 
 def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: torch.Tensor, plan: Plan) -> None:
-    """Pass 1 on rows of signal (rows, limit) [times pre_gate] into scratch (rows, 2, P, Q)."""
-    head = (signal, _contiguous(pre_gate, signal), scratch)
+    """Pass 1 on the pairs of signal (nb, cc, limit) [times pre_gate, of the same strides] into scratch (pairs, 2, P,
+    Q)."""
+    head = (signal, signal if pre_gate is None else pre_gate, scratch)
     pair = (kernels.column_dft_kernel, kernels.column_fft_kernel)
-    _column_pass(pair, plan, signal.shape[0], head, (signal.shape[1],), (), {"HAS_PRE": pre_gate is not None})
+    flags = {"HAS_PRE": pre_gate is not None, "HALF_P": _half_columns(plan, signal.shape[2])}
+    _column_pass(pair, plan, signal, head, signal.stride()[:2], (), flags)
 
 
-def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multiply, conj, inverse) -> None:
-    """Pass 2, in place on scratch (rows, 2, P, Q); row r multiplies by spectrum[(row0 + r) % channels]."""
+def _row_pass(scratch, spectrum, plan, *, scale, forward, multiply, conj, inverse) -> None:
+    """Pass 2, in place on scratch (pairs, 2, P, Q); pair j multiplies by spectrum[j % channels] (spectrum: (channels,
+    2, P, Q), the chunk's channels)."""
     q1, q2, dft1, dft2, twiddles = _inner_constants(plan.n2, scratch.device)
     kernels.row_fft_kernel[(scratch.shape[0], plan.n1)](
         scratch,
@@ -463,8 +469,7 @@ def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multip
         dft1,
         dft2,
         twiddles,
-        channels,
-        row0,
+        1 if spectrum is None else spectrum.shape[0],
         plan.n1,
         scale,
         Q1=q1,
@@ -478,155 +483,117 @@ def _row_pass(scratch, spectrum, plan, *, channels, row0, scale, forward, multip
     )
 
 
-def _column_ifft(
-    scratch, out, plan, *, channels, row0, scale, skip=None, pre_gate=None, D=None, post_gate=None
-) -> None:
-    """Pass 3: out (rows, limit) = post_gate * (scale * inverse of scratch + D * pre_gate * skip), all optional."""
+def _column_ifft(scratch, out, plan, *, scale, skip=None, pre_gate=None, D=None, post_gate=None) -> None:
+    """Pass 3: out (nb, cc, limit) = post_gate * (scale * inverse of scratch + D * pre_gate * skip), all optional (skip
+    and the gates share their strides; D (cc,) is the chunk's)."""
+    inputs = out if skip is None else skip
     head = (
         scratch,
-        _contiguous(skip, out),
-        _contiguous(pre_gate, out),
-        _contiguous(post_gate, out),
+        inputs,
+        inputs if pre_gate is None else pre_gate,
+        inputs if post_gate is None else post_gate,
         _skip_fp32(D, out),
         out,
     )
-    flags = _flags(D, pre_gate, post_gate)
     pair = (kernels.column_idft_kernel, kernels.column_ifft_kernel)
-    _column_pass(pair, plan, scratch.shape[0], head, (channels, row0, out.shape[1]), (scale,), flags)
+    strides = (*inputs.stride()[:2], *out.stride()[:2])
+    flags = _flags(D, pre_gate, post_gate)
+    if not plan.direct:  # the direct inverse computes every row (see column_idft_kernel)
+        flags["HALF_P"] = _half_columns(plan, out.shape[2])
+    _column_pass(pair, plan, out, head, strides, (scale,), flags)
 
 
 def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """Spectrum of k divided by N, (C, 2, P, Q) fp32, in the multi-pass layout."""
+    """Spectrum of k divided by N, (C, 2, P, Q) fp32, in the multi-pass layout (each channel a pair of its own)."""
     spectrum = torch.empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32, device=k.device)
-    _column_fft(_circular_filter(k, plan).view(k.shape[0], -1), None, spectrum, plan)
+    _column_fft(_circular_filter(k, plan).view(1, k.shape[0], -1), None, spectrum, plan)
     scale = 1.0 / (plan.n1 * plan.n2)
-    _row_pass(
-        spectrum, None, plan, channels=1, row0=0, scale=scale, forward=True, multiply=False, conj=False, inverse=False
-    )
+    _row_pass(spectrum, None, plan, scale=scale, forward=True, multiply=False, conj=False, inverse=False)
     return spectrum
 
 
-def _row_chunks(batch: int, channels: int, plan: Plan) -> list[slice]:
-    """Slices of the B * C rows whose multi-pass scratch fits in SCRATCH_BYTES, each either whole batch elements or
-    a block of channels of one batch element, so that a chunk's per-channel partial sums are a plain (deterministic)
-    sum over its batch axis."""
-    step = max(1, SCRATCH_BYTES // (8 * plan.n1 * plan.n2))
-    rows = batch * channels
+def _row_chunks(batch: int, channels: int, plan: Plan) -> list[tuple[slice, slice]]:
+    """(batch rows, channels) of the chunks whose multi-pass scratch (a complex (P, Q) row per packed pair) fits in
+    SCRATCH_BYTES: an even number of whole batch rows, or one pair of batch rows and a block of channels, so that a
+    chunk's per-channel partial sums are a plain (deterministic) sum over its batch axis."""
+    step = max(1, SCRATCH_BYTES // (8 * plan.n1 * plan.n2))  # pairs per chunk
     if step >= channels:
-        step -= step % channels
-        return [slice(row0, min(row0 + step, rows)) for row0 in range(0, rows, step)]
+        rows = 2 * (step // channels)
+        return [(slice(b, min(b + rows, batch)), slice(0, channels)) for b in range(0, batch, rows)]
     return [
-        slice(b * channels + c, b * channels + min(c + step, channels))
-        for b in range(batch)
+        (slice(b, min(b + 2, batch)), slice(c, min(c + step, channels)))
+        for b in range(0, batch, 2)
         for c in range(0, channels, step)
     ]
 
 
-def _add_per_channel(total: torch.Tensor, rows: slice, values: torch.Tensor) -> None:
-    """total[c] += sum of values[r] over the chunk's rows r of channel c (rows as _row_chunks makes them): a fixed-order
-    reduction, so the backward is deterministic (no index_add_, whose CUDA version uses atomics)."""
-    channels = total.shape[0]
-    width = min(values.shape[0], channels)
-    first = rows.start % channels
-    total[first : first + width] += values.view(-1, width, *values.shape[1:]).sum(0)
+def _scratch(signal: torch.Tensor, plan: Plan) -> torch.Tensor:
+    return torch.empty((_pairs(signal), 2, plan.n1, plan.n2), dtype=torch.float32, device=signal.device)
 
 
-def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, C, L) -> (B * C, L) view of a contiguous tensor."""
-    return None if t is None else t.contiguous().view(-1, t.shape[-1])
+def _piece(t: torch.Tensor | None, *index: slice) -> torch.Tensor | None:
+    return None if t is None else t[index]
 
 
-def _scratch(rows: slice, plan: Plan, device: torch.device) -> torch.Tensor:
-    return torch.empty((rows.stop - rows.start, 2, plan.n1, plan.n2), dtype=torch.float32, device=device)
-
-
-def _piece(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if t is None else t[rows]
-
-
-def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan, *, channels, row0, conj):
-    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk of rows; k conjugated for correlation."""
-    scratch = _scratch(slice(0, u.shape[0]), plan, u.device)  # (rows, 2, P, Q)
+def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan, *, conj):
+    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); k conjugated for correlation;
+    spectrum and D are the chunk's channels."""
+    scratch = _scratch(u, plan)  # (pairs, 2, P, Q)
     _column_fft(u, pre_gate, scratch, plan)
-    mapping = {"channels": channels, "row0": row0, "scale": 1.0}  # row r is channel (row0 + r) % channels
-    _row_pass(scratch, spectrum, plan, **mapping, forward=True, multiply=True, conj=conj, inverse=True)
-    _column_ifft(scratch, out, plan, **mapping, skip=u, pre_gate=pre_gate, D=D, post_gate=post_gate)
+    _row_pass(scratch, spectrum, plan, scale=1.0, forward=True, multiply=True, conj=conj, inverse=True)
+    _column_ifft(scratch, out, plan, scale=1.0, skip=u, pre_gate=pre_gate, D=D, post_gate=post_gate)
 
 
 def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
-    """Unscaled spectra (rows, 2, P, Q) of pre_gate * u for a chunk of rows."""
-    scratch = _scratch(slice(0, u.shape[0]), plan, u.device)
+    """Unscaled spectra (pairs, 2, P, Q) of the packed pairs of pre_gate * u for a chunk."""
+    scratch = _scratch(u, plan)
     _column_fft(u, pre_gate, scratch, plan)
-    _row_pass(
-        scratch, None, plan, channels=1, row0=0, scale=1.0, forward=True, multiply=False, conj=False, inverse=False
-    )
+    _row_pass(scratch, None, plan, scale=1.0, forward=True, multiply=False, conj=False, inverse=False)
     return scratch
 
 
 def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
-    u = u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
+    u, pre_gate, post_gate = (None if t is None else t.contiguous() for t in (u, pre_gate, post_gate))
     y = torch.empty_like(u)
-    u_rows, pre_rows, post_rows, y_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(y)  # (B * C, L)
-    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
-        _multipass_conv(
-            u_rows[rows],
-            _piece(pre_rows, rows),
-            spectrum,
-            D,
-            _piece(post_rows, rows),
-            y_rows[rows],
-            plan,
-            channels=u.shape[1],
-            row0=rows.start,
-            conj=False,
-        )
+    for rows, chans in _row_chunks(u.shape[0], u.shape[1], plan):
+        pieces = (u[rows, chans], _piece(pre_gate, rows, chans), spectrum[chans], _piece(D, chans))
+        _multipass_conv(*pieces, _piece(post_gate, rows, chans), y[rows, chans], plan, conj=False)
     return y
 
 
 def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
-    grad_y, u = grad_y.contiguous(), u.contiguous()  # the passes work on (B * C, L) row views (see _rows)
+    grad_y, u, pre_gate, post_gate = (None if t is None else t.contiguous() for t in (grad_y, u, pre_gate, post_gate))
     channels = u.shape[1]
     cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
     grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
-    u_rows, pre_rows, post_rows, g_rows = _rows(u), _rows(pre_gate), _rows(post_gate), _rows(grad_y)  # (B * C, L)
-    for rows in _row_chunks(u.shape[0], u.shape[1], plan):
-        u_piece, pre_piece, g_piece = u_rows[rows], _piece(pre_rows, rows), g_rows[rows].float()  # (rows, L)
-        x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece
-        h = g_piece
+    for rows, chans in _row_chunks(u.shape[0], channels, plan):
+        u_piece, pre_piece, g_piece = u[rows, chans], _piece(pre_gate, rows, chans), grad_y[rows, chans].float()
+        x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece  # (nb, cc, L)
+        h, k_spectrum, d = g_piece, spectrum[chans], _piece(D, chans)
         if post_gate is not None:
             conv = torch.empty_like(x)  # k * x + D x
-            _multipass_conv(
-                u_piece, pre_piece, spectrum, D, None, conv, plan, channels=channels, row0=rows.start, conj=False
-            )
-            _rows(grad_post)[rows] = g_piece * conv
-            h = g_piece * post_rows[rows]
-        x_spectra = _multipass_spectra(u_piece, pre_piece, plan)  # (rows, 2, P, Q)
+            _multipass_conv(u_piece, pre_piece, k_spectrum, d, None, conv, plan, conj=False)
+            grad_post[rows, chans] = g_piece * conv
+            h = g_piece * post_gate[rows, chans]
+        # spectra of packed pairs: the real part of the inverse of sum H conj(X) is the sum of both rows'
+        # cross-correlations (see conv_bwd_filter_kernel), all the last column pass keeps of a lone row
+        x_spectra = _multipass_spectra(u_piece, pre_piece, plan)  # (pairs, 2, P, Q)
         h_spectra = _multipass_spectra(h, None, plan)
         xr, xi, hr, hi = x_spectra[:, 0], x_spectra[:, 1], h_spectra[:, 0], h_spectra[:, 1]
-        _add_per_channel(cross_spectrum, rows, torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1))
-        _add_per_channel(grad_d, rows, (h * x).sum(-1))
+        cross = torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1)  # (pairs, 2, P, Q), pairs (pair, channel)
+        cross_spectrum[chans] += cross.view(-1, x.shape[1], *cross.shape[1:]).sum(0)
+        grad_d[chans] += (h * x).sum(-1).sum(0)
         grad_x = torch.empty_like(x)  # corr(h, k) + D h
-        _multipass_conv(h, None, spectrum, D, None, grad_x, plan, channels=channels, row0=rows.start, conj=True)
-        _rows(grad_u)[rows] = grad_x if pre_piece is None else grad_x * pre_piece
+        _multipass_conv(h, None, k_spectrum, d, None, grad_x, plan, conj=True)
+        grad_u[rows, chans] = grad_x if pre_piece is None else grad_x * pre_piece
         if pre_gate is not None:
-            _rows(grad_pre)[rows] = grad_x * u_piece
-    _row_pass(
-        cross_spectrum,
-        None,
-        plan,
-        channels=1,
-        row0=0,
-        scale=1.0,
-        forward=False,
-        multiply=False,
-        conj=False,
-        inverse=True,
-    )
-    grad_k_grid = torch.empty((channels, plan.n1 * plan.n2), dtype=torch.float32, device=u.device)
-    _column_ifft(cross_spectrum, grad_k_grid, plan, channels=channels, row0=0, scale=1.0 / (plan.n1 * plan.n2))
-    grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
+            grad_pre[rows, chans] = grad_x * u_piece
+    _row_pass(cross_spectrum, None, plan, scale=1.0, forward=False, multiply=False, conj=False, inverse=True)
+    grad_k_grid = torch.empty((1, channels, plan.n1 * plan.n2), dtype=torch.float32, device=u.device)
+    _column_ifft(cross_spectrum, grad_k_grid, plan, scale=1.0 / (plan.n1 * plan.n2))
+    grad_k, grad_d = _filter_gradients(grad_k_grid[0], grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
 
@@ -686,15 +653,15 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
 def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
     """DFT constants (P, Q1, Q2 grids) and the compile-time sizes of the fused-L2 kernels."""
     q1, q2, dftq1, dftq2, twiddles = _inner_constants(plan.n2, device)
-    sizes = {"P": plan.n1, "Q1": q1, "Q2": q2, "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2), "HALF_P": _half_p(plan)}
+    sizes = {
+        "P": plan.n1,
+        "Q1": q1,
+        "Q2": q2,
+        "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2),
+        "HALF_P": _half_columns(plan, plan.limit),
+    }
     sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
-
-
-def _half_p(plan: Plan) -> bool:
-    """The fused-L2 kernels' HALF_P: the signal fills only the first half of each column of the (P, Q) view (samples
-    n = Q p + q < N / 2) and the half of the column factor meets tl.dot's MIN_SIDE (P = 32: N = 16K, 32K)."""
-    return plan.limit <= plan.n1 * plan.n2 // 2 and plan.n1 // 2 >= MIN_SIDE
 
 
 def _programs(work: int, slot_bytes: int, sms: int) -> int:
