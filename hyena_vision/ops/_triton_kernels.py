@@ -403,20 +403,7 @@ def _fused_factors(
 
 
 @triton.jit
-def _spectrum_of_pair(
-    xr,
-    xi,
-    a1r,
-    a1i,
-    a2r,
-    a2i,
-    tw_ptr,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    TWIDDLE: tl.constexpr,
-    PRECISION: tl.constexpr,
-    REAL: tl.constexpr,
-):
+def _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE, PRECISION, REAL):
     """Spectrum (N1, N2) of the packed pair xr + i xi (REAL: of the real row xr alone, xi unused) given the first
     stages' factors a1, a2 (see _fused_factors); the twiddles are read here (L1 / L2), not held across the loop."""
     ar, ai = _dft(xr, xi, a1r, a1i, REAL, False, True, PRECISION)  # (N1, S), indexed [k1, n2]
@@ -428,20 +415,7 @@ def _spectrum_of_pair(
 
 
 @triton.jit
-def _inverse_of_pair(
-    zr,
-    zi,
-    z1r,
-    z1i,
-    z2r,
-    z2i,
-    tw_ptr,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    TWIDDLE: tl.constexpr,
-    PRECISION: tl.constexpr,
-    REAL: tl.constexpr,
-):
+def _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, TWIDDLE, PRECISION, REAL):
     """Unnormalised inverse of the spectrum (zr, zi) given the last stages' factors z1, z2 (see _fused_factors), both
     parts (REAL: only the real part, twice), on the (R, S) tile of the outputs written; twiddles as in
     _spectrum_of_pair."""
