@@ -549,13 +549,15 @@ def test_zero_padding_skip_matches_float64(device, monkeypatch, case, radix2):
     assert_gradients_close(inputs, actual, float64_gradients(reference_forward, inputs, grad_y), 1e-5, grad_y)
 
 
-@pytest.mark.parametrize("case", ["fused-register", "fused-L2", "2d"])
+@pytest.mark.parametrize("case", ["fused-register", "fused-L2", "multi-pass", "2d"])
 def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
     """u and the gates as channel slices of one projection (how HyenaOperator calls it: read in place), grad_y as a
     channel slice, and u with non-contiguous rows (copied): values and gradients match the torch backend."""
-    length = {"fused-register": 37, "fused-L2": 181 if device == "cpu" else 5000, "2d": (6, 9)}[case]
+    length = {"fused-register": 37, "fused-L2": 181 if device == "cpu" else 5000, "2d": (6, 9)}.get(case)
     if case == "fused-L2" and device == "cpu":
         use_cpu_fused_l2(monkeypatch, 4)
+    if case == "multi-pass":
+        length = multipass_plan(device, monkeypatch, "direct-columns", True)[0]
     size = length if case == "2d" else (length,)
     projection = torch.randn(2, 9, *size, device=device, requires_grad=True)  # (B, 3C, *S)
     kshape = tuple(2 * n - 1 for n in size) if case == "2d" else (length,)
@@ -580,6 +582,18 @@ def test_strided_inputs_match_torch_backend(device, monkeypatch, case):
     assert relative_error(y, expected) < 1e-5
     for name, got, want in zip(["projection", "k", "D", "rows_last"], grads, expected_grads, strict=True):
         assert relative_error(got, want) < 1e-5, name
+
+
+def test_multipass_reads_shared_strides_in_place():
+    """Channel slices of one projection (one pair of batch and channel strides, contiguous rows) reach the multi-pass
+    kernels as they are; signals whose strides differ or whose rows are not contiguous are copied."""
+    u, pre, post = torch.randn(2, 9, 40).split(3, dim=1)
+    signals = (u, pre, None, post)
+    assert all(a is b for a, b in zip(triton_fftconv._shared_strides(*signals), signals, strict=True))
+    rows_last = torch.randn(2, 40, 3).movedim(-1, 1)
+    for copied in (triton_fftconv._shared_strides(u, rows_last), triton_fftconv._shared_strides(rows_last)):
+        assert all(t.is_contiguous() for t in copied)
+        assert torch.equal(copied[-1], rows_last)
 
 
 @pytest.mark.parametrize("batch,channels,step", [(3, 2, 5), (2, 7, 3), (1, 4, 4), (2, 3, 1), (5, 3, 7)])

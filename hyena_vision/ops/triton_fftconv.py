@@ -33,8 +33,8 @@ the zero padding in its column passes (HALF_P, see _half_columns); its backward 
 elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs
 in the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3 for half-precision
 signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates and grad_y in place
-through their batch and channel strides (HyenaOperator's channel slices are not copied); the multi-pass scheme works
-on contiguous copies. Outputs are contiguous.
+through their batch and channel strides (HyenaOperator's channel slices are not copied); so does the multi-pass scheme
+where u and the gates share their strides (else it copies them, see _shared_strides). Outputs are contiguous.
 """
 
 import contextlib
@@ -405,8 +405,8 @@ def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 # Multi-pass scheme (1D grids above MAX_FUSED_L2_POINTS): plan.n1 = P and plan.n2 = Q are the outer factors of N, each
 # transformed in registers on its own (P1, P2) / (Q1, Q2) grid; see _triton_kernels for the passes. Signals are
-# (nb, cc, L) views of contiguous (B, C, L) tensors (a chunk, see _row_chunks), transformed in packed pairs of batch
-# rows: a chunk's scratch holds ceil(nb / 2) * cc complex (P, Q) rows.
+# (nb, cc, L) views of (B, C, L) tensors with contiguous rows (a chunk, see _row_chunks), transformed in packed pairs
+# of batch rows: a chunk's scratch holds ceil(nb / 2) * cc complex (P, Q) rows.
 
 
 def _inner_constants(n: int, device: torch.device) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -552,9 +552,19 @@ def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
     return scratch
 
 
+def _shared_strides(*signals: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The signals (B, C, L) the multi-pass kernels read through one pair of batch and channel strides: as they are
+    where they share their strides and have contiguous rows (HyenaOperator's channel slices of one projection: read in
+    place), else contiguous copies. Absent ones stay None."""
+    present = [t for t in signals if t is not None]
+    if all(t.stride() == present[0].stride() and t.stride(-1) == 1 for t in present):
+        return signals
+    return tuple(None if t is None else t.contiguous() for t in signals)
+
+
 def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
-    u, pre_gate, post_gate = (None if t is None else t.contiguous() for t in (u, pre_gate, post_gate))
-    y = torch.empty_like(u)
+    u, pre_gate, post_gate = _shared_strides(u, pre_gate, post_gate)
+    y = torch.empty_like(u, memory_format=torch.contiguous_format)
     for rows, chans in _row_chunks(u.shape[0], u.shape[1], plan):
         pieces = (u[rows, chans], _piece(pre_gate, rows, chans), spectrum[chans], _piece(D, chans))
         _multipass_conv(*pieces, _piece(post_gate, rows, chans), y[rows, chans], plan, conj=False)
@@ -563,11 +573,11 @@ def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
 
 def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     """Same gradients as conv_bwd_kernel, from the three passes plus elementwise torch ops, chunk by chunk."""
-    grad_y, u, pre_gate, post_gate = (None if t is None else t.contiguous() for t in (grad_y, u, pre_gate, post_gate))
+    u, pre_gate = _shared_strides(u, pre_gate)  # grad_y and post_gate only enter torch ops
     channels = u.shape[1]
     cross_spectrum = torch.zeros((channels, 2, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
     grad_d = torch.zeros(channels, dtype=torch.float32, device=u.device)
-    grad_u, grad_pre, grad_post = torch.empty_like(u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
+    grad_u, grad_pre, grad_post = _empty_or_like(u, u), _empty_or_like(pre_gate, u), _empty_or_like(post_gate, u)
     for rows, chans in _row_chunks(u.shape[0], channels, plan):
         u_piece, pre_piece, g_piece = u[rows, chans], _piece(pre_gate, rows, chans), grad_y[rows, chans].float()
         x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece  # (nb, cc, L)
