@@ -535,13 +535,20 @@ def _piece(t: torch.Tensor | None, *index: slice) -> torch.Tensor | None:
     return None if t is None else t[index]
 
 
-def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan, *, conj):
-    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); k conjugated for correlation;
-    spectrum and D are the chunk's channels."""
+def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan):
+    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); spectrum and D are the
+    chunk's channels."""
     scratch = _scratch(u, plan)  # (pairs, 2, P, Q)
     _column_fft(u, pre_gate, scratch, plan)
-    _row_pass(scratch, spectrum, plan, scale=1.0, forward=True, multiply=True, conj=conj, inverse=True)
+    _row_pass(scratch, spectrum, plan, scale=1.0, forward=True, multiply=True, conj=False, inverse=True)
     _column_ifft(scratch, out, plan, scale=1.0, skip=u, pre_gate=pre_gate, D=D, post_gate=post_gate)
+
+
+def _conv_of_spectra(spectra, u, pre_gate, spectrum, D, out, plan, *, conj):
+    """out = k * (pre_gate * u) + D * pre_gate * u for a chunk whose spectra (_multipass_spectra, overwritten) the
+    backward already has; k conjugated for correlation."""
+    _row_pass(spectra, spectrum, plan, scale=1.0, forward=False, multiply=True, conj=conj, inverse=True)
+    _column_ifft(spectra, out, plan, scale=1.0, skip=u, pre_gate=pre_gate, D=D)
 
 
 def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
@@ -567,7 +574,7 @@ def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     for rows, chans in _row_chunks(u.shape[0], u.shape[1], plan):
         pieces = (u[rows, chans], _piece(pre_gate, rows, chans), spectrum[chans], _piece(D, chans))
-        _multipass_conv(*pieces, _piece(post_gate, rows, chans), y[rows, chans], plan, conj=False)
+        _multipass_conv(*pieces, _piece(post_gate, rows, chans), y[rows, chans], plan)
     return y
 
 
@@ -583,9 +590,6 @@ def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece  # (nb, cc, L)
         h, k_spectrum, d = g_piece, spectrum[chans], _piece(D, chans)
         if post_gate is not None:
-            conv = torch.empty_like(x)  # k * x + D x
-            _multipass_conv(u_piece, pre_piece, k_spectrum, d, None, conv, plan, conj=False)
-            grad_post[rows, chans] = g_piece * conv
             h = g_piece * post_gate[rows, chans]
         # spectra of packed pairs: the real part of the inverse of sum H conj(X) is the sum of both rows'
         # cross-correlations (see conv_bwd_filter_kernel), all the last column pass keeps of a lone row
@@ -595,8 +599,13 @@ def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         cross = torch.stack((hr * xr + hi * xi, hi * xr - hr * xi), dim=1)  # (pairs, 2, P, Q), pairs (pair, channel)
         cross_spectrum[chans] += cross.view(-1, x.shape[1], *cross.shape[1:]).sum(0)
         grad_d[chans] += (h * x).sum(-1).sum(0)
+        # the convolutions below start from these spectra (overwritten) instead of transforming x and h again
+        if post_gate is not None:
+            conv = torch.empty_like(x)  # k * x + D x
+            _conv_of_spectra(x_spectra, u_piece, pre_piece, k_spectrum, d, conv, plan, conj=False)
+            grad_post[rows, chans] = g_piece * conv
         grad_x = torch.empty_like(x)  # corr(h, k) + D h
-        _multipass_conv(h, None, k_spectrum, d, None, grad_x, plan, conj=True)
+        _conv_of_spectra(h_spectra, h, None, k_spectrum, d, grad_x, plan, conj=True)
         grad_u[rows, chans] = grad_x if pre_piece is None else grad_x * pre_piece
         if pre_gate is not None:
             grad_pre[rows, chans] = grad_x * u_piece
