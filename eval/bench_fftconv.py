@@ -52,21 +52,21 @@ BANDWIDTHS = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s
 
 def transform_flop(plan, packed: bool = True) -> float:
     """FLOP per FFT-grid point of one real row's transform (forward or inverse) as the kernels run it: DFT factors
-    through tl.dot (2 FLOP per multiply-add, padded tiles counted; square grids from 32 x 32 take a radix-2 step per
-    side, halving the factors, about 10 FLOP per point for the two butterflies), 6 per point per twiddle multiply. The
-    fused-register kernels and the multi-pass passes transform two real rows as one complex signal, so a row costs
-    half a complex transform; packed=False: a row transformed alone (the filter's spectrum, grad_k's inverse): a real
-    one (its first stage, or the inverse's last, 2 dots instead of 4), but a complex one on direct multi-pass columns
-    (the pair's second row is zero). The zero-padding skip (a causal signal fills half the grid) halves the forward's
-    first stage and the inverse's last one where the kernels take it: the fused-register grid's rows (_half_grid), the
-    fused-L2 and multi-pass columns (_half_columns; direct multi-pass columns in the forward pass only, see
-    column_idft_kernel, so 6 instead of 8 per factor point on average); the filter's spectrum and grad_k's inverse run
-    whole."""
+    through tl.dot (2 FLOP per multiply-add, padded tiles counted; the sides of square grids from 32 x 32 and 64-point
+    sides take a radix-2 step, halving the factor, about 5 FLOP per point per butterfly), 6 per point per twiddle
+    multiply. The fused-register kernels and the multi-pass passes transform two real rows as one complex signal, so a
+    row costs half a complex transform; packed=False: a row transformed alone (the filter's spectrum, grad_k's inverse):
+    a real one (its first stage, or the inverse's last, 2 dots instead of 4), but a complex one on direct multi-pass
+    columns (the pair's second row is zero). The zero-padding skip (a causal signal fills half the grid) halves the
+    forward's first stage and the inverse's last one where the kernels take it: the fused-register grid's rows
+    (_half_grid), the fused-L2 and multi-pass columns (_half_columns; direct multi-pass columns in the forward pass
+    only, see column_idft_kernel, so 6 instead of 8 per factor point on average); the filter's spectrum and grad_k's
+    inverse run whole."""
     from hyena_vision.ops import triton_fftconv
 
     def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
         f1, f2 = triton_fftconv._factor(n1, n2), triton_fftconv._factor(n2, n1)
-        return first * f1 + 8 * f2 + (10 if f1 < n1 else 0)
+        return first * f1 + 8 * f2 + (5 if f1 < n1 else 0) + (5 if f2 < n2 else 0)
 
     variant = triton_fftconv.variant(plan)
     if variant == "fused-register":  # packed: complex F1 @ x (4 dots) per pair; alone: real F1 @ x (2 dots)

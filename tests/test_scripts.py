@@ -29,6 +29,8 @@ def test_bench_fftconv_model_counts_the_zero_padding_skip():
     grid = triton_fftconv.plan_1d(2048, 2048, True)
     assert transform_flop(grid) == (4 * 32 + 8 * 32 + 10 + 6) / 2
     assert transform_flop(triton_fftconv.plan_1d(2100, 63, False)) == (8 * 32 + 8 * 32 + 10 + 6) / 2  # > half the grid
+    # causal L = 1024: 32 x 64 grid, a dense 32-point factor on the half rows, a radix-2 step on the 64-point side
+    assert transform_flop(triton_fftconv.plan_1d(1024, 1024, True)) == (4 * 32 + 8 * 32 + 5 + 6) / 2
     # causal L = 16K: fused-L2, P = 32 half columns (2 * 32) + 6, and 17 of 32 column-spectrum rows take 1024-point
     # row FFTs on 32 x 32 (8 * 16 + 8 * 16 + 10 + 6 per point)
     assert transform_flop(triton_fftconv.plan_1d(16384, 16384, True)) == 2 * 32 + 6 + 272 * 17 / 32

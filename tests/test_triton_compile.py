@@ -29,19 +29,6 @@ def register_limit(num_warps: int) -> int:
     return min(255, REGISTER_FILE // (32 * num_warps))
 
 
-# Kernels whose register-heavy launches still spill on sm_90 (ptxas, Triton 3.8), all at 8 warps (255 registers a
-# thread; 4 and 16 warps spill more), only on 64 x 64 grids, in bytes of spill stores: the fused-register forward (24
-# in 2D, 20 with twiddles and gates) and the backward's per-row gradients (24 in 2D, 128), see the kernels'
-# docstrings; the multi-pass inverse column FFT on 64 x 64 columns (N >= 2M) of grad_k's whole-column inverse, once
-# per channel per backward (28; its launches on signals, half columns, spill none). Every other kernel must compile
-# without spills, and each kernel listed must still spill somewhere (remove it once retuned).
-KNOWN_SPILLS = {
-    "conv_fwd_kernel",
-    "conv_bwd_kernel",
-    "column_ifft_kernel",
-}
-
-
 def test_register_limit_follows_the_warp_count():
     assert [register_limit(w) for w in (1, 4, 8, 16, 32)] == [255, 255, 255, 128, 64]
 
@@ -74,8 +61,8 @@ def _table(launches: list[dict]) -> str:
 
 
 def limit_problems(launches: list[dict]) -> list[str]:
-    """What breaks the sm_90 rules: registers over the warp count's limit, spills outside KNOWN_SPILLS (and listed
-    kernels that no longer spill), shared memory, DFT products off the tensor cores."""
+    """What breaks the sm_90 rules: registers over the warp count's limit, any spill (local memory), shared memory,
+    DFT products off the tensor cores."""
     problems = []
     for launch in launches:
         name = f"{launch['kernel']} {launch['constexprs']} num_warps={launch['num_warps']}"
@@ -84,14 +71,12 @@ def limit_problems(launches: list[dict]) -> list[str]:
             continue
         if launch["registers"] > register_limit(launch["num_warps"]):
             problems.append(f"{name}: {launch['registers']} registers > {register_limit(launch['num_warps'])}")
-        if (launch["spill_stores"] or launch["spill_loads"]) and launch["kernel"] not in KNOWN_SPILLS:
+        if launch["spill_stores"] or launch["spill_loads"]:
             problems.append(f"{name}: spills {launch['spill_stores']} / {launch['spill_loads']} bytes (stores / loads)")
         if launch["shared"] > MAX_SHARED_BYTES:
             problems.append(f"{name}: {launch['shared']} bytes of shared memory")
         if not launch["tensor_core"]:  # every DFT product is a bf16x3 / tf32x3 tensor-core tl.dot
             problems.append(f"{name}: no tensor-core instruction (mma / wgmma) in its PTX")
-    spilling = {launch["kernel"] for launch in launches if launch.get("spill_stores") or launch.get("spill_loads")}
-    problems += [f"{kernel}: no longer spills, remove it from KNOWN_SPILLS" for kernel in KNOWN_SPILLS - spilling]
     return problems
 
 

@@ -478,20 +478,38 @@ def test_multipass_matches_float64(device, monkeypatch, case, causal, batch):
     assert_gradients_close(inputs, [t.grad for t in leaves], expected, 1e-5, grad_y)
 
 
-# Radix-2 steps (square grids from RADIX2_SIDE up: 32 x 32 and 64 x 64 on the GPU, whose sides run as two half-length
-# DFTs, see _triton_kernels._dft). On the CPU the threshold is lowered to 4, so that the (square) grids of these small
-# cases take the step on both sides (DFT factors of 2 to 8 points), in each variant: spectra in the interleaved layout,
-# the twiddles and the multi-pass outer twiddles follow it.
-@pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass"])
+# Radix-2 steps (the sides of square grids from RADIX2_SIDE up and sides from 2 RADIX2_SIDE: 32 x 32, 64 x 64 and the
+# 64-point side of 32 x 64 on the GPU, which run as two half-length DFTs, see _triton_kernels._dft). On the CPU the
+# threshold is lowered to 4, so that the grids of these small cases take the step on both sides (DFT factors of 2 to
+# 8 points), in each variant: spectra in the interleaved layout, the twiddles and the multi-pass outer twiddles follow
+# it; "mixed-sides" lowers it to 16, so that 16 x 32 grids take it on their long side only, as 32 x 64 ones do.
+@pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass", "mixed-sides"])
 def test_radix2_steps_match_float64(device, monkeypatch, case):
     if device == "cuda":
         if case != "fused-1d":
-            pytest.skip("on the GPU the fused-1d case runs real 32 x 32 and 64 x 64 grids")
-        test_1d_gradients_match_float64(device, torch.float32, True, 512, 512, True)
-        test_1d_gradients_match_float64(device, torch.float32, True, 2048, 2048, True)
+            pytest.skip("on the GPU the fused-1d case runs real 32 x 32, 32 x 64 and 64 x 64 grids")
+        for length in (512, 1024, 2048):
+            test_1d_gradients_match_float64(device, torch.float32, True, length, length, True)
         return
-    monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_SIDE", triton_fftconv.kernels.tl.constexpr(4))
-    monkeypatch.setattr(triton_fftconv, "RADIX2_SIDE", 4)
+    side = 16 if case == "mixed-sides" else 4
+    monkeypatch.setattr(triton_fftconv.kernels, "RADIX2_SIDE", triton_fftconv.kernels.tl.constexpr(side))
+    monkeypatch.setattr(triton_fftconv, "RADIX2_SIDE", side)
+    _run_variant(device, monkeypatch, case)
+
+
+# Stacked products (_triton_kernels._dft_direct): the forward's x @ F on tiles of STACK_ROWS rows or more (64 x 64
+# grids and multi-pass columns on the GPU, run by the radix-2 test there) takes the real and imaginary parts as one
+# tile of twice the rows. On the CPU the threshold is lowered to 2, so that every variant's tiles take it.
+@pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass"])
+def test_stacked_products_match_float64(device, monkeypatch, case):
+    if device == "cuda":
+        pytest.skip("on the GPU the radix-2 test's 64 x 64 grids take the stacked products")
+    monkeypatch.setattr(triton_fftconv.kernels, "STACK_ROWS", triton_fftconv.kernels.tl.constexpr(2))
+    _run_variant(device, monkeypatch, case)
+
+
+def _run_variant(device, monkeypatch, case):
+    """One small case of each kernel variant against float64 (forward and backward, 2D forward only)."""
     if case == "fused-1d":
         test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
         test_1d_gradients_match_float64(device, torch.bfloat16, False, 30, 59, True)
@@ -499,8 +517,12 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
         test_2d_forward_matches_float64(device, torch.float32, (8, 8), (15, 15))  # 16 x 16 grid
     elif case == "fused-L2":
         test_fused_l2_matches_float64_and_torch(device, monkeypatch, True, 300, 16384, 16, True, torch.float32)
-    else:
+    elif case == "multi-pass":
         test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True, 1)  # pairs: above
+    else:  # 16 x 32 grids
+        assert (triton_fftconv._factor(16, 32), triton_fftconv._factor(32, 16)) == (16, 16)
+        test_1d_gradients_match_float64(device, torch.float32, True, 256, 256, True)
+        test_2d_forward_matches_float64(device, torch.float32, (8, 16), (15, 31))
 
 
 @pytest.mark.parametrize("radix2", [False, True], ids=["dense", "radix2"])
@@ -508,9 +530,9 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
 def test_zero_padding_skip_matches_float64(device, monkeypatch, case, radix2):
     """The fused-register kernels on the first half of the grid's rows (and in 2D of its columns) only: the signals'
     zero padding skipped in the first stages, the discarded outputs in the last ones, forward and backward (whose
-    grad_k fills the whole grid). Dense factors: 32 x 64 grids on the GPU, 8 x 16 / 16 x 32 ones on the CPU (MIN_SIDE
-    lowered to 4 so that the half meets it); radix-2 steps over half-filled factors: 64 x 64 grids on the GPU, 16 x 16
-    on the CPU (RADIX2_SIDE lowered to 4 as well), there the rows only (see _half_grid)."""
+    grad_k fills the whole grid). Dense factors: the 32-point side of 32 x 64 grids on the GPU (the 64-point side takes
+    a radix-2 step), 8 x 16 / 16 x 32 grids on the CPU (MIN_SIDE lowered to 4 so that the half meets it); radix-2 steps
+    over half-filled factors: 64 x 64 grids on the GPU, 16 x 16 on the CPU (RADIX2_SIDE lowered to 4 as well)."""
     if device != "cuda":
         monkeypatch.setattr(triton_fftconv, "MIN_SIDE", 4)
         if radix2:
@@ -542,7 +564,7 @@ def test_zero_padding_skip_matches_float64(device, monkeypatch, case, radix2):
 
     assert triton_fftconv.variant(plan) == "fused-register"
     assert (triton_fftconv._factor(plan.n1, plan.n2) < plan.n1) == radix2
-    assert triton_fftconv._half_grid(plan) == {"HALF_ROWS": True, "HALF_COLS": case == "2d" and not radix2}
+    assert triton_fftconv._half_grid(plan) == {"HALF_ROWS": True, "HALF_COLS": case == "2d"}
     assert relative_error(triton_forward(*inputs), reference_forward(*inputs)) < TOLERANCE[torch.float32]
     grad_y = torch.randn_like(inputs[0])
     actual = triton_gradients(triton_forward, inputs, grad_y)

@@ -90,7 +90,7 @@ FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 point
 # input config of each scenario (the full cross product, about twice as long).
 SCENARIOS = (
     ("1D causal L=512", 512, True, (BF16_GATED,), 8),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
-    ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),
+    ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),  # 32 x 64: a dense 32-point side, radix-2 on the 64-point one
     ("1D causal L=2048", 2048, True, (BF16_GATED,), 8),  # 64 x 64 grid with twiddles: radix-2 over 32-point DFTs
     ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
     ("1D causal L=4000", 4000, True, (BF16_GATED,), 8),  # fused-L2, P = 16 (whole columns, 16 x 32 rows)
@@ -100,7 +100,7 @@ SCENARIOS = (
     ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs
     ("1D causal L=1000000", 1_000_000, True, (BF16_GATED,), 8),  # four-step columns on 64 x 64, half columns
     ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
-    ("2D 16x32", (16, 32), False, (BF16_GATED,), 8),  # 32 x 64 grid, dense factors, half the rows and columns
+    ("2D 16x32", (16, 32), False, (BF16_GATED,), 8),  # 32 x 64 grid, radix-2 on its 64 columns, half rows and columns
 )
 
 

@@ -8,11 +8,12 @@ with DFT matrices F1 (N1, N1), F2 (N2, N2) and twiddles T[k1, n2] = exp(-2 pi i 
 products done with ``tl.dot`` and one elementwise multiply. The inverse runs the same steps backwards with conjugates
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
-Square grids from RADIX2_SIDE up (32 x 32, 64 x 64) split each side's DFT into a radix-2 step over two half-length
-DFTs (see _dft), so their DFT factors, the K side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand
-panels of the products in registers, and the halved K spills far less there. Such a spectrum is stored in an
-interleaved order along each axis (see _frequency); the twiddles' rows and the multi-pass outer twiddles follow it.
-Other grids (16 x 32, 32 x 64, ...) keep dense factors of their sides: on 32 x 64 the radix-2 form spilled more.
+The sides of square grids from RADIX2_SIDE up (32 x 32, 64 x 64), and sides of 2 RADIX2_SIDE on any grid (the 64-point
+side of 32 x 64), split their DFT into a radix-2 step over two half-length DFTs (see _dft), so the DFT factors, the K
+side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand panels of the products in registers, and the
+halved K spills far less there. Such a spectrum is stored in an interleaved order along that axis (see _frequency);
+the twiddles' rows and the multi-pass outer twiddles follow it. Other sides (16 x 32, the 32-point side of 32 x 64)
+keep dense factors. On 32 x 64 the radix-2 form spilled 292-832 bytes until the stacked products (_dft_direct).
 Where the signal occupies only the first half of a grid's rows (the zero padding of a linear convolution), and in 2D
 of its columns, the fused-register kernels run the first stage on that half only (F1[:, :N1 / 2] @ x, or with a
 radix-2 step the same block of its half-length factor for the even and for the odd rows) and compute only the
@@ -43,6 +44,7 @@ import triton.language as tl
 
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")  # see _dot
 RADIX2_SIDE = tl.constexpr(32)
+STACK_ROWS = tl.constexpr(32)  # see _dft_direct
 
 
 @triton.jit
@@ -170,9 +172,10 @@ def _skip_and_store(
 @triton.jit
 def _load_four_step(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr):
     """The in-register four-step FFT's constants on an (N1, N2) grid: the DFT factors F_M1, F_M2 of its sides (see
-    _dft: M = N, or N / 2 on square grids from RADIX2_SIDE up) and the twiddles, rows in the first stage's layout."""
-    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1
-    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
+    _dft: M = N, or N / 2 with a radix-2 step, see the module docstring) and the twiddles, rows in the first stage's
+    layout."""
+    M1: tl.constexpr = N1 // 2 if N1 >= RADIX2_SIDE * (1 if N1 == N2 else 2) else N1
+    M2: tl.constexpr = N2 // 2 if N2 >= RADIX2_SIDE * (1 if N2 == N1 else 2) else N2
     f1r, f1i = _load_complex(dft1_ptr, M1, M1)
     f2r, f2i = _load_complex(dft2_ptr, M2, M2)
     twr, twi = _load_complex(tw_ptr, N1, N2)
@@ -190,11 +193,31 @@ def _mm(x, f, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _dft_direct(
-    xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr
-):
-    """One dense DFT-factor product along an axis of length M (F's side); arguments as in _dft."""
-    if INVERSE:  # x times conj(F)
+def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION, STACK=True):
+    """One dense DFT-factor product along an axis of length M (F's side); arguments as in _dft.
+
+    Two of its forms run as fewer, larger tl.dots. The forward's x @ F on tiles of STACK_ROWS rows or more (unless
+    STACK is off) stacks the real and imaginary parts as one tile of twice the rows: tl.dots whose results feed further
+    tl.dots get every warp along the rows (TTGIR: warpsPerCTA [8, 1], 128 rows of sm_90's wgmma tiles), so the warps of
+    an 8-warp kernel computed and held each 64-row product twice (32-row products four times). The real part of an
+    inverse along the first axis is one product over twice the contraction, [fr fi] @ [xr; xi]. ptxas (sm_90, 8 warps,
+    spill stores in bytes): the fused-register forward at 64 x 64 from 20 (2D: 24) to none, its backward from 128 (24)
+    to none, grad_k's whole-column inverse of the multi-pass scheme from 28 to none; and the radix-2 step on the
+    64-point side of 32 x 64 grids from 292 / 452 / 832 (forward / backward / filter spectrum) to none. Stacking the
+    inverses' x @ F too spilled in the multi-pass inverse column FFT (28 to 224 bytes); stacked, the row passes'
+    transposed-tile forward (_load_spectrum, STACK off) spilled 8 bytes in the fused-L2 backward and 16 in the 16 x 32
+    row FFT.
+    """
+    if STACK and not (AXIS0 or REAL or INVERSE) and xr.shape[0] >= STACK_ROWS:
+        x = _interleave(xr, xi, True)  # (2 R, K): rows xr[0], xi[0], xr[1], ...
+        ar, ai = _deinterleave(_dot(x, fr, PRECISION), True)  # xr @ fr, xi @ fr: (R, M) each
+        br, bi = _deinterleave(_dot(x, fi, PRECISION), True)  # xr @ fi, xi @ fi
+        yr, yi = ar - bi, br + ai
+    elif INVERSE and REAL and AXIS0:
+        f = tl.reshape(tl.join(fr, fi), (fr.shape[0], 2 * fr.shape[1]))  # (M, 2 K): columns fr[:, 0], fi[:, 0], ...
+        yr = _dot(f, _interleave(xr, xi, True), PRECISION)  # (2 K, S) rows xr[0], xi[0], ...
+        yi = yr
+    elif INVERSE:  # x times conj(F)
         yr = _mm(xr, fr, AXIS0, PRECISION) + _mm(xi, fi, AXIS0, PRECISION)
         if REAL:
             yi = yr
@@ -230,7 +253,7 @@ def _interleave(a, b, AXIS0: tl.constexpr):
 
 
 @triton.jit
-def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION: tl.constexpr):
+def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.constexpr, PRECISION, STACK=True):
     """DFT (INVERSE: unnormalised inverse) of the complex tile xr + i xi along its first (AXIS0) or second axis, of
     length N = M or 2 M for the DFT factor F_M = fr + i fi. REAL: the forward's input is real (xi unused), the
     inverse returns only the real part (twice).
@@ -244,7 +267,7 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
     """
     N: tl.constexpr = xr.shape[0] if AXIS0 else xr.shape[1]
     if N == (fr.shape[1] if AXIS0 else fr.shape[0]):  # F's contraction side (F may be a block, see _half_blocks)
-        yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION)
+        yr, yi = _dft_direct(xr, xi, fr, fi, REAL, INVERSE, AXIS0, PRECISION, STACK)
     else:
         # M: F's output side in the forward (whose input may hold only the signal's first half, taken by a block of
         # F, see _half_blocks), its contraction side in the inverse (whose block computes only the first outputs)
@@ -269,8 +292,8 @@ def _dft(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0: tl.co
                 odd_r, odd_i = _dft_direct(odd_r, odd_r, fr, fi, True, False, AXIS0, PRECISION)
             else:
                 even_i, odd_i = _deinterleave(xi, AXIS0)
-                er, ei = _dft_direct(even_r, even_i, fr, fi, False, False, AXIS0, PRECISION)
-                odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, False, AXIS0, PRECISION)
+                er, ei = _dft_direct(even_r, even_i, fr, fi, False, False, AXIS0, PRECISION, STACK)
+                odd_r, odd_i = _dft_direct(odd_r, odd_i, fr, fi, False, False, AXIS0, PRECISION, STACK)
             odd_r, odd_i = _cmul(odd_r, odd_i, wr, wi)
             yr = _interleave(er + odd_r, er - odd_r, AXIS0)
             yi = _interleave(ei + odd_i, ei - odd_i, AXIS0)
@@ -437,7 +460,8 @@ def _twiddled_radix2_step(
     (the inverse DFT, then times conj(T)): as _dft with a _cmul before it (_cmul_conj after it), but each half of T
     is read where its half of the samples (the even columns, the odd ones) is used, so only half of T is live at a
     time. ptxas (sm_90, 8 warps, bf16x3, gated) at 64 x 64, spill stores in bytes (forward / per-row backward / cross
-    spectrum): 172 / 268 / 40 with T read whole before the step, 20 / 128 / 0 so."""
+    spectrum): 172 / 268 / 40 with T read whole before the step, 20 / 128 / 0 so (before _dft_direct's stacked
+    products, with which none spills)."""
     M: tl.constexpr = N2 // 2
     tw_even = tw_ptr + tl.arange(0, N1)[:, None] * N2 + 2 * tl.arange(0, M)[None, :]  # (N1, M): T's even columns
     if INVERSE:  # even and odd output samples from Z[k] +- Z[k + M] (see _dft)
@@ -540,11 +564,13 @@ def conv_fwd_kernel(
     signal, see the module docstring; the host makes TILE even, see batch_tile). For the skip term the row's u and pre
     are re-read (L1 / L2), not held through the transforms.
 
-    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none up to 32 x 64 (177
-    and 178 registers); 64 x 64 grids still spill 20 / 28 (24 / 24 in 2D without gates), down from 456 / 460 (84 / 84)
-    by the half rows on radix-2 sides (_fused_factors), the fence before the inverse (_conv_pair) and the twiddles read
-    per half (_twiddled_radix2_step). Tried and dropped: running the transforms on transposed tiles (first DFT along the
-    second axis, as _load_spectrum does) spilled more (572 / 592 at 64 x 64, 160 / 152 in 2D, 656 / 656 at 32 x 64
+    Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none at any size (190
+    registers at 32 x 64, 222 at 64 x 64; in 2D without gates, half rows and columns, 172 and 254). At 64 x 64 that
+    took, from 456 / 460 (84 / 84), the half rows on radix-2 sides (_fused_factors), the fence before the inverse
+    (_conv_pair), the twiddles read per half (_twiddled_radix2_step) and, for the last 20 / 28 (24 / 24) bytes, the
+    stacked products of _dft_direct.
+    Tried and dropped: running the transforms on transposed tiles (first DFT along the second axis, as _load_spectrum
+    does) spilled more (572 / 592 at 64 x 64, 160 / 152 in 2D, 656 / 656 at 32 x 64 with a dense 64-point factor
     against none), and so did 16 warps (1,940 / 2,140 at 64 x 64).
 
     Programs run channel-major (consecutive programs share c), so a filter spectrum is read from L2 by its batch.
@@ -660,9 +686,9 @@ def conv_bwd_kernel(
     Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
     single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's
     transforms, and spilled (ptxas, sm_90, 8 warps, bf16x3, gated; stores / loads in bytes) 856 / 784 at 32 x 32,
-    1,264 / 1,188 at 32 x 64, 3,532 / 4,276 at 64 x 64 and 2,788 / 3,224 in 2D at 64 x 64; this one spills none up to
-    32 x 64 (172 and 254 registers) and, like the forward, still does at 64 x 64: 128 / 176 (24 / 24 in 2D), down
-    from 788 / 1,108 (92 / 92) as in conv_fwd_kernel.
+    1,264 / 1,188 at 32 x 64, 3,532 / 4,276 at 64 x 64 and 2,788 / 3,224 in 2D at 64 x 64; this one spills none at any
+    size (173 registers at 32 x 32, 209 at 32 x 64, 226 at 64 x 64; 176 and 254 in 2D), at 64 x 64 down from 788 /
+    1,108 (92 / 92) as in conv_fwd_kernel (the last 128 / 176, 24 / 24, by the stacked products).
     """
     tiles = tl.cdiv(B, TILE)
     pid = tl.program_id(0).to(tl.int64)
@@ -808,24 +834,19 @@ def filter_gradient_kernel(
     loads) 452 / 444 bytes at 32 x 64 and 692 / 844 at 64 x 64 (268 / 268 in 2D), against none / 72 / none without
     it; and the slices' spectra are added first, so it runs once per channel. Here the twiddles and F1 are loaded
     after the first stage: loaded up front (as _ifft_real's callers do) they spilled 312 / 312 at 32 x 64 and 292 / 316
-    at 64 x 64; after it, none on square grids but 88 / 88 at 32 x 64 (4 warps: 316 / 316; 16 warps: 1,112 / 1,116).
-    Non-square grids (whose first stage takes a dense factor of the long side) therefore run on the transposed tile,
-    the first stage along its first axis: none at 32 x 64 (190 registers); square ones stay in natural order
-    (transposed: 28 / 28 bytes at 64 x 64, 32 / 32 in 2D)."""
+    at 64 x 64; after it, none on square grids. While the 64-point side of 32 x 64 took a dense factor, that grid
+    spilled 88 / 88 in natural order (4 warps: 316 / 316; 16 warps: 1,112 / 1,116) and ran on the transposed tile;
+    with its radix-2 step it spills none either way and takes natural order (243 registers, 255 transposed)."""
     c = tl.program_id(0).to(tl.int64)
-    M1: tl.constexpr = N1 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N1  # as in _load_four_step
-    M2: tl.constexpr = N2 // 2 if N1 == N2 and N1 >= RADIX2_SIDE else N2
-    TRANSPOSED: tl.constexpr = N1 != N2  # see the docstring
-    if TRANSPOSED:
-        offs = tl.arange(0, N1)[None, :] * N2 + tl.arange(0, N2)[:, None]  # (N2, N1), indexed [k2, k1] / [n2, n1]
-    else:
-        offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    M1: tl.constexpr = N1 // 2 if N1 >= RADIX2_SIDE * (1 if N1 == N2 else 2) else N1  # as in _load_four_step
+    M2: tl.constexpr = N2 // 2 if N2 >= RADIX2_SIDE * (1 if N2 == N1 else 2) else N2
+    offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
     zr, zi = _load_row(cross_ptr + c * 2 * N1 * N2, offs, N1 * N2)
-    cr, ci = _dft(zr, zi, *_load_complex(dft2_ptr, M2, M2), False, True, TRANSPOSED, PRECISION)  # [k1, n2] or [n2, k1]
+    cr, ci = _dft(zr, zi, *_load_complex(dft2_ptr, M2, M2), False, True, False, PRECISION)  # indexed [k1, n2]
     tl.debug_barrier()  # a fence: the twiddles and F1 are loaded after the first stage, not held through it
     if TWIDDLE:
         cr, ci = _cmul_conj(cr, ci, *_load_row(tw_ptr, offs, N1 * N2))
-    grad_k = _dft(cr, ci, *_load_complex(dft1_ptr, M1, M1), True, True, not TRANSPOSED, PRECISION)[0]
+    grad_k = _dft(cr, ci, *_load_complex(dft1_ptr, M1, M1), True, True, True, PRECISION)[0]  # indexed [n1, n2]
     tl.store(grad_k_ptr + c * N1 * N2 + offs, grad_k * scale)
 
 
@@ -854,11 +875,12 @@ def _load_spectrum(src, PLANE, f1r, f1i, f2r, f2i, tw_ptr, Q1: tl.constexpr, Q2:
     the rows (TTGIR: warpsPerCTA [8, 1]), so each warp holds whole the 16-row halves of a radix-2 step along the first
     axis. As a transform's first stage, that step spilled: 188 bytes in row_fft_kernel's forward, 172 in its inverse
     run on the transposed tile, none in the plain inverse (233 registers); the forward here needs 128 registers and
-    no spills.
+    no spills. Its first stage keeps four products per DFT (STACK off, see _dft_direct): stacked, it spilled 8 bytes
+    in conv_bwd_l2_kernel and 16 in the 16 x 32 row FFT.
     """
     grid = tl.trans(tl.arange(0, Q1)[:, None] * Q2 + tl.arange(0, Q2)[None, :])  # (Q2, Q1), indexed [n2, n1]
     zr, zi = _load_row(src, grid, PLANE)
-    zr, zi = _dft(zr, zi, f1r, f1i, False, False, False, PRECISION)  # indexed [n2, k1]
+    zr, zi = _dft(zr, zi, f1r, f1i, False, False, False, PRECISION, False)  # indexed [n2, k1], not stacked
     zr, zi = _cmul(zr, zi, *_load_row(tw_ptr, grid, Q1 * Q2))
     zr, zi = _dft(zr, zi, f2r, f2i, False, False, True, PRECISION)  # indexed [k2, k1]
     return tl.trans(zr), tl.trans(zi)  # indexed [k1, k2]
@@ -887,8 +909,8 @@ def _unit_root(exponent, N):
 def _outer_twiddle(q, P1: tl.constexpr, P2: tl.constexpr, N):
     """(cos, sin) of -2 pi q fp / N on the P-FFT's output tile, where tile [a, b] holds fp = k1 + P1 * k2 for the
     frequencies k1, k2 of positions a, b (see _frequency)."""
-    M1: tl.constexpr = P1 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P1
-    M2: tl.constexpr = P2 // 2 if P1 == P2 and P1 >= RADIX2_SIDE else P2
+    M1: tl.constexpr = P1 // 2 if P1 >= RADIX2_SIDE * (1 if P1 == P2 else 2) else P1
+    M2: tl.constexpr = P2 // 2 if P2 >= RADIX2_SIDE * (1 if P2 == P1 else 2) else P2
     k1 = _frequency(tl.arange(0, P1), P1, M1)[:, None]
     k2 = _frequency(tl.arange(0, P2), P2, M2)[None, :]
     return _unit_root(q * (k1 + P1 * k2), N)  # (P1, P2); int32: q fp < N

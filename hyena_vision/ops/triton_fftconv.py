@@ -57,11 +57,11 @@ __all__ = [
     "MAX_FUSED_L2_POINTS",
 ]
 
-RADIX2_SIDE = kernels.RADIX2_SIDE.value  # square grids from this side up take a radix-2 step per side (see _factor)
+RADIX2_SIDE = kernels.RADIX2_SIDE.value  # sides that take a radix-2 step: see _factor
 MIN_SIDE = 16  # tl.dot needs every tile side >= 16, so the FFT grid is at least 16 x 16
 MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D signals take the fused-L2 variant
 # Longest side of a grid one program holds: its complex DFT factor sits in registers beside the grid (a 64-point side
-# takes a dense 64-point factor on 32 x 64 grids, a radix-2 step over a 32-point one on 64 x 64, see _factor).
+# takes a radix-2 step over a 32-point factor, see _factor).
 # A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image) would need a 512 KB matrix: out of
 # registers and shared memory, so such images are refused.
 MAX_FFT_SIDE = 64
@@ -213,8 +213,9 @@ def _dft_matrix(n: int, device: torch.device, padded: int = 0) -> torch.Tensor:
 
 def _factor(n: int, other: int) -> int:
     """Side of the DFT factor for a side of n points of an (n, other) grid: n / 2 (a radix-2 step, see
-    _triton_kernels._dft) on square grids from RADIX2_SIDE up (32 x 32, 64 x 64), else n."""
-    return n // 2 if n == other and n >= RADIX2_SIDE else n
+    _triton_kernels._dft) on square grids from RADIX2_SIDE up (32 x 32, 64 x 64) and for sides from 2 RADIX2_SIDE
+    (the 64-point side of 32 x 64), else n."""
+    return n // 2 if n >= RADIX2_SIDE * (1 if n == other else 2) else n
 
 
 def _frequencies(n: int, other: int, device: torch.device) -> torch.Tensor:
@@ -640,15 +641,16 @@ def _half_grid(plan: Plan) -> dict[str, bool]:
     """The fused-register kernels' HALF_ROWS / HALF_COLS: whether they transform only the first half of the grid's
     rows / columns, where the signals (zero padding after them) and the outputs written occupy only that half (grad_k,
     which fills the grid, is inverted in full) and the half of the side's DFT factor (see _factor) still meets
-    tl.dot's MIN_SIDE: rows of 32 or more points with a dense factor, of 64 with a radix-2 step (whose even and odd
-    samples both fill only their first half); columns (2D) of 32 or more points with a dense factor. ptxas (sm_90, 8
-    warps, bf16x3; before the fence in _triton_kernels._conv_pair) on 2D 64 x 64 grids (radix-2 on both sides), spill
-    stores in bytes, forward / per-row backward: 84 / 92 with neither half, 88 / 56 with the rows', 216 / 208 with both
-    (220 / 224 with the columns' alone); with dense factors none at 32 x 64 with both halves, 108 / 116 at 64 x 32 with
-    only the rows', none with both."""
+    tl.dot's MIN_SIDE: sides of 32 or more points with a dense factor, of 64 with a radix-2 step (whose even and odd
+    samples both fill only their first half). ptxas (sm_90, 8 warps, bf16x3; before the fence in
+    _triton_kernels._conv_pair) on 2D 64 x 64 grids (radix-2 on both sides), spill stores in bytes, forward / per-row
+    backward: 84 / 92 with neither half, 88 / 56 with the rows', 216 / 208 with both (220 / 224 with the columns'
+    alone); with dense factors none at 32 x 64 with both halves, 108 / 116 at 64 x 32 with only the rows', none with
+    both. So columns on radix-2 sides skipped nothing until the stacked products (_triton_kernels._dft_direct), with
+    which both halves spill none there (254 / 254 registers at 64 x 64, 172 / 176 at 32 x 64)."""
     occupied = min(plan.rows, -(-plan.limit // plan.stride))  # grid rows holding samples
     rows = occupied <= plan.n1 // 2 and _factor(plan.n1, plan.n2) // 2 >= MIN_SIDE
-    cols = plan.cols <= plan.n2 // 2 and _factor(plan.n2, plan.n1) == plan.n2 and plan.n2 // 2 >= MIN_SIDE
+    cols = plan.cols <= plan.n2 // 2 and _factor(plan.n2, plan.n1) // 2 >= MIN_SIDE
     return {"HALF_ROWS": rows, "HALF_COLS": cols}
 
 
