@@ -497,9 +497,10 @@ def test_radix2_steps_match_float64(device, monkeypatch, case):
     _run_variant(device, monkeypatch, case)
 
 
-# Stacked products (_triton_kernels._dft_direct): the forward's x @ F on tiles of STACK_ROWS rows or more (64 x 64
-# grids and multi-pass columns on the GPU, run by the radix-2 test there) takes the real and imaginary parts as one
-# tile of twice the rows. On the CPU the threshold is lowered to 2, so that every variant's tiles take it.
+# Stacked products (_triton_kernels._dft_direct): the forward's x @ F on tiles of STACK_ROWS rows or more (fused grids
+# from 32 x 32, the fused-L2 forward's rows, four-step multi-pass columns on the GPU, run by the radix-2 test there)
+# takes the real and imaginary parts as one tile of twice the rows. On the CPU the threshold is lowered to 2, so that
+# every variant's tiles take it.
 @pytest.mark.parametrize("case", ["fused-1d", "fused-2d", "fused-L2", "multi-pass"])
 def test_stacked_products_match_float64(device, monkeypatch, case):
     if device == "cuda":

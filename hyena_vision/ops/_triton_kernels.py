@@ -199,7 +199,7 @@ def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0
     Two of its forms run as fewer, larger tl.dots. The forward's x @ F on tiles of STACK_ROWS rows or more (unless
     STACK is off) stacks the real and imaginary parts as one tile of twice the rows: tl.dots whose results feed further
     tl.dots get every warp along the rows (TTGIR: warpsPerCTA [8, 1], 128 rows of sm_90's wgmma tiles), so the warps of
-    an 8-warp kernel computed and held each 64-row product twice (32-row products four times). The real part of an
+    an 8-warp kernel computed and held each 64-row product twice (32-row ones up to four times). The real part of an
     inverse along the first axis is one product over twice the contraction, [fr fi] @ [xr; xi]. ptxas (sm_90, 8 warps,
     spill stores in bytes): the fused-register forward at 64 x 64 from 20 (2D: 24) to none, its backward from 128 (24)
     to none, grad_k's whole-column inverse of the multi-pass scheme from 28 to none; and the radix-2 step on the
