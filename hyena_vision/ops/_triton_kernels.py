@@ -200,7 +200,7 @@ def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0
     STACK is off) stacks the real and imaginary parts as one tile of twice the rows: tl.dots whose results feed further
     tl.dots get every warp along the rows (TTGIR: warpsPerCTA [8, 1], 128 rows of sm_90's wgmma tiles), so the warps of
     an 8-warp kernel computed and held each 64-row product twice (32-row ones up to four times). The real part of an
-    inverse along the first axis is one product over twice the contraction, [fr fi] @ [xr; xi]. ptxas (sm_90, 8 warps,
+    inverse is one product over twice the contraction, [fr fi] @ [xr; xi] along the first axis. ptxas (sm_90, 8 warps,
     spill stores in bytes): the fused-register forward at 64 x 64 from 20 (2D: 24) to none, its backward from 128 (24)
     to none, grad_k's whole-column inverse of the multi-pass scheme from 28 to none; and the radix-2 step on the
     64-point side of 32 x 64 grids from 292 / 452 / 832 (forward / backward / filter spectrum) to none. Stacking the
@@ -213,16 +213,12 @@ def _dft_direct(xr, xi, fr, fi, REAL: tl.constexpr, INVERSE: tl.constexpr, AXIS0
         ar, ai = _deinterleave(_dot(x, fr, PRECISION), True)  # xr @ fr, xi @ fr: (R, M) each
         br, bi = _deinterleave(_dot(x, fi, PRECISION), True)  # xr @ fi, xi @ fi
         yr, yi = ar - bi, br + ai
-    elif INVERSE and REAL and AXIS0:
-        f = tl.reshape(tl.join(fr, fi), (fr.shape[0], 2 * fr.shape[1]))  # (M, 2 K): columns fr[:, 0], fi[:, 0], ...
-        yr = _dot(f, _interleave(xr, xi, True), PRECISION)  # (2 K, S) rows xr[0], xi[0], ...
+    elif INVERSE and REAL:  # Re(conj(F) x) = [fr fi] @ [xr; xi] (along the first axis), the parts interleaved
+        yr = _mm(_interleave(xr, xi, AXIS0), _interleave(fr, fi, not AXIS0), AXIS0, PRECISION)
         yi = yr
     elif INVERSE:  # x times conj(F)
         yr = _mm(xr, fr, AXIS0, PRECISION) + _mm(xi, fi, AXIS0, PRECISION)
-        if REAL:
-            yi = yr
-        else:
-            yi = _mm(xi, fr, AXIS0, PRECISION) - _mm(xr, fi, AXIS0, PRECISION)
+        yi = _mm(xi, fr, AXIS0, PRECISION) - _mm(xr, fi, AXIS0, PRECISION)
     elif REAL:
         yr = _mm(xr, fr, AXIS0, PRECISION)
         yi = _mm(xr, fi, AXIS0, PRECISION)
