@@ -451,19 +451,21 @@ def multipass_plan(device, monkeypatch, case, causal):
 
 
 @pytest.mark.parametrize(
-    "case,causal,batch",
+    "case,causal,batch,channels",
     [
-        ("direct-columns", True, 3),
-        ("direct-columns", False, 3),
-        ("direct-columns-half", True, 3),
-        ("four-step-columns-half", True, 2),  # whole four-step columns: test_radix2_steps_match_float64
+        ("direct-columns", True, 3, 1),
+        ("direct-columns", False, 3, 1),
+        ("direct-columns-half", True, 3, 1),
+        # several pairs and filters on the four-step columns' (pair, column) grid; whole columns:
+        # test_radix2_steps_match_float64
+        ("four-step-columns-half", True, 3, 2),
     ],
 )
-def test_multipass_matches_float64(device, monkeypatch, case, causal, batch):
+def test_multipass_matches_float64(device, monkeypatch, case, causal, batch, channels):
     length, plan = multipass_plan(device, monkeypatch, case, causal)
     klen = length if causal else 2 * length - 1
-    inputs = random_inputs(device, torch.float32, batch, 1, length, klen, gates=True)
-    grad_y = torch.randn(batch, 1, length, device=device)
+    inputs = random_inputs(device, torch.float32, batch, channels, length, klen, gates=True)
+    grad_y = torch.randn(batch, channels, length, device=device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     y = fftconv(*leaves[:3], causal=causal, pre_gate=leaves[3], post_gate=leaves[4], backend="triton")
     y.backward(grad_y)
@@ -519,7 +521,7 @@ def _run_variant(device, monkeypatch, case):
     elif case == "fused-L2":
         test_fused_l2_matches_float64_and_torch(device, monkeypatch, True, 300, 16384, 16, True, torch.float32)
     elif case == "multi-pass":
-        test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True, 1)  # pairs: above
+        test_multipass_matches_float64(device, monkeypatch, "four-step-columns", True, 1, 1)  # pairs: above
     else:  # 16 x 32 grids
         assert (triton_fftconv._factor(16, 32), triton_fftconv._factor(32, 16)) == (16, 16)
         test_1d_gradients_match_float64(device, torch.float32, True, 256, 256, True)

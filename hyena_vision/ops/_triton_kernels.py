@@ -922,6 +922,17 @@ def _pair_rows(j, NB, CC, SB, SC):
 
 
 @triton.jit
+def _pair_and_column(Q):
+    """(packed pair j, column q) of a four-step column program, on a 1D grid of pairs * Q programs with columns
+    fastest. A column's samples lie Q apart, one to a 32-byte sector: programs that run together then read adjacent
+    columns of the same rows and share each sector through L2. With pairs fastest (the former (pairs, Q) grid) a
+    sector's next sample was wanted only after every pair's program for that column had run, through a chunk's worth
+    of other sectors (16 MB at N = 128K). q is int32 (N < 2^31): int64 offset tiles take twice the registers."""
+    program = tl.program_id(0)
+    return (program // Q).to(tl.int64), program % Q
+
+
+@triton.jit
 def column_fft_kernel(
     u_ptr,  # (NB, CC, LIMIT) real signal view, rows contiguous
     pre_ptr,  # the same layout, or dummy
@@ -944,8 +955,7 @@ def column_fft_kernel(
 ):
     """Pass 1: scratch[j, :, s, q] = W_N^(q fp) * FFT_P(x_b + i x_(b+1))[fp] for column q of the (P, Q) view, x = pre
     * u of the packed pair j's rows."""
-    j = tl.program_id(0).to(tl.int64)
-    q = tl.program_id(1)  # int32 offsets within a row (N < 2^31): int64 tiles take twice the registers
+    j, q = _pair_and_column(Q)
     n_points = P1 * P2 * Q
     start, _, second = _pair_rows(j, NB, CC, SB, SC)
     R: tl.constexpr = P1 // 2 if HALF_P else P1
@@ -1066,8 +1076,7 @@ def column_ifft_kernel(
 ):
     """Pass 3: y[b + r, c, Q p + q] = post * (scale * IFFT_P(conj twiddle * scratch[j, :, :, q])[p] + D * pre * u),
     the real part for the pair's first row (r = 0), the imaginary part for its second (r = 1)."""
-    j = tl.program_id(0).to(tl.int64)
-    q = tl.program_id(1)  # int32, as in column_fft_kernel
+    j, q = _pair_and_column(Q)
     n_points = P1 * P2 * Q
     start, c, second = _pair_rows(j, NB, CC, SB, SC)
     out = _pair_rows(j, NB, CC, SYB, SYC)[0]
@@ -1092,7 +1101,7 @@ def _column_block(Q, LIMIT, P, R: tl.constexpr, BQ: tl.constexpr):
     """Indices of the (R, BQ) tile of rows p < R of columns q0 .. q0 + BQ - 1 of the (P, Q) view: p, q, offsets,
     masks (rows p < P; samples too)."""
     p = tl.arange(0, R)[:, None]
-    q = tl.program_id(1) * BQ + tl.arange(0, BQ)[None, :]  # int32 (N < 2^31), as in column_fft_kernel
+    q = tl.program_id(1) * BQ + tl.arange(0, BQ)[None, :]  # int32 (N < 2^31), as in _pair_and_column
     offs = p * Q + q  # (R, BQ)
     return p, q, offs, p < P, (p < P) & (offs < LIMIT)
 

@@ -448,7 +448,7 @@ def _column_pass(kernel_pair: tuple, plan: Plan, signal: torch.Tensor, head: tup
         return
     p1, p2, dft1, dft2, twiddles = _inner_constants(plan.n1, device)
     sizes = {"P1": p1, "P2": p2, "LONE": signal.shape[0] == 1, "num_warps": _num_warps(plan.n1)}
-    fft_kernel[(_pairs(signal), plan.n2)](*head, dft1, dft2, twiddles, *geometry, plan.n2, *tail, **sizes, **flags)
+    fft_kernel[(_pairs(signal) * plan.n2,)](*head, dft1, dft2, twiddles, *geometry, plan.n2, *tail, **sizes, **flags)
 
 
 def _column_fft(signal: torch.Tensor, pre_gate: torch.Tensor | None, scratch: torch.Tensor, plan: Plan) -> None:
