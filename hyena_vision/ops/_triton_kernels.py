@@ -848,12 +848,13 @@ def filter_gradient_kernel(
 
 # Multi-pass scheme for grids too large for one program: N = P * Q, sample n = Q * p + q, frequency f = fp + P * fq.
 #   X[fp + P fq] = sum_q W_Q^(q fq) * W_N^(q fp) * sum_p W_P^(p fp) x[Q p + q]
-# Pass 1 (one program per (packed pair, q)): length-P FFT of column q, times the twiddle W_N^(q fp), into a complex
-# scratch. Pass 2 (one program per (packed pair, column-spectrum row s)): length-Q FFT of a scratch row, multiply by
-# the filter spectrum, inverse length-Q FFT, in place. Pass 3 (per (packed pair, q)): conjugate twiddle, inverse
-# length-P FFT, skip and gates. Each length-P / length-Q FFT is the in-register four-step above on a (P1, P2) /
-# (Q1, Q2) grid; scratch rows are indexed by the P-FFT's output tile position s = a * P2 + b (frequency
-# fp = k1 + P1 * k2 for the frequencies k1, k2 at positions a, b: see _frequency, _outer_twiddle), scratch columns by q.
+# Pass 1 (one program per (packed pair, q), columns fastest: _pair_and_column): length-P FFT of column q, times the
+# twiddle W_N^(q fp), into a complex scratch. Pass 2 (one program per (packed pair, column-spectrum row s)): length-Q
+# FFT of a scratch row, multiply by the filter spectrum, inverse length-Q FFT, in place. Pass 3 (per (packed pair, q),
+# as pass 1): conjugate twiddle, inverse length-P FFT, skip and gates. Each length-P / length-Q FFT is the
+# in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows are indexed by the P-FFT's output tile
+# position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies k1, k2 at positions a, b: see _frequency,
+# _outer_twiddle), scratch columns by q.
 # Rows are transformed in packed pairs as in the fused-register kernels: batch rows b, b + 1 of a channel as the real
 # and imaginary parts of one complex signal (an odd last row with zeros), so a pair needs one complex scratch row
 # (half the scratch traffic of a real row each) and one row pass. The signals are (NB, CC, LIMIT) views with
