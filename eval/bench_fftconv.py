@@ -18,29 +18,40 @@ then show the model alone.
     python eval/bench_fftconv.py --long                   # adds L = 1M
     python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
     python eval/bench_fftconv.py --sizes-2d 32 64 --batch-2d 50 --channels-2d 128   # Hyena-ISO's 2D convolutions
+    python eval/bench_fftconv.py --lengths 32768 --alternatives   # the open plan choices beside the default plan
 
 The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
 skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
+
+``--alternatives`` adds a Triton row for each plan in ALTERNATIVES at its length (added to --lengths): the plan
+choices the kernels' ptxas reports could not settle without a GPU, timed in the same run as the default plan.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import pathlib
 import time
+from unittest import mock
 
 import torch
 
 from hyena_vision.engine.bench import add_timing_args
 from hyena_vision.engine.figures import save_figure, subplots
-from hyena_vision.ops import fftconv, fftconv2d
+from hyena_vision.ops import fftconv, fftconv2d, triton_fftconv
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_LENGTHS = [256 << (2 * i) for i in range(5)]  # 256, 1K, 4K, 16K, 64K
 LONG_LENGTH = 1 << 20
 FWD_TENSORS = 4  # u, pre, post read; y written
 FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, dpost written
+# Plan choices left to a GPU, for --alternatives: (name, L, values of triton_fftconv's plan constants, which plan_1d
+# reads at each call). N = 64K (causal 16K < L <= 32K): 256 x 256 four-step columns (16-point factors, about a fifth
+# fewer model FLOP, but each program reads one column, its samples Q apart) instead of the default 64-point direct
+# columns (a dense 64-point factor, 32 adjacent columns a program).
+ALTERNATIVES = (("four-step 256 x 256 columns", 1 << 15, {"MAX_DIRECT_COLUMN": 32}),)
 
 
 # Published dense tensor-core peaks (bf16, tf32) and HBM bandwidth; the H200 has the H100's compute. The kernels' DFT
@@ -62,7 +73,6 @@ def transform_flop(plan, packed: bool = True) -> float:
     (_half_grid), the fused-L2 and multi-pass columns (_half_columns; direct multi-pass columns in the forward pass
     only, see column_idft_kernel, so 6 instead of 8 per factor point on average); the filter's spectrum and grad_k's
     inverse run whole."""
-    from hyena_vision.ops import triton_fftconv
 
     def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
         f1, f2 = triton_fftconv._factor(n1, n2), triton_fftconv._factor(n2, n1)
@@ -111,8 +121,6 @@ class Model:
 
     @classmethod
     def of(cls, batch: int, length: int, dtype: torch.dtype) -> "Model":
-        from hyena_vision.ops import triton_fftconv
-
         element_size = torch.tensor([], dtype=dtype).element_size()
         plan = triton_fftconv.plan_1d(length, length, causal=True)
         variant = triton_fftconv.variant(plan)
@@ -161,11 +169,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes-2d", type=int, nargs="+", default=[32, 64], help="2D sides H = W; 0: no 2D section")
     parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
     parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
+    parser.add_argument("--alternatives", action="store_true", help="also time the plans in ALTERNATIVES")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench_fftconv"))
     args = parser.parse_args()
     args.sizes_2d = [side for side in args.sizes_2d if side > 0]
-    if args.long and LONG_LENGTH not in args.lengths:
-        args.lengths.append(LONG_LENGTH)
+    extra = [LONG_LENGTH] * args.long + [length for _, length, _ in ALTERNATIVES] * args.alternatives
+    args.lengths += [length for length in dict.fromkeys(extra) if length not in args.lengths]
     for name in ("batch", "channels", "warmup", "iters", "batch_2d", "channels_2d"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -255,34 +264,45 @@ def run_case(name, impl, inputs, args, device, dtype_name, length) -> Result:
     return Result(dtype_name, length, name, fwd_ms, fwd_bwd_ms)
 
 
+def plan_constants(values: dict) -> contextlib.AbstractContextManager:
+    """triton_fftconv's plan constants (module globals that plan_1d reads at each call) set to values while it lasts."""
+    return mock.patch.multiple(triton_fftconv, **values) if values else contextlib.nullcontext()
+
+
+def triton_case(name, inputs, args, device, dtype_name, length) -> Result:
+    """The Triton row of the plan that plan_1d gives now: timed on the GPU, its model alone without one; the note
+    names the plan's variant and precision."""
+    model = Model.of(args.batch, length, DTYPES[dtype_name])
+    if device != "cuda":
+        return Result(dtype_name, length, name, None, None, f"{model.variant}, {model.precision}, no GPU", model)
+    result = run_case(name, conv_with_backend("triton"), inputs, args, device, dtype_name, length)
+    result.note = ", ".join(filter(None, (model.variant, model.precision, result.note)))
+    result.model = model
+    return result
+
+
 def benchmark(args, device) -> list[Result]:
     results = []
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
         for length in args.lengths:
-            model = Model.of(args.batch, length, dtype)
-            impls = {"torch": conv_with_backend("torch")}
-            if device != "cuda":
-                results.append(
-                    Result(
-                        dtype_name, length, "triton", None, None, f"{model.variant}, {model.precision}, no GPU", model
-                    )
-                )
-            else:
-                impls["triton"] = conv_with_backend("triton")
-                flash = flashfftconv_impl(length, dtype, device)
-                if flash is not None:
-                    impls["flashfftconv"] = flash
+            plans = {"triton": {}}  # the Triton rows and the plan constants each one sets (none: the default plan)
+            plans |= {
+                f"triton, {name}": values for name, at, values in ALTERNATIVES if args.alternatives and at == length
+            }
+            others = {"torch": conv_with_backend("torch"), "flashfftconv": flashfftconv_impl(length, dtype, device)}
+            names = ["torch", *plans] + ["flashfftconv"] * (others["flashfftconv"] is not None)
             try:
                 inputs = make_inputs(args.batch, args.channels, length, dtype, device)
             except torch.cuda.OutOfMemoryError:
-                results.extend(Result(dtype_name, length, name, None, None, "OutOfMemoryError") for name in impls)
+                results.extend(Result(dtype_name, length, name, None, None, "OutOfMemoryError") for name in names)
                 continue
-            for name, impl in impls.items():
-                results.append(run_case(name, impl, inputs, args, device, dtype_name, length))
-                if name == "triton":
-                    results[-1].note = ", ".join(filter(None, (model.variant, model.precision, results[-1].note)))
-                    results[-1].model = model
+            for name in names:
+                if name in plans:
+                    with plan_constants(plans[name]):
+                        results.append(triton_case(name, inputs, args, device, dtype_name, length))
+                else:
+                    results.append(run_case(name, others[name], inputs, args, device, dtype_name, length))
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
             del inputs
     return results
