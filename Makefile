@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# Two jobs at once, one per core of the 2-core CI machine (about 9 minutes each there): the Triton kernels in the
+# Two jobs at once, one per core of the 2-core CI machine (8-9 minutes each there): the Triton kernels in the
 # interpreter, and every other test followed by timm's own generic model tests on our models. Each prints its output
 # whole when it ends. One intra-op thread each: the tests run many small ops, and thread pools on 2 shared cores
 # were ~8x slower.
