@@ -19,20 +19,33 @@ then show the model alone.
     python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
     python eval/bench_fftconv.py --sizes-2d 32 64 --batch-2d 50 --channels-2d 128   # Hyena-ISO's 2D convolutions
     python eval/bench_fftconv.py --lengths 32768 --alternatives   # the open plan choices beside the default plan
+    python eval/bench_fftconv.py --dtypes bf16 --sweep --compile-workers 8   # tuning rows; kernels compiled in parallel
 
 The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
 skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
 
 ``--alternatives`` adds a Triton row for each plan in ALTERNATIVES at its length (added to --lengths): the plan
 choices the kernels' ptxas reports could not settle without a GPU, timed in the same run as the default plan.
+``--sweep`` adds a Triton row for each setting in SWEEP at those of its lengths that were asked for: the tuning
+constants (batch tile, warps, L2 budget, tiles, precision) beside their defaults.
+
+On a GPU each Triton row also gives the relative L2 error of y, grad u and grad k against a float64 torch reference on
+the first CHECK_CHANNELS channels: the hardware check of that launch at full size. ``--compile-workers N`` runs those
+checks first in N processes, so that the Triton compiles (seconds per kernel on one CPU core) run in parallel and the
+timed phase finds the kernels in Triton's cache. Times are medians of per-call CUDA events. The Markdown table is
+rewritten after every row, so a run stopped early keeps what it measured.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.util
 import math
+import multiprocessing
+import os
 import pathlib
+import statistics
 import time
 from unittest import mock
 
@@ -52,6 +65,22 @@ FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, 
 # fewer model FLOP, but each program reads one column, its samples Q apart) instead of the default 64-point direct
 # columns (a dense 64-point factor, 32 adjacent columns a program).
 ALTERNATIVES = (("four-step 256 x 256 columns", 1 << 15, {"MAX_DIRECT_COLUMN": 32}),)
+# Tuning settings for --sweep: (name, the lengths where the setting changes the launch, triton_fftconv constants).
+# Fused-register (L <= 2K): rows per program and warps. Fused-L2 (4K-16K): L2_SCRATCH_BYTES caps the persistent
+# programs (at B = 64, C = 768 the default 32 MB leaves 87 forward and 33 backward programs of 132 SMs at L = 16K),
+# and the column tile. Multi-pass (32K): columns per program. Precision: what the bf16x3 split saves over tf32x3.
+SWEEP = (
+    ("batch tile 2", (1 << 10, 1 << 11), {"MAX_BATCH_TILE": 2}),
+    ("batch tile 4", (1 << 10, 1 << 11), {"MAX_BATCH_TILE": 4}),
+    ("4 warps", (1 << 10,), {"_num_warps": lambda points: 4}),
+    ("L2 budget 16 MB", (1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 16 << 20}),
+    ("L2 budget 64 MB", (1 << 12, 1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 64 << 20}),
+    ("L2 budget 256 MB", (1 << 12, 1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 256 << 20}),
+    ("column tile 1024", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_TILE": 1 << 10}),
+    ("16-column blocks", (1 << 15,), {"COLUMN_BLOCK": 16}),
+    ("tf32x3 products", (1 << 10, 1 << 13), {"HALF_PRECISION": "tf32x3"}),
+)
+CHECK_CHANNELS = 8  # channels compared with the float64 reference
 
 
 # Published dense tensor-core peaks (bf16, tf32) and HBM bandwidth; the H200 has the H100's compute. The kernels' DFT
@@ -156,6 +185,7 @@ class Result:
     fwd_bwd_ms: float | None
     note: str = ""
     model: Model | None = None  # Triton rows
+    errors: dict[str, float] | None = None  # Triton rows on a GPU: relative error of y, grad u, grad k vs float64
 
 
 def parse_args() -> argparse.Namespace:
@@ -170,6 +200,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
     parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
     parser.add_argument("--alternatives", action="store_true", help="also time the plans in ALTERNATIVES")
+    parser.add_argument("--sweep", action="store_true", help="also time the tuning settings in SWEEP")
+    parser.add_argument(
+        "--compile-workers", type=int, default=0, help="GPU: check (so compile) Triton rows in N processes first"
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench_fftconv"))
     args = parser.parse_args()
     args.sizes_2d = [side for side in args.sizes_2d if side > 0]
@@ -178,13 +212,15 @@ def parse_args() -> argparse.Namespace:
     for name in ("batch", "channels", "warmup", "iters", "batch_2d", "channels_2d"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.compile_workers < 0:
+        parser.error("--compile-workers must be >= 0")
     if min(args.lengths) < 1:
         parser.error("--lengths must all be >= 1")
     return args
 
 
 def time_ms(fn, warmup: int, iters: int, device: str) -> float:
-    """Mean milliseconds per call: CUDA events on the GPU, wall clock on the CPU."""
+    """Median milliseconds per call: CUDA events around each call on the GPU, wall clock on the CPU."""
     for _ in range(warmup):
         fn()
     if device != "cuda":
@@ -192,14 +228,14 @@ def time_ms(fn, warmup: int, iters: int, device: str) -> float:
         for _ in range(iters):
             fn()
         return (time.perf_counter() - start) * 1e3 / iters
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
+    for start, end in events:
+        start.record()
         fn()
-    end.record()
+        end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+    return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
 def copy_bandwidth(device: str, warmup: int, iters: int) -> float:
@@ -269,27 +305,102 @@ def plan_constants(values: dict) -> contextlib.AbstractContextManager:
     return mock.patch.multiple(triton_fftconv, **values) if values else contextlib.nullcontext()
 
 
-def triton_case(name, inputs, args, device, dtype_name, length) -> Result:
-    """The Triton row of the plan that plan_1d gives now: timed on the GPU, its model alone without one; the note
-    names the plan's variant and precision."""
+def triton_plans(length: int, args) -> dict[str, dict]:
+    """The Triton rows at this length and the plan constants each sets: the default plan (none), then the
+    ALTERNATIVES and SWEEP settings asked for."""
+    plans = {"triton": {}}
+    plans |= {f"triton, {name}": values for name, at, values in ALTERNATIVES if args.alternatives and at == length}
+    return plans | {f"triton, {name}": values for name, at, values in SWEEP if args.sweep and length in at}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).norm() / expected.norm()).item()
+
+
+def check_triton(batch, channels, dtype_name, length, values: dict, device: str = "cuda") -> dict[str, float]:
+    """Relative L2 errors of the Triton y, grad u and grad k (under the plan constants ``values``) against a float64
+    torch reference on the first CHECK_CHANNELS channels, on fresh random inputs of the benchmark's full size, so
+    that it also compiles every kernel the timed calls launch."""
+    leaves = [t.requires_grad_() for t in make_inputs(batch, channels, length, DTYPES[dtype_name], device)]
+    grad_y = torch.randn_like(leaves[0])
+    with plan_constants(values):
+        y = conv_with_backend("triton")(*leaves)
+        grad_u, grad_k = torch.autograd.grad(y, leaves[:2], grad_y)
+    c = CHECK_CHANNELS
+    reference = [(t[:, :c] if t.ndim == 3 else t[:c]).detach().double().requires_grad_() for t in leaves]
+    y_ref = conv_with_backend("torch")(*reference)
+    ref_u, ref_k = torch.autograd.grad(y_ref, reference[:2], grad_y[:, :c].double())
+    pairs = {"y": (y[:, :c], y_ref), "du": (grad_u[:, :c], ref_u), "dk": (grad_k[:c], ref_k)}
+    return {name: relative_error(actual.detach(), expected.detach()) for name, (actual, expected) in pairs.items()}
+
+
+def check_row(batch, channels, dtype_name, length, name, device: str = "cuda") -> dict[str, float] | str:
+    """check_triton for the row ``name`` (in a worker process too): the errors, or why it could not run."""
+    values = {"triton": {}} | {f"triton, {n}": v for n, _, v in ALTERNATIVES + SWEEP}
+    try:
+        return check_triton(batch, channels, dtype_name, length, values[name], device)
+    except (torch.cuda.OutOfMemoryError, NotImplementedError, RuntimeError) as error:
+        return f"{type(error).__name__} (process {os.getpid()}): {str(error)[:200]}"
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()  # a worker lives on for other rows
+
+
+def check_in_parallel(args, device: str = "cuda") -> dict[tuple, dict[str, float] | str]:
+    """check_row of every Triton row in --compile-workers processes; the largest rows alternate with the smallest,
+    so that few of the largest hold GPU memory at once."""
+    rows = sorted(
+        (length, dtype_name, name)
+        for dtype_name in args.dtypes
+        for length in args.lengths
+        for name in triton_plans(length, args)
+    )
+    order = [row for pair in zip(rows[::-1], rows, strict=True) for row in pair][: len(rows)]
+    print(f"checking (and compiling) {len(order)} Triton rows in {args.compile_workers} processes", flush=True)
+    start = time.perf_counter()
+    checks = {}
+    spawn = multiprocessing.get_context("spawn")  # CUDA does not survive fork
+    with concurrent.futures.ProcessPoolExecutor(args.compile_workers, mp_context=spawn) as pool:
+        futures = {
+            pool.submit(check_row, args.batch, args.channels, dtype_name, length, name, device): (
+                dtype_name,
+                length,
+                name,
+            )
+            for length, dtype_name, name in order
+        }
+        for future in concurrent.futures.as_completed(futures):
+            checks[futures[future]] = future.result()
+            print(f"checked {futures[future]}: {checks[futures[future]]}", flush=True)
+    print(f"checked {len(checks)} rows in {time.perf_counter() - start:.0f} s", flush=True)
+    return checks
+
+
+def triton_case(name, inputs, args, device, dtype_name, length, check) -> Result:
+    """The Triton row of the plan that plan_1d gives now: its model alone without a GPU; on one, its check (run here
+    unless a worker ran it, or ran out of memory beside the others) and, if that passed, its times."""
     model = Model.of(args.batch, length, DTYPES[dtype_name])
+    about = f"{model.variant}, {model.precision}"
     if device != "cuda":
-        return Result(dtype_name, length, name, None, None, f"{model.variant}, {model.precision}, no GPU", model)
+        return Result(dtype_name, length, name, None, None, f"{about}, no GPU", model)
+    if check is None or (isinstance(check, str) and check.startswith("OutOfMemoryError")):
+        check = check_row(args.batch, args.channels, dtype_name, length, name)
+    if isinstance(check, str):  # not timed: a kernel that faulted could leave this process's CUDA context broken
+        return Result(dtype_name, length, name, None, None, f"{about}, check failed: {check}", model)
     result = run_case(name, conv_with_backend("triton"), inputs, args, device, dtype_name, length)
-    result.note = ", ".join(filter(None, (model.variant, model.precision, result.note)))
-    result.model = model
+    result.note = ", ".join(filter(None, (about, result.note)))
+    result.model, result.errors = model, check
     return result
 
 
-def benchmark(args, device) -> list[Result]:
+def benchmark(args, device, report) -> list[Result]:
+    """Every 1D row; ``report(results)`` after each one."""
+    checks = check_in_parallel(args, device) if device == "cuda" and args.compile_workers else {}
     results = []
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
         for length in args.lengths:
-            plans = {"triton": {}}  # the Triton rows and the plan constants each one sets (none: the default plan)
-            plans |= {
-                f"triton, {name}": values for name, at, values in ALTERNATIVES if args.alternatives and at == length
-            }
+            plans = triton_plans(length, args)
             others = {"torch": conv_with_backend("torch"), "flashfftconv": flashfftconv_impl(length, dtype, device)}
             names = ["torch", *plans] + ["flashfftconv"] * (others["flashfftconv"] is not None)
             try:
@@ -300,16 +411,19 @@ def benchmark(args, device) -> list[Result]:
             for name in names:
                 if name in plans:
                     with plan_constants(plans[name]):
-                        results.append(triton_case(name, inputs, args, device, dtype_name, length))
+                        check = checks.get((dtype_name, length, name))
+                        results.append(triton_case(name, inputs, args, device, dtype_name, length, check))
                 else:
                     results.append(run_case(name, others[name], inputs, args, device, dtype_name, length))
                 print(f"{dtype_name} L={length} {name}: {results[-1]}", flush=True)
+                report(results)
             del inputs
     return results
 
 
-def benchmark_2d(args, device) -> list[Result]:
-    """Hyena-ISO's 2D convolutions: u (B, C, H, W), centred k (C, 2H-1, 2W-1), skip D, no gates."""
+def benchmark_2d(args, device, report) -> list[Result]:
+    """Hyena-ISO's 2D convolutions: u (B, C, H, W), centred k (C, 2H-1, 2W-1), skip D, no gates; ``report(results)``
+    after each row."""
     results = []
     backends = ("torch", "triton") if device == "cuda" else ("torch",)
     for dtype_name in args.dtypes:
@@ -325,6 +439,7 @@ def benchmark_2d(args, device) -> list[Result]:
 
                 results.append(run_case(backend, impl, (u, k, D), args, device, dtype_name, side))
                 print(f"2D {dtype_name} {side}x{side} {backend}: {results[-1]}", flush=True)
+                report(results)
     return results
 
 
@@ -364,8 +479,8 @@ def markdown_table(results: list[Result], args, bandwidth: float | None) -> str:
     lines = [
         "| dtype | L | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup | fwd HBM floor "
         "| fwd+bwd HBM floor | model FLOP/pt fwd, fwd+bwd | model B/elt fwd, fwd+bwd "
-        "| roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd | rel. error y, du, dk vs float64 |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     elements = args.batch * args.channels
     for r in results:
@@ -381,7 +496,8 @@ def markdown_table(results: list[Result], args, bandwidth: float | None) -> str:
         lines.append(
             f"| {r.dtype} | {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | {fmt(r.fwd_ms, '{:.3f}')} | "
             f"{fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | {fmt(speedups[1], '{:.2f}x')} | "
-            f"{fmt(floors[0], '{:.0%}')} | {fmt(floors[1], '{:.0%}')} | {model_cells(r.model, elements * r.length)} |"
+            f"{fmt(floors[0], '{:.0%}')} | {fmt(floors[1], '{:.0%}')} | {model_cells(r.model, elements * r.length)} | "
+            f"{', '.join(f'{e:.1e}' for e in r.errors.values()) if r.errors else ''} |"
         )
     return "\n".join(lines)
 
@@ -416,6 +532,16 @@ def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
     save_figure(fig, path)
 
 
+def write_report(args, header: str, bandwidth: float | None, results: list[Result], results_2d: list[Result]) -> str:
+    """bench_fftconv.md from the rows so far; returns its tables."""
+    table = markdown_table(results, args, bandwidth)
+    if results_2d:
+        table += "\n\n" + markdown_table_2d(results_2d, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_fftconv.md").write_text(f"# FFT long convolution benchmark\n\n{header}\n\n{table}\n")
+    return table
+
+
 def main() -> None:
     args = parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -430,13 +556,11 @@ def main() -> None:
         )
         bandwidth = None
     print(header, flush=True)
-    results = benchmark(args, device)
-    table = markdown_table(results, args, bandwidth)
+    results = benchmark(args, device, lambda rows: write_report(args, header, bandwidth, rows, []))
+    results_2d = []
     if args.sizes_2d:
-        table += "\n\n" + markdown_table_2d(benchmark_2d(args, device), args)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_fftconv.md").write_text(f"# FFT long convolution benchmark\n\n{header}\n\n{table}\n")
+        results_2d = benchmark_2d(args, device, lambda rows: write_report(args, header, bandwidth, results, rows))
+    print(write_report(args, header, bandwidth, results, results_2d))
     plot(results, args.dtypes, args.out / "bench_fftconv.png")
     print(f"wrote {args.out / 'bench_fftconv.md'} and {args.out / 'bench_fftconv.png'}")
 

@@ -1,15 +1,18 @@
-"""One prepared call that measures everything on a GPU (at most 8 minutes on one H100/H200), or a CPU dry run.
+"""One prepared call that measures everything on a GPU (one H100/H200), or a CPU dry run.
 
     bash eval/gpu_check.sh --prepare          # here, once: copies CIFAR-10 and the missing wheels into .gpu/
-    bash eval/gpu_check.sh                    # on the GPU machine (the device tool: carry [".gpu"])
+    bash eval/gpu_check.sh --steps tests fftconv fftconv-fp32 mixers   # on the GPU machine (device tool: carry .gpu)
     python eval/gpu_check.py --dry-run        # every step at toy size on the CPU (run by the test suite)
 
-Steps, each a subprocess with its own time cap so one slow step cannot eat the others' time: the test suite on CUDA
-(the CUDA-only tests included), bench_fftconv (bf16 and fp32, L = 256..64K, gated, forward and forward+backward, and
-the 2D sizes of Hyena-ISO), bench_mixers (Hyena vs scaled_dot_product_attention, d 768, L = 1K..64K), the resolution
-benchmark when it exists, and a short bf16 CIFAR-10 training of the CIFAR models through compare_cifar10's `gpu`
-budget (img/s and top-1). Everything lands in --out ($OUT when set), at most 8 files: summary.md (every table and
-each step's status), results.json (each step's JSON), log.txt (every step's output), and the steps' plots.
+Steps, each a subprocess with its own time cap so one slow step cannot eat the others' time: the fftconv tests on
+CUDA (8 processes: pytest-xdist is on the GPU image), bench_fftconv in bf16 (L = 1K..32K, gated, forward and
+forward+backward, the plan alternatives, the tuning sweep and the 2D sizes of Hyena-ISO, every Triton row checked
+against float64 at full size) and in fp32 (1K, 4K, 16K), bench_mixers (Hyena vs scaled_dot_product_attention, d 768,
+L = 1K..64K), the resolution benchmark, and a short bf16 CIFAR-10 training of the CIFAR models through
+compare_cifar10's `gpu` budget (img/s and top-1). The caps add up to about 13 minutes, more than one 10-minute call:
+the first four steps (9 minutes) make one call, the last two another. Everything lands in --out ($OUT when set), at
+most 8 files: summary.md (every table and each step's status), results.json (each step's JSON), log.txt (every
+step's output), and the steps' plots.
 """
 
 from __future__ import annotations
@@ -43,25 +46,34 @@ class Step:
 
 def steps(cifar: Path) -> list[Step]:
     tests = ["tests/test_fftconv.py", "tests/test_dispatch.py", "tests/test_triton_fftconv.py", "tests/test_hyena.py"]
+    pytest = ["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"]
+    tiny_fftconv = ["--batch", "1", "--channels", "4", "--iters", "1", "--sizes-2d", "8", "--batch-2d", "2"]
     return [
         Step(
-            "tests",
-            ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests, "tests/test_models.py", "tests/test_lm.py"],
-            cap_s=110,
-            dry_args=["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_dispatch.py"],
+            "tests",  # in 8 processes (pytest-xdist, on the GPU image): the Triton compiles dominate, one core each
+            [*pytest, "-n", "8", *tests],
+            cap_s=130,
+            dry_args=[*pytest, "tests/test_dispatch.py"],
             out_flag=None,
         ),
         Step(
-            "fftconv",
-            ["eval/bench_fftconv.py", "--dtypes", "bf16", "fp32", "--iters", "10"],
+            "fftconv",  # bf16: the issue's lengths, the plan alternatives and the tuning sweep
+            ["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", *(str(256 << i) for i in range(2, 8))]
+            + ["--alternatives", "--sweep", "--compile-workers", "6", "--warmup", "3", "--iters", "15"],
+            cap_s=260,
+            dry_args=["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", "64", *tiny_fftconv, "--sweep"],
+        ),
+        Step(
+            "fftconv-fp32",
+            ["eval/bench_fftconv.py", "--dtypes", "fp32", "--lengths", "1024", "4096", "16384", "--sizes-2d", "32"]
+            + ["--compile-workers", "6", "--iters", "10"],
             cap_s=80,
-            dry_args=["eval/bench_fftconv.py", "--lengths", "64", "--batch", "1", "--channels", "4", "--iters", "1"]
-            + ["--sizes-2d", "8", "--batch-2d", "2", "--channels-2d", "4"],
+            dry_args=["eval/bench_fftconv.py", "--dtypes", "fp32", "--lengths", "64", *tiny_fftconv],
         ),
         Step(
             "mixers",
             ["eval/bench_mixers.py", "--device", "cuda", "--iters", "5"],
-            cap_s=60,
+            cap_s=50,
             dry_args=["eval/bench_mixers.py", "--device", "cpu", "--lengths", "64", "--d-model", "16", "--heads", "2"]
             + ["--iters", "1", "--warmup", "1"],
         ),
@@ -134,9 +146,11 @@ def collect(work: Path, rows: list[dict], dest: Path, about: str) -> list[Path]:
 
 def environment() -> str:
     import torch
+    import triton
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (CPU dry run)"
-    return f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {gpu}; torch {torch.__version__}"
+    versions = f"torch {torch.__version__}, triton {triton.__version__}"
+    return f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {gpu}; {versions}"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -20,7 +20,7 @@ def test_gpu_check_dry_run(tmp_path, shared_data):
     assert len(files) <= 8 and {"summary.md", "results.json", "log.txt"} <= set(files)
     results = json.loads((out / "results.json").read_text())
     status = {row["step"]: row["status"] for row in results["steps"]}
-    assert set(status) == {"tests", "fftconv", "mixers", "resolution", "cifar10"}
+    assert set(status) == {"tests", "fftconv", "fftconv-fp32", "mixers", "resolution", "cifar10"}
     assert all(s == "ok" or s.startswith("skipped") for s in status.values()), status
     summary = (out / "summary.md").read_text()
     assert "| hyena_iso_cifar" in summary and "| L |" in summary  # the CIFAR and mixer tables were folded in

@@ -776,3 +776,36 @@ def test_plans_leave_room_for_linear_convolution():
     assert plan.fft_shape == (1 << 21,) and (plan.n1, plan.n2, plan.direct) == (4096, 512, False)
     plan = triton_fftconv.plan_1d(1 << 23, 1 << 23, causal=True)  # columns capped at 64 x 64: the rows grow
     assert plan.fft_shape == (1 << 24,) and (plan.n1, plan.n2, plan.direct) == (4096, 4096, False)
+
+
+@pytest.mark.parametrize("dtype_name,tolerance", [("fp32", 1e-5), ("bf16", 1e-2)])
+def test_bench_check_compares_with_float64(device, dtype_name, tolerance):
+    """bench_fftconv's hardware check (relative error of y, grad u, grad k on the first channels vs float64), under
+    a sweep setting; its errors are those of a real computation: small, and not zero."""
+    from hv_testing import load_script
+
+    bench = load_script("eval/bench_fftconv.py")
+    errors = bench.check_triton(3, 2, dtype_name, 100, {"MAX_BATCH_TILE": 2}, device=device)
+    assert set(errors) == {"y", "du", "dk"}
+    assert all(0 < error < tolerance for error in errors.values()), errors
+
+
+def test_bench_checks_rows_in_worker_processes(device, monkeypatch):
+    """bench_fftconv --compile-workers: every Triton row (default plan and sweep settings) checked in spawned
+    processes, each with its float64 errors."""
+    import argparse
+    import importlib
+    import pathlib
+
+    monkeypatch.syspath_prepend(pathlib.Path(__file__).resolve().parents[1] / "eval")  # the workers import it too
+    bench = importlib.import_module("bench_fftconv")
+    args = argparse.Namespace(
+        dtypes=["fp32"], lengths=[40, 1024], alternatives=False, sweep=True, batch=2, channels=2, compile_workers=2
+    )
+    checks = bench.check_in_parallel(args, device)
+    assert set(checks) == {
+        ("fp32", 40, "triton"),
+        *(("fp32", 1024, name) for name in ("triton", "triton, batch tile 2", "triton, batch tile 4")),
+        *(("fp32", 1024, name) for name in ("triton, 4 warps", "triton, tf32x3 products")),
+    }
+    assert all(isinstance(errors, dict) and max(errors.values()) < 1e-5 for errors in checks.values()), checks
