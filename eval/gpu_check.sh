@@ -4,9 +4,10 @@
 #   bash eval/gpu_check.sh [ARGS]      there (device tool: carry [".gpu"]): installs .gpu/wheels, runs gpu_check.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The GPU image has torch, triton, timm, torchvision, torchmetrics, pytest, hypothesis, pyyaml, regex and
-# huggingface-hub (see the device tool's KINDS.md); these are the rest (omegaconf 2.4 needs no antlr4), as wheels.
-WHEELS="omegaconf==2.4.0 webdataset==1.0.2 braceexpand==0.1.7 open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4"
+# The GPU image has torch, triton, torchvision, torchmetrics, pytest, hypothesis, pyyaml, regex and huggingface-hub
+# (see the device tool's KINDS.md); these are the rest (omegaconf 2.4 needs no antlr4), as wheels, and timm, whose
+# copy there (seen 2026-11-30) predates timm.models._input.
+WHEELS="timm==1.0.31 omegaconf==2.4.0 webdataset==1.0.2 braceexpand==0.1.7 open-clip-torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4"
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu/wheels
     cp ../shared/data/cifar10-jpg.tar.gz .gpu/
