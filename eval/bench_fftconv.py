@@ -18,16 +18,13 @@ then show the model alone.
     python eval/bench_fftconv.py --long                   # adds L = 1M
     python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
     python eval/bench_fftconv.py --sizes-2d 32 64 --batch-2d 50 --channels-2d 128   # Hyena-ISO's 2D convolutions
-    python eval/bench_fftconv.py --lengths 32768 --alternatives   # the open plan choices beside the default plan
     python eval/bench_fftconv.py --dtypes bf16 --sweep --compile-workers 8   # tuning rows; kernels compiled in parallel
 
 The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
 skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
 
-``--alternatives`` adds a Triton row for each plan in ALTERNATIVES at its length (added to --lengths): the plan
-choices the kernels' ptxas reports could not settle without a GPU, timed in the same run as the default plan.
-``--sweep`` adds a Triton row for each setting in SWEEP at those of its lengths that were asked for: the tuning
-constants (batch tile, warps, L2 budget, tiles, precision) beside their defaults.
+``--sweep`` adds a Triton row for each setting in SWEEP at those of its lengths that were asked for: tuning constants
+timed beside their defaults in the same run.
 
 On a GPU each Triton row also gives the relative L2 error of y, grad u and grad k against a float64 torch reference on
 the first CHECK_CHANNELS channels: the hardware check of that launch at full size. ``--compile-workers N`` runs those
@@ -60,25 +57,15 @@ DEFAULT_LENGTHS = [256 << (2 * i) for i in range(5)]  # 256, 1K, 4K, 16K, 64K
 LONG_LENGTH = 1 << 20
 FWD_TENSORS = 4  # u, pre, post read; y written
 FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, dpost written
-# Plan choices left to a GPU, for --alternatives: (name, L, values of triton_fftconv's plan constants, which plan_1d
-# reads at each call). N = 64K (causal 16K < L <= 32K): 256 x 256 four-step columns (16-point factors, about a fifth
-# fewer model FLOP, but each program reads one column, its samples Q apart) instead of the default 64-point direct
-# columns (a dense 64-point factor, 32 adjacent columns a program).
-ALTERNATIVES = (("four-step 256 x 256 columns", 1 << 15, {"MAX_DIRECT_COLUMN": 32}),)
-# Tuning settings for --sweep: (name, the lengths where the setting changes the launch, triton_fftconv constants).
-# Fused-register (L <= 2K): rows per program and warps. Fused-L2 (4K-16K): L2_SCRATCH_BYTES caps the persistent
-# programs (at B = 64, C = 768 the default 32 MB leaves 87 forward and 33 backward programs of 132 SMs at L = 16K),
-# and the column tile. Multi-pass (32K): columns per program. Precision: what the bf16x3 split saves over tf32x3.
+# Settings timed beside the default plan by --sweep: (name, the lengths where the setting changes the launch,
+# triton_fftconv constants). Settled on an H200 (BENCHMARKS.md, 2026-11-30) and no longer swept: batch tiles of 2 and
+# 4 rows (slower than 8), fused-L2 programs capped to fit L2 (slower than one per SM), fused-L2 column tiles of 1024
+# (slower), 16-column direct blocks at N = 64K (slower), 256 x 256 four-step columns at N = 64K (1.8x slower forward
+# than 64-point direct columns), tf32x3 products for bf16 signals (slower). Open: the fused-register warps, 8 (the
+# default before that run) at L = 1K and 4 at 2K.
 SWEEP = (
-    ("batch tile 2", (1 << 10, 1 << 11), {"MAX_BATCH_TILE": 2}),
-    ("batch tile 4", (1 << 10, 1 << 11), {"MAX_BATCH_TILE": 4}),
-    ("4 warps", (1 << 10,), {"_num_warps": lambda points: 4}),
-    ("L2 budget 16 MB", (1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 16 << 20}),
-    ("L2 budget 64 MB", (1 << 12, 1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 64 << 20}),
-    ("L2 budget 256 MB", (1 << 12, 1 << 13, 1 << 14), {"L2_SCRATCH_BYTES": 256 << 20}),
-    ("column tile 1024", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_TILE": 1 << 10}),
-    ("16-column blocks", (1 << 15,), {"COLUMN_BLOCK": 16}),
-    ("tf32x3 products", (1 << 10, 1 << 13), {"HALF_PRECISION": "tf32x3"}),
+    ("8 warps", (1 << 10,), {"_fused_warps": lambda points: 8}),
+    ("4 warps", (1 << 11,), {"_fused_warps": lambda points: 4}),
 )
 CHECK_CHANNELS = 8  # channels compared with the float64 reference
 
@@ -199,7 +186,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes-2d", type=int, nargs="+", default=[32, 64], help="2D sides H = W; 0: no 2D section")
     parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
     parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
-    parser.add_argument("--alternatives", action="store_true", help="also time the plans in ALTERNATIVES")
     parser.add_argument("--sweep", action="store_true", help="also time the tuning settings in SWEEP")
     parser.add_argument(
         "--compile-workers", type=int, default=0, help="GPU: check (so compile) Triton rows in N processes first"
@@ -207,8 +193,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench_fftconv"))
     args = parser.parse_args()
     args.sizes_2d = [side for side in args.sizes_2d if side > 0]
-    extra = [LONG_LENGTH] * args.long + [length for _, length, _ in ALTERNATIVES] * args.alternatives
-    args.lengths += [length for length in dict.fromkeys(extra) if length not in args.lengths]
+    args.lengths += [LONG_LENGTH] * (args.long and LONG_LENGTH not in args.lengths)
     for name in ("batch", "channels", "warmup", "iters", "batch_2d", "channels_2d"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -306,11 +291,9 @@ def plan_constants(values: dict) -> contextlib.AbstractContextManager:
 
 
 def triton_plans(length: int, args) -> dict[str, dict]:
-    """The Triton rows at this length and the plan constants each sets: the default plan (none), then the
-    ALTERNATIVES and SWEEP settings asked for."""
-    plans = {"triton": {}}
-    plans |= {f"triton, {name}": values for name, at, values in ALTERNATIVES if args.alternatives and at == length}
-    return plans | {f"triton, {name}": values for name, at, values in SWEEP if args.sweep and length in at}
+    """The Triton rows at this length and the plan constants each sets: the default plan (none), then the SWEEP
+    settings asked for."""
+    return {"triton": {}} | {f"triton, {name}": values for name, at, values in SWEEP if args.sweep and length in at}
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -336,7 +319,7 @@ def check_triton(batch, channels, dtype_name, length, values: dict, device: str 
 
 def check_row(batch, channels, dtype_name, length, name, device: str = "cuda") -> dict[str, float] | str:
     """check_triton for the row ``name`` (in a worker process too): the errors, or why it could not run."""
-    values = {"triton": {}} | {f"triton, {n}": v for n, _, v in ALTERNATIVES + SWEEP}
+    values = {"triton": {}} | {f"triton, {n}": v for n, _, v in SWEEP}
     try:
         return check_triton(batch, channels, dtype_name, length, values[name], device)
     except (torch.cuda.OutOfMemoryError, NotImplementedError, RuntimeError) as error:

@@ -6,7 +6,7 @@
 
 Steps, each a subprocess with its own time cap so one slow step cannot eat the others' time: the fftconv tests on
 CUDA (8 processes: pytest-xdist is on the GPU image), bench_fftconv in bf16 (L = 1K..32K, gated, forward and
-forward+backward, the plan alternatives, the tuning sweep and the 2D sizes of Hyena-ISO, every Triton row checked
+forward+backward, the tuning sweep and the 2D sizes of Hyena-ISO, every Triton row checked
 against float64 at full size) and in fp32 (1K, 4K, 16K), bench_mixers (Hyena vs scaled_dot_product_attention, d 768,
 L = 1K..64K), the resolution benchmark, and a short bf16 CIFAR-10 training of the CIFAR models through
 compare_cifar10's `gpu` budget (img/s and top-1). The caps add up to about 13 minutes, more than one 10-minute call:
@@ -57,9 +57,9 @@ def steps(cifar: Path) -> list[Step]:
             out_flag=None,
         ),
         Step(
-            "fftconv",  # bf16: the issue's lengths, the plan alternatives and the tuning sweep
+            "fftconv",  # bf16: the issue's lengths and the tuning sweep
             ["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", *(str(256 << i) for i in range(2, 8))]
-            + ["--alternatives", "--sweep", "--compile-workers", "6", "--warmup", "3", "--iters", "15"],
+            + ["--sweep", "--compile-workers", "6", "--warmup", "3", "--iters", "15"],
             cap_s=260,
             dry_args=["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", "64", *tiny_fftconv, "--sweep"],
         ),

@@ -48,21 +48,19 @@ def test_bench_fftconv_model_counts_the_zero_padding_skip():
 
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
-    args = "--lengths 64 200 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2 --alternatives".split()
+    args = "--lengths 64 1024 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2 --sweep".split()
     args += "--sizes-2d 6 --batch-2d 2 --channels-2d 3".split()
     out = run_script("eval/bench_fftconv.py", *args, "--out", str(tmp_path))
     lines = (tmp_path / "bench_fftconv.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith("| fp32") and " x " not in line.split("|")[2]]
     assert [line.split("|")[2:4] for line in lines if "| 6 x 6 |" in line] == [[" 6 x 6 ", " torch "]]  # 2D section
-    assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "200", "32768"]  # + ALTERNATIVES
+    assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "1024"]
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
     triton_rows = {row.split("|")[2].strip(): row.split("|")[3:] for row in rows if "| triton (" in row}
-    assert list(triton_rows) == ["64", "200", "32768"]
-    # the alternative plan at N = 64K, beside the default one: its own row and model (256 x 256 four-step columns,
-    # 16-point factors: fewer FLOP per point than the default's dense 64-point direct columns)
-    (alternative,) = [row.split("|")[3:] for row in rows if "| triton, four-step 256 x 256 columns (multi-pass" in row]
-    flop = [int(cells[7].split(",")[0]) for cells in (triton_rows["32768"], alternative)]
-    assert 0 < flop[1] < flop[0]
+    assert list(triton_rows) == ["64", "1024"]
+    # the sweep's setting for L = 1K gets its own row there, with the default plan's model (same grid)
+    (sweep_row,) = [row.split("|")[2:] for row in rows if "| triton, 8 warps (fused-register" in row]
+    assert sweep_row[0].strip() == "1024" and sweep_row[8:10] == triton_rows["1024"][7:9]
     # model at L = 64: a 16 x 16 grid (4 points per output point); two rows share a complex transform, (8*16 + 8*16
     # + 6) FLOP per point, but B = 1 leaves the row alone with zeros, so it pays all of it; forward = 2 such
     # transforms + 12 per point for the spectral product + the filter's real transform (4*16 + 8*16 + 6 per point)

@@ -1200,12 +1200,10 @@ def column_idft_kernel(
 # the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft). Where
 # the signal fills only the first half of each column (HALF_P, see _half_blocks), the column DFTs read and the
 # column inverses compute only those P / 2 rows.
-# Assumption (GPU): the scratch is written and re-read by the same program right away and reused for its next row, and
-# the host caps the programs so that all live scratch (plus the input rows the last pass re-reads) fits in L2 (see
-# L2_SCRATCH_BYTES), so the scratch and the re-reads of u and the gates hit L2 and never count as HBM crossings: u, the
-# gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent (grid = number of scratch
-# slots: at most one per SM, fewer when L2 caps them; each loops over its rows, or in the backward over its (channel,
-# batch slice) work items).
+# The scratch is written and re-read by the same program right away and reused for its next row, so most of its
+# traffic stays in L2; u, the gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent
+# (grid: one per SM, see _programs; each loops over its rows, or in the backward over its (channel, batch slice) work
+# items).
 # Ordering. A pass's scratch stores are read by other threads of the program in the next pass, so each pass ends with
 # tl.debug_barrier (bar.sync: the block's global stores before it are visible to the block after it). Each stage
 # writes its own scratch region (column DFTs -> region A; row pass reads A, writes B; the last pass reads B), so no
