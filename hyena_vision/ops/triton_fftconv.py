@@ -65,6 +65,13 @@ MAX_FFT_POINTS = 1 << 12  # largest grid (N1 * N2) one program holds; longer 1D 
 # A 2D grid of MAX_FFT_POINTS with a long side (16 x 256 for an 8 x 128 image) would need a 512 KB matrix: out of
 # registers and shared memory, so such images are refused.
 MAX_FFT_SIDE = 64
+# Warps of a fused-register program. Measured on an H200 (B = 64, C = 768, bf16, gated): 4 warps ran 1.4x / 1.5x
+# (forward / forward+backward) faster than 8 at L = 1K (a 32 x 64 grid) and 1.3x / 1.2x at L = 2K (64 x 64). ptxas
+# (sm_90) reports spills at 4 warps on grids above 2048 points (64 x 64) in the kernels of WIDE_GRID_KERNELS (the
+# filter's spectrum 288 bytes, its gradient 664, the per-row backward 24), which keep 8 warps there.
+FUSED_WARPS = 4
+WIDE_GRID_WARPS = 8
+WIDE_GRID_KERNELS = ("filter_spectrum_kernel", "conv_bwd_kernel", "filter_gradient_kernel")
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
 # column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot keeps its operand panels (K = the
@@ -249,16 +256,10 @@ def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return _grid_constants(plan.n1, plan.n2, plan.twiddle, device)
 
 
-def _fused_warps(points: int) -> int:
-    """Warps of a fused-register program holding a grid of ``points``: 4 up to 2048 points (measured on an H200 at
-    L = 1K, B = 64, C = 768: 1.4x faster forward and 1.5x forward+backward than 8 warps), else _num_warps."""
-    return 4 if points <= 2048 else _num_warps(points)
-
-
 def _num_warps(points: int) -> int:
-    """Warps for a program holding ~a dozen fp32 tiles of `points` elements: 8 from 1024 points up (ptxas, sm_90: at 16
-    warps a thread may hold 128 registers, at 8 the register file's 255, and 64 x 64 grids spill more at 16; 4 warps
-    could use only half the register file)."""
+    """Warps for a multi-pass column or row program holding ~a dozen fp32 tiles of `points` elements: 8 from 1024
+    points up (ptxas, sm_90: at 16 warps a thread may hold 128 registers, at 8 the register file's 255, and 64 x 64
+    grids spill more at 16). Not timed on a GPU; the fused-register kernels, which were, take _fused_warps."""
     return max(4, min(8, points // 128))
 
 
@@ -346,8 +347,13 @@ def _filter_gradients(grad_k_grid, grad_d, k, D, plan):
 
 
 def _register_sizes(plan: Plan) -> dict:
-    """Compile-time sizes and warps of the fused-register kernels (one (N1, N2) grid per program)."""
-    return {"N1": plan.n1, "N2": plan.n2, "TWIDDLE": plan.twiddle, "num_warps": _fused_warps(plan.n1 * plan.n2)}
+    """Compile-time sizes of the fused-register kernels (one (N1, N2) grid per program)."""
+    return {"N1": plan.n1, "N2": plan.n2, "TWIDDLE": plan.twiddle}
+
+
+def _fused_warps(plan: Plan, kernel: str) -> int:
+    """num_warps of the fused-register kernel named ``kernel`` on the plan's grid (see FUSED_WARPS)."""
+    return WIDE_GRID_WARPS if plan.n1 * plan.n2 > 2048 and kernel in WIDE_GRID_KERNELS else FUSED_WARPS
 
 
 def _signal_geometry(plan: Plan) -> tuple[int, int, int, int]:
@@ -368,6 +374,7 @@ def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
         1.0 / (plan.n1 * plan.n2),
         **_register_sizes(plan),
         PRECISION=FP32_PRECISION,
+        num_warps=_fused_warps(plan, "filter_spectrum_kernel"),
     )
     return spectrum
 
@@ -667,7 +674,8 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     inputs, strides = _in_place(u, pre_gate, post_gate)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, **_half_grid(plan))
+    warps = _fused_warps(plan, "conv_fwd_kernel")
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, **_half_grid(plan), num_warps=warps)
     return y
 
 
@@ -795,14 +803,26 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, **half)
-    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "num_warps")}
+    warps = {name: _fused_warps(plan, name) for name in ("conv_bwd_kernel", "conv_bwd_filter_kernel")}
+    kernels.conv_bwd_kernel[grid](
+        *signals, *operands, *outputs[:3], *geometry, **meta, **half, num_warps=warps["conv_bwd_kernel"]
+    )
+    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
     flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], **half}  # grad_D = sum h x needs no D
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
-    kernels.conv_bwd_filter_kernel[(channels, slices)](*signals, *constants, *outputs[3:], *geometry, **sizes, **flags)
+    kernels.conv_bwd_filter_kernel[(channels, slices)](
+        *signals, *constants, *outputs[3:], *geometry, **sizes, **flags, num_warps=warps["conv_bwd_filter_kernel"]
+    )
     cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
     grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
-    kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, 1.0 / (plan.n1 * plan.n2), **sizes)
+    kernels.filter_gradient_kernel[(channels,)](
+        cross,
+        *constants,
+        grad_k_grid,
+        1.0 / (plan.n1 * plan.n2),
+        **sizes,
+        num_warps=_fused_warps(plan, "filter_gradient_kernel"),
+    )
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
