@@ -155,15 +155,59 @@ def test_auto_on_cuda_goes_through_the_measured_choice(monkeypatch, fake_triton)
     asked = []
 
     class Recorder(dispatch.AutoBackend):
-        def choose(self, key, run):
-            asked.append(key)
+        def choose(self, key, run, step=None):
+            asked.append((key, step is not None))
             return self.choices.setdefault(key, "triton")
 
     monkeypatch.setattr(dispatch, "AUTO", Recorder())
     u = types.SimpleNamespace(is_cuda=True, shape=(2, 3, 300), dtype=torch.float16, device="cuda:0")
-    assert fftconv_module._use_triton("auto", u, "bidirectional", True, run=None)
-    assert asked == [dispatch.ProblemKey("FakeGPU", "bidirectional", "float16", True, 512)]
+    k = torch.randn(3, 300)
+    assert fftconv_module._use_triton("auto", u, "bidirectional", True, conv=None, tensors=(k,))
+    assert asked == [(dispatch.ProblemKey("FakeGPU", "bidirectional", "float16", True, 512), False)]
+    k.requires_grad_()  # a call that records gradients is measured (forward+backward) under its own key
+    assert fftconv_module._use_triton("auto", u, "bidirectional", True, conv=None, tensors=(k,))
+    assert asked[1] == (dispatch.ProblemKey("FakeGPU", "bidirectional", "float16", True, 512, backward=True), True)
+    with torch.no_grad():  # ... but not under no_grad
+        fftconv_module._use_triton("auto", u, "bidirectional", True, conv=None, tensors=(k,))
+    assert asked[2] == asked[0]
     fake_triton.supported = False  # an input the kernels do not support never reaches the measurement
-    assert not fftconv_module._use_triton("auto", u, "bidirectional", True, run=None) and len(asked) == 1
+    assert not fftconv_module._use_triton("auto", u, "bidirectional", True, conv=None, tensors=(k,))
+    assert len(asked) == 3
     monkeypatch.setattr(fftconv_module, "_triton_module", lambda: None)  # no triton: torch, no error
-    assert not fftconv_module._use_triton("auto", u, "causal", False, run=None)
+    assert not fftconv_module._use_triton("auto", u, "causal", False, conv=None, tensors=(k,))
+
+
+def test_backward_calls_time_forward_and_backward():
+    """A key with backward=True times step(name), not run(name), and says so; step is required for it."""
+    runner, stepped = FakeRunner(), []
+
+    def step(name):
+        stepped.append(name)
+        runner(name)
+
+    times = {"torch": 1.0, "triton": 2.0}
+    auto = dispatch.AutoBackend(timer=lambda fn: (fn(), times[runner.last])[1])
+    key = dispatch.ProblemKey("FakeGPU", "causal", "bfloat16", True, 1024, backward=True)
+    assert auto.choose(key, runner, step) == "torch" and stepped == ["triton", "torch"]
+    assert auto.reasons[key] == "measured (forward+backward): triton 2.000 ms, torch 1.000 ms"
+    with pytest.raises(ValueError, match="step is required"):
+        auto.choose(dispatch.ProblemKey("FakeGPU", "2d", "bfloat16", False, 1024, backward=True), runner)
+
+
+def test_training_step_leaves_the_callers_graph_alone():
+    """The timed forward+backward runs on detached copies: the caller's leaves get no .grad and its graph stays
+    usable."""
+    x = torch.randn(2, 3, 40, requires_grad=True)
+    u, k, D = x * 2, torch.randn(3, 40, requires_grad=True), torch.randn(3)  # u: inside the caller's graph
+
+    def conv(name, u, k, D):
+        conv.calls.append(name)
+        return fftconv(u, k, D, backend="torch")
+
+    conv.calls = []
+    step = fftconv_module._training_step(conv, (u, k, D))
+    step("torch")
+    step("torch")
+    assert conv.calls == ["torch", "torch"] and x.grad is None and k.grad is None
+    fftconv(u, k, D, backend="torch").sum().backward()  # the caller's graph is intact
+    assert x.grad is not None and k.grad is not None

@@ -96,8 +96,8 @@ def _triton_module():
     return triton_fftconv
 
 
-def _use_triton(backend: str, u: torch.Tensor, kind: str, gated: bool, run) -> bool:
-    """Whether this call runs the Triton kernel; ``run(name)`` computes the call with backend ``name``."""
+def _use_triton(backend: str, u: torch.Tensor, kind: str, gated: bool, conv, tensors: tuple) -> bool:
+    """Whether this call runs the Triton kernel; ``conv(name, *tensors)`` computes the call with backend ``name``."""
     if backend == "auto":
         backend = dispatch.forced_backend() or "auto"
     if backend == "torch" or (backend == "auto" and not u.is_cuda):
@@ -111,7 +111,26 @@ def _use_triton(backend: str, u: torch.Tensor, kind: str, gated: bool, run) -> b
         return True
     if module is None or not module.supports(u):
         return False
-    return dispatch.AUTO.choose(dispatch.ProblemKey.of(u, kind, gated), run) == "triton"
+    backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    key = dispatch.ProblemKey.of(u, kind, gated, backward)
+    step = _training_step(conv, tensors) if backward else None
+    return dispatch.AUTO.choose(key, lambda name: conv(name, *tensors), step) == "triton"
+
+
+def _training_step(conv, tensors: tuple):
+    """step(name): forward and backward of the call with backend ``name``, for timing, on detached copies of its
+    tensors (the caller's graph and .grad stay untouched), seeded with one random output gradient."""
+    leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in tensors]
+    inputs = [t for t in leaves if t is not None and t.requires_grad]
+    grad_y = []
+
+    def step(name: str) -> None:
+        with torch.enable_grad():
+            y = conv(name, *leaves)
+            grad_y[:] = grad_y or [torch.randn_like(y)]
+            torch.autograd.grad(y, inputs, grad_y[0])
+
+    return step
 
 
 def _check_signal_and_filter(u: torch.Tensor, k: torch.Tensor, u_layout: str, k_layout: str) -> None:
@@ -164,11 +183,12 @@ def fftconv(
     _check_gate("pre_gate", pre_gate, u)
     _check_gate("post_gate", post_gate, u)
 
-    def run(name: str) -> torch.Tensor:
+    def conv(name: str, u, k, D, pre_gate, post_gate) -> torch.Tensor:
         return fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate, backend=name)
 
     gated = pre_gate is not None or post_gate is not None
-    if _use_triton(backend, u, "causal" if causal else "bidirectional", gated, run):
+    kind = "causal" if causal else "bidirectional"
+    if _use_triton(backend, u, kind, gated, conv, (u, k, D, pre_gate, post_gate)):
         return _triton_module().fftconv(u, k, D, causal=causal, pre_gate=pre_gate, post_gate=post_gate)
     return _fftconv_torch(u, k, D, lag0, pre_gate, post_gate)
 
@@ -199,7 +219,7 @@ def fftconv2d(
             f"got {tuple(k.shape[1:])}"
         )
     _check_skip(D, channels)
-    if _use_triton(backend, u, "2d", False, lambda name: fftconv2d(u, k, D, backend=name)):
+    if _use_triton(backend, u, "2d", False, lambda name, u, k, D: fftconv2d(u, k, D, backend=name), (u, k, D)):
         return _triton_module().fftconv2d(u, k, D)
     mh, mw = (kh + 1) // 2, (kw + 1) // 2
     size = (fft_size(height + mh - 1), fft_size(width + mw - 1))
