@@ -61,9 +61,16 @@ FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, 
 # triton_fftconv constants). Settled on an H200 (BENCHMARKS.md, 2026-11-30) and no longer swept: batch tiles of 2 and
 # 4 rows (slower than 8), fused-L2 programs capped to fit L2 (slower than one per SM), fused-L2 column tiles of 1024
 # (slower), 16-column direct blocks at N = 64K (slower), 256 x 256 four-step columns at N = 64K (1.8x slower forward
-# than 64-point direct columns), tf32x3 products for bf16 signals (slower). Kept: the fused-register programs at 8
-# warps, their default before that run, beside today's 4 (FUSED_WARPS, which 64 x 64 grids take in part only).
-SWEEP = (("8 warps", (1 << 10, 1 << 11), {"FUSED_WARPS": 8}),)
+# than 64-point direct columns), tf32x3 products for bf16 signals (slower). Open, for the next GPU run: the
+# fused-register kernels at 8 warps (the default before that run); on 64 x 64 grids every kernel at 4 warps (faster
+# there, but three kernels spill 24-664 bytes at 4, so the default keeps them at 8); the fused-L2 kernels at 4 warps,
+# two persistent programs per SM (ptxas: 0-60 bytes of spills); the multi-pass passes at 4 warps (no spills).
+SWEEP = (
+    ("8 warps", (1 << 10, 1 << 11), {"FUSED_WARPS": 8}),
+    ("every kernel at 4 warps", (1 << 11,), {"WIDE_GRID_KERNELS": ()}),
+    ("4 warps, 2 programs per SM", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_WARPS": 4, "FUSED_L2_PROGRAMS_PER_SM": 2}),
+    ("passes at 4 warps", (1 << 15,), {"_num_warps": lambda points: 4}),
+)
 CHECK_CHANNELS = 8  # channels compared with the float64 reference
 
 

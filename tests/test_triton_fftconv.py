@@ -792,7 +792,7 @@ def test_bench_check_compares_with_float64(device, dtype_name, tolerance):
     from hv_testing import load_script
 
     bench = load_script("eval/bench_fftconv.py")
-    errors = bench.check_triton(3, 2, dtype_name, 100, {"MAX_BATCH_TILE": 2}, device=device)
+    errors = bench.check_triton(3, 2, dtype_name, 100, bench.SWEEP[0][2], device=device)
     assert set(errors) == {"y", "du", "dk"}
     assert all(0 < error < tolerance for error in errors.values()), errors
 

@@ -80,6 +80,10 @@ FUSED_L2_ROW = 1 << 9
 FUSED_L2_MIN_COLUMN = MIN_SIDE
 FUSED_L2_MAX_COLUMN = 2 * MIN_SIDE
 FUSED_L2_TILE = 1 << 11  # fused-L2: elements of a (P, BQ) column tile
+# Fused-L2 programs: warps each (ptxas, sm_90: 16 warps, 128 registers a thread, spill far more) and persistent
+# programs per SM (one: at 8 warps and up to 255 registers a thread, one program fills an SM's register file)
+FUSED_L2_WARPS = 8
+FUSED_L2_PROGRAMS_PER_SM = 1
 MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
 MAX_DIRECT_COLUMN = 64  # multi-pass: columns up to this length (P) are one DFT-matrix product on a block of columns
 MIN_FOUR_STEP_COLUMN = MIN_SIDE * MIN_SIDE  # longer columns take the in-register four-step, one column per program
@@ -681,7 +685,7 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS): plan.n1 = P short columns (one direct
 # DFT-matrix product each), plan.n2 = Q rows transformed by the in-register four-step on (Q1, Q2). Real sizes:
-# N = 8K: P = 16, Q = 512 (16 x 32); 16K: P = 32, Q = 512; 32K: P = 32, Q = 1024 (32 x 32); all at 8 warps.
+# N = 8K: P = 16, Q = 512 (16 x 32); 16K: P = 32, Q = 512; 32K: P = 32, Q = 1024 (32 x 32); FUSED_L2_WARPS each.
 
 
 def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor], dict[str, int]]:
@@ -694,16 +698,16 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
         "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2),
         "HALF_P": _half_columns(plan, plan.limit),
     }
-    sizes["num_warps"] = 8  # ptxas (sm_90): 16 warps (128 registers a thread) spill far more
+    sizes["num_warps"] = FUSED_L2_WARPS
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
 
 def _programs(work: int, sms: int) -> int:
-    """Persistent fused-L2 programs: one per SM (at 8 warps and the registers they use, one program fills an SM, so a
-    larger grid would only queue a second, partial wave), fewer where there is less work. Capping them so that all
-    scratch fit in L2 was measured slower on an H200 (B = 64, C = 768, bf16: at L = 16K, 87 forward and 33 backward
-    programs took 79 and 508 ms forward and forward+backward, one per SM 55 and 169 ms)."""
-    return max(1, min(work, sms))
+    """Persistent fused-L2 programs: FUSED_L2_PROGRAMS_PER_SM per SM (a larger grid would only queue a partial second
+    wave), fewer where there is less work. Capping them so that all scratch fit in L2 was measured slower on an H200
+    (B = 64, C = 768, bf16: at L = 16K, 87 forward and 33 backward programs took 79 and 508 ms forward and
+    forward+backward, one per SM 55 and 169 ms)."""
+    return max(1, min(work, sms * FUSED_L2_PROGRAMS_PER_SM))
 
 
 def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.device) -> torch.Tensor:
