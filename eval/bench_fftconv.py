@@ -19,6 +19,7 @@ then show the model alone.
     python eval/bench_fftconv.py --lengths 256 1024 --batch 2 --channels 8
     python eval/bench_fftconv.py --sizes-2d 32 64 --batch-2d 50 --channels-2d 128   # Hyena-ISO's 2D convolutions
     python eval/bench_fftconv.py --dtypes bf16 --sweep --compile-workers 8   # tuning rows; kernels compiled in parallel
+    python eval/bench_fftconv.py --kernel-times   # + device time per kernel of each Triton row's forward+backward
 
 The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
 skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
@@ -177,6 +178,7 @@ class Result:
     note: str = ""
     model: Model | None = None  # Triton rows
     errors: dict[str, float] | None = None  # Triton rows on a GPU: relative error of y, grad u, grad k vs float64
+    kernels: list[tuple[str, float]] | None = None  # --kernel-times: (kernel, ms) of one forward+backward
 
 
 def parse_args() -> argparse.Namespace:
@@ -191,6 +193,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-2d", type=int, default=50, help="2D batch (Hyena-ISO trains on 50 images)")
     parser.add_argument("--channels-2d", type=int, default=128, help="2D channels (Hyena-ISO's width)")
     parser.add_argument("--sweep", action="store_true", help="also time the tuning settings in SWEEP")
+    parser.add_argument(
+        "--kernel-times", action="store_true", help="GPU: device time per kernel of each default Triton row"
+    )
     parser.add_argument(
         "--compile-workers", type=int, default=0, help="GPU: check (so compile) Triton rows in N processes first"
     )
@@ -264,17 +269,37 @@ def flashfftconv_impl(length, dtype, device):
     return run
 
 
-def measure(impl, inputs, warmup, iters, device) -> tuple[float, float]:
-    fwd_ms = time_ms(lambda: impl(*inputs), warmup, iters, device)
+def forward_backward(impl, inputs):
+    """A closure running impl's forward and backward on leaf copies of inputs, with one random output gradient."""
     leaves = [t.detach().requires_grad_() for t in inputs]
     grad_y = torch.randn_like(inputs[0])  # the output has u's shape
 
-    def forward_backward():
+    def step():
         for t in leaves:
             t.grad = None
         impl(*leaves).backward(grad_y)
 
-    return fwd_ms, time_ms(forward_backward, warmup, iters, device)
+    return step
+
+
+def measure(impl, inputs, warmup, iters, device) -> tuple[float, float]:
+    fwd_ms = time_ms(lambda: impl(*inputs), warmup, iters, device)
+    return fwd_ms, time_ms(forward_backward(impl, inputs), warmup, iters, device)
+
+
+def kernel_times(fn, device: str, calls: int) -> list[tuple[str, float]]:
+    """(name, ms per call) of each CUDA kernel (on the CPU: each op, by self time) over ``calls`` calls of fn, after
+    one call outside the profile (compiles, caches), largest first."""
+    activity = torch.profiler.ProfilerActivity.CUDA if device == "cuda" else torch.profiler.ProfilerActivity.CPU
+    fn()
+    with torch.profiler.profile(activities=[activity]) as profile:
+        for _ in range(calls):
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    attribute = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    rows = [(event.key, getattr(event, attribute) / 1e3 / calls) for event in profile.key_averages()]
+    return sorted((row for row in rows if row[1] > 0), key=lambda row: -row[1])
 
 
 def run_case(name, impl, inputs, args, device, dtype_name, length) -> Result:
@@ -377,6 +402,9 @@ def triton_case(name, inputs, args, device, dtype_name, length, check) -> Result
     result = run_case(name, conv_with_backend("triton"), inputs, args, device, dtype_name, length)
     result.note = ", ".join(filter(None, (about, result.note)))
     result.model, result.errors = model, check
+    if args.kernel_times and name == "triton" and result.fwd_bwd_ms is not None:
+        result.kernels = kernel_times(forward_backward(conv_with_backend("triton"), inputs), device, args.iters)
+        result.note += "" if result.kernels else ", the profiler recorded no kernels"
     return result
 
 
@@ -519,9 +547,28 @@ def plot(results: list[Result], dtypes: list[str], path: pathlib.Path) -> None:
     save_figure(fig, path)
 
 
+def kernel_table(results: list[Result], top: int = 8) -> str:
+    """The largest kernels of each row's profiled forward+backward, with their share of its device time."""
+    lines = [
+        "Device time per kernel, one forward+backward (torch.profiler, mean over --iters calls):",
+        "",
+        "| dtype | L | impl | kernel | ms | share |",
+        "| --- | ---: | --- | --- | ---: | ---: |",
+    ]
+    for r in results:
+        total = sum(ms for _, ms in r.kernels or ())
+        lines += [
+            f"| {r.dtype} | {r.length} | {r.impl} | {name[:60]} | {ms:.3f} | {ms / total:.0%} |"
+            for name, ms in (r.kernels or ())[:top]
+        ]
+    return "\n".join(lines)
+
+
 def write_report(args, header: str, bandwidth: float | None, results: list[Result], results_2d: list[Result]) -> str:
     """bench_fftconv.md from the rows so far; returns its tables."""
     table = markdown_table(results, args, bandwidth)
+    if any(r.kernels for r in results):
+        table += "\n\n" + kernel_table(results)
     if results_2d:
         table += "\n\n" + markdown_table_2d(results_2d, args)
     args.out.mkdir(parents=True, exist_ok=True)

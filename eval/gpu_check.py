@@ -4,15 +4,15 @@
     bash eval/gpu_check.sh --steps tests fftconv fftconv-fp32 mixers   # on the GPU machine (device tool: carry .gpu)
     python eval/gpu_check.py --dry-run        # every step at toy size on the CPU (run by the test suite)
 
-Steps, each a subprocess with its own time cap so one slow step cannot eat the others' time: the fftconv tests on
-CUDA (8 processes: pytest-xdist is on the GPU image), bench_fftconv in bf16 (L = 1K..32K, gated, forward and
-forward+backward, the tuning sweep and the 2D sizes of Hyena-ISO, every Triton row checked
-against float64 at full size) and in fp32 (1K, 4K, 16K), bench_mixers (Hyena vs scaled_dot_product_attention, d 768,
-L = 1K..64K), the resolution benchmark, and a short bf16 CIFAR-10 training of the CIFAR models through
-compare_cifar10's `gpu` budget (img/s and top-1). The caps add up to about 13 minutes, more than one 10-minute call:
-the first four steps (9 minutes) make one call, the last two another. Everything lands in --out ($OUT when set), at
-most 8 files: summary.md (every table and each step's status), results.json (each step's JSON), log.txt (every
-step's output), and the steps' plots.
+Steps, each a subprocess with its own time cap so one slow step cannot eat the others' time: the fftconv tests on CUDA
+(8 processes: pytest-xdist is on the GPU image), bench_fftconv in bf16 (L = 1K..32K, gated, forward and
+forward+backward, the tuning sweep and the 2D sizes of Hyena-ISO, every Triton row checked against float64 at full size,
+each default Triton row's device time per kernel) and in fp32 (1K, 4K, 16K), bench_mixers (Hyena vs
+scaled_dot_product_attention, d 768, L = 1K..64K), the resolution benchmark, and a short bf16 CIFAR-10 training of the
+CIFAR models through compare_cifar10's `gpu` budget (img/s and top-1). The caps add up to about 13 minutes, more than
+one 10-minute call: the first four steps (9 minutes) make one call, the last two another. Everything lands in --out
+($OUT when set), at most 8 files: summary.md (every table and each step's status), results.json (each step's JSON),
+log.txt (every step's output), and the steps' plots.
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ def steps(cifar: Path) -> list[Step]:
         Step(
             "fftconv",  # bf16: the issue's lengths and the tuning sweep
             ["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", *(str(256 << i) for i in range(2, 8))]
-            + ["--sweep", "--compile-workers", "6", "--warmup", "3", "--iters", "15"],
+            + ["--sweep", "--kernel-times", "--compile-workers", "6", "--warmup", "3", "--iters", "15"],
             cap_s=260,
             dry_args=["eval/bench_fftconv.py", "--dtypes", "bf16", "--lengths", "64", *tiny_fftconv, "--sweep"],
         ),
         Step(
             "fftconv-fp32",
             ["eval/bench_fftconv.py", "--dtypes", "fp32", "--lengths", "1024", "4096", "16384", "--sizes-2d", "32"]
-            + ["--compile-workers", "6", "--iters", "10"],
+            + ["--kernel-times", "--compile-workers", "6", "--iters", "10"],
             cap_s=80,
             dry_args=["eval/bench_fftconv.py", "--dtypes", "fp32", "--lengths", "64", *tiny_fftconv],
         ),

@@ -75,6 +75,23 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
         assert all(cell.strip() == "n/a" for cell in cells[1:3])
 
 
+def test_bench_fftconv_kernel_times_profile_a_forward_backward():
+    """--kernel-times' profile, on the CPU path (ops by self CPU time): positive times, largest first, and a table
+    whose shares add up to the whole."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hv_testing import load_script
+
+    bench = load_script("eval/bench_fftconv.py")
+    inputs = bench.make_inputs(2, 3, 300, bench.DTYPES["fp32"], "cpu")
+    times = bench.kernel_times(bench.forward_backward(bench.conv_with_backend("torch"), inputs), "cpu", 2)
+    assert times and all(ms > 0 for _, ms in times) and [ms for _, ms in times] == sorted(ms for _, ms in times)[::-1]
+    assert any("fft" in name for name, _ in times)  # the transforms themselves are among the ops
+    result = bench.Result("fp32", 300, "torch", 1.0, 2.0, kernels=times)
+    rows = [line for line in bench.kernel_table([result], top=len(times)).splitlines() if line.startswith("| fp32")]
+    assert len(rows) == len(times)
+    assert abs(sum(float(row.split("|")[6].strip().rstrip("%")) for row in rows) - 100) <= len(rows)  # rounding
+
+
 def test_compare_cifar10_tiny(tmp_path, shared_data):
     out_dir = tmp_path / "cmp"
     data = ["--data", str(shared_data / "cifar10-jpg.tar.gz"), "--out", str(out_dir)]
