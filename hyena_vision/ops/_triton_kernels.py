@@ -1202,8 +1202,8 @@ def column_idft_kernel(
 # column inverses compute only those P / 2 rows.
 # The scratch is written and re-read by the same program right away and reused for its next row, so most of its
 # traffic stays in L2; u, the gates and y cross HBM once each, as in the fused-register kernels. Programs are persistent
-# (grid: one per SM, see _programs; each loops over its rows, or in the backward over its (channel, batch slice) work
-# items).
+# (grid: FUSED_L2_PROGRAMS_PER_SM per SM, see _programs; each loops over its rows, or in the backward over its
+# (channel, batch slice) work items).
 # Ordering. A pass's scratch stores are read by other threads of the program in the next pass, so each pass ends with
 # tl.debug_barrier (bar.sync: the block's global stores before it are visible to the block after it). Each stage
 # writes its own scratch region (column DFTs -> region A; row pass reads A, writes B; the last pass reads B), so no

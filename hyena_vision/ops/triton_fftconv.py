@@ -23,18 +23,18 @@ deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the same
 fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward) in
-persistent programs, one per SM, but the FFT runs as column DFTs, row FFTs and inverse column DFTs through a small
-per-program fp32 scratch, written and re-read right away (see _triton_kernels), so u, the gates and y cross HBM once;
-where the signal fills only the first half of each column, the column passes skip the zero padding and the discarded
-outputs (HALF_P). Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply, inverse
-column FFTs with skip and gates) through an fp32 scratch in HBM, processed in chunks of at most SCRATCH_BYTES; it too
-transforms batch rows in packed pairs (one complex scratch row per pair: half the scratch traffic and row FFTs per row)
-and skips the zero padding in its column passes (HALF_P, see _half_columns); its backward combines the same passes with
-elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs in fp16/bf16/fp32; outputs in
-the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3 for half-precision signals,
-tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates and grad_y in place through
-their batch and channel strides (HyenaOperator's channel slices are not copied); so does the multi-pass scheme where u
-and the gates share their strides (else it copies them, see _shared_strides). Outputs are contiguous.
+persistent programs (FUSED_L2_PROGRAMS_PER_SM per SM), but the FFT runs as column DFTs, row FFTs and inverse column DFTs
+through a small per-program fp32 scratch, written and re-read right away (see _triton_kernels), so u, the gates and y
+cross HBM once; where the signal fills only the first half of each column, the column passes skip the zero padding and
+the discarded outputs (HALF_P). Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
+inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in chunks of at most SCRATCH_BYTES;
+it too transforms batch rows in packed pairs (one complex scratch row per pair: half the scratch traffic and row FFTs
+per row) and skips the zero padding in its column passes (HALF_P, see _half_columns); its backward combines the same
+passes with elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs in fp16/bf16/fp32;
+outputs in the inputs' dtypes); the DFT products run on tensor cores as three-product splits (bf16x3 for half-precision
+signals, tf32x3 for fp32: see HALF_PRECISION, FP32_PRECISION). The fused kernels read u, the gates and grad_y in place
+through their batch and channel strides (HyenaOperator's channel slices are not copied); so does the multi-pass scheme
+where u and the gates share their strides (else it copies them, see _shared_strides). Outputs are contiguous.
 """
 
 import contextlib
