@@ -129,8 +129,9 @@ class Model:
     inverse once per channel. The fused-register kernels and the multi-pass scheme pack two rows per complex transform
     (see transform_flop), which also halves the spectral products per row and the multi-pass scratch per row. Bytes:
     gated forward reads u, pre, post and writes y; the backward reads dy, u, pre, post and writes du, dpre, dpost; the
-    fused-L2 scratch is assumed to stay in L2; the multi-pass scratch (complex fp32, written once and read once per
-    pass boundary) crosses HBM, and its backward adds about ten fp32 elementwise passes.
+    fused-L2 scratch is assumed to stay in L2 (each program re-reads its own right away; optimistic where all of it is
+    larger: the backward's 132 scratches are 88 MiB at L = 16K); the multi-pass scratch (complex fp32, written once and
+    read once per pass boundary) crosses HBM, and its backward adds about ten fp32 elementwise passes.
     """
 
     variant: str
