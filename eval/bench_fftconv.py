@@ -72,6 +72,7 @@ SWEEP = (
     ("4 warps, 2 programs per SM", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_WARPS": 4, "FUSED_L2_PROGRAMS_PER_SM": 2}),
     ("passes at 4 warps", (1 << 15,), {"_num_warps": lambda points: 4}),
 )
+SETTINGS = {"triton": {}} | {f"triton, {name}": values for name, _, values in SWEEP}  # Triton row name: its constants
 CHECK_CHANNELS = 8  # channels compared with the float64 reference
 
 
@@ -323,7 +324,8 @@ def plan_constants(values: dict) -> contextlib.AbstractContextManager:
 def triton_plans(length: int, args) -> dict[str, dict]:
     """The Triton rows at this length and the plan constants each sets: the default plan (none), then the SWEEP
     settings asked for."""
-    return {"triton": {}} | {f"triton, {name}": values for name, at, values in SWEEP if args.sweep and length in at}
+    names = ["triton"] + [f"triton, {name}" for name, at, _ in SWEEP if args.sweep and length in at]
+    return {name: SETTINGS[name] for name in names}
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -349,9 +351,8 @@ def check_triton(batch, channels, dtype_name, length, values: dict, device: str 
 
 def check_row(batch, channels, dtype_name, length, name, device: str = "cuda") -> dict[str, float] | str:
     """check_triton for the row ``name`` (in a worker process too): the errors, or why it could not run."""
-    values = {"triton": {}} | {f"triton, {n}": v for n, _, v in SWEEP}
     try:
-        return check_triton(batch, channels, dtype_name, length, values[name], device)
+        return check_triton(batch, channels, dtype_name, length, SETTINGS[name], device)
     except (torch.cuda.OutOfMemoryError, NotImplementedError, RuntimeError) as error:
         return f"{type(error).__name__} (process {os.getpid()}): {str(error)[:200]}"
     finally:
@@ -363,10 +364,13 @@ def check_in_parallel(args, device: str = "cuda") -> dict[tuple, dict[str, float
     """check_row of every Triton row in --compile-workers processes; the largest rows alternate with the smallest,
     so that few of the largest hold GPU memory at once."""
     rows = sorted(
-        (length, dtype_name, name)
-        for dtype_name in args.dtypes
-        for length in args.lengths
-        for name in triton_plans(length, args)
+        (
+            (dtype_name, length, name)
+            for dtype_name in args.dtypes
+            for length in args.lengths
+            for name in triton_plans(length, args)
+        ),
+        key=lambda row: row[1],
     )
     order = [row for pair in zip(rows[::-1], rows, strict=True) for row in pair][: len(rows)]
     print(f"checking (and compiling) {len(order)} Triton rows in {args.compile_workers} processes", flush=True)
@@ -374,14 +378,7 @@ def check_in_parallel(args, device: str = "cuda") -> dict[tuple, dict[str, float
     checks = {}
     spawn = multiprocessing.get_context("spawn")  # CUDA does not survive fork
     with concurrent.futures.ProcessPoolExecutor(args.compile_workers, mp_context=spawn) as pool:
-        futures = {
-            pool.submit(check_row, args.batch, args.channels, dtype_name, length, name, device): (
-                dtype_name,
-                length,
-                name,
-            )
-            for length, dtype_name, name in order
-        }
+        futures = {pool.submit(check_row, args.batch, args.channels, *row, device): row for row in order}
         for future in concurrent.futures.as_completed(futures):
             checks[futures[future]] = future.result()
             print(f"checked {futures[future]}: {checks[futures[future]]}", flush=True)

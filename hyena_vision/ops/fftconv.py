@@ -122,13 +122,15 @@ def _training_step(conv, tensors: tuple):
     tensors (the caller's graph and .grad stay untouched), seeded with one random output gradient."""
     leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in tensors]
     inputs = [t for t in leaves if t is not None and t.requires_grad]
-    grad_y = []
+    grad_y = None
 
     def step(name: str) -> None:
+        nonlocal grad_y
         with torch.enable_grad():
             y = conv(name, *leaves)
-            grad_y[:] = grad_y or [torch.randn_like(y)]
-            torch.autograd.grad(y, inputs, grad_y[0])
+            if grad_y is None:
+                grad_y = torch.randn_like(y)
+            torch.autograd.grad(y, inputs, grad_y)
 
     return step
 

@@ -807,26 +807,20 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    warps = {name: _fused_warps(plan, name) for name in ("conv_bwd_kernel", "conv_bwd_filter_kernel")}
-    kernels.conv_bwd_kernel[grid](
-        *signals, *operands, *outputs[:3], *geometry, **meta, **half, num_warps=warps["conv_bwd_kernel"]
-    )
+    warps = _fused_warps(plan, "conv_bwd_kernel")
+    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, **half, num_warps=warps)
     constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
     flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], **half}  # grad_D = sum h x needs no D
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
+    warps = _fused_warps(plan, "conv_bwd_filter_kernel")
     kernels.conv_bwd_filter_kernel[(channels, slices)](
-        *signals, *constants, *outputs[3:], *geometry, **sizes, **flags, num_warps=warps["conv_bwd_filter_kernel"]
+        *signals, *constants, *outputs[3:], *geometry, **sizes, **flags, num_warps=warps
     )
     cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
     grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
-    kernels.filter_gradient_kernel[(channels,)](
-        cross,
-        *constants,
-        grad_k_grid,
-        1.0 / (plan.n1 * plan.n2),
-        **sizes,
-        num_warps=_fused_warps(plan, "filter_gradient_kernel"),
-    )
+    warps = _fused_warps(plan, "filter_gradient_kernel")
+    scale = 1.0 / (plan.n1 * plan.n2)
+    kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, scale, **sizes, num_warps=warps)
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
