@@ -48,7 +48,8 @@ def test_bench_fftconv_model_counts_the_zero_padding_skip():
 
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
-    args = "--lengths 64 1024 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2 --sweep".split()
+    args = "--lengths 64 1024 --batch 1 --channels 4 --dtypes fp32 --warmup 1 --iters 2 --sweep --kernel-times".split()
+    args += ["--compile-workers", "2"]  # GPU-only work: accepted, and nothing of it runs on the CPU
     args += "--sizes-2d 6 --batch-2d 2 --channels-2d 3".split()
     out = run_script("eval/bench_fftconv.py", *args, "--out", str(tmp_path))
     lines = (tmp_path / "bench_fftconv.md").read_text().splitlines()
@@ -73,6 +74,7 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
         assert "NO CUDA DEVICE: only the torch reference was timed" in out
         assert all("| torch |" in row or "no GPU" in row for row in rows)
         assert all(cell.strip() == "n/a" for cell in cells[1:3])
+        assert not any(line.startswith("Device time per kernel") for line in lines)  # no Triton call was profiled
 
 
 def test_bench_fftconv_kernel_times_profile_a_forward_backward():
