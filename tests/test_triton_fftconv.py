@@ -157,16 +157,49 @@ def test_1d_gradients_match_float64(device, dtype, causal, length, klen, gates):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_2d_gradients_match_float64(device, dtype):
+def test_2d_gradients_match_float64(device, dtype, shape=(6, 10), kshape=(7, 19), batch=2, channels=3):
     inputs = (
-        torch.randn(2, 3, 6, 10, device=device).to(dtype),
-        torch.randn(3, 7, 19, device=device) / 10,
-        torch.randn(3, device=device),
+        torch.randn(batch, channels, *shape, device=device).to(dtype),
+        torch.randn(channels, *kshape, device=device) / (kshape[0] * kshape[1]) ** 0.5,
+        torch.randn(channels, device=device),
     )
-    grad_y = torch.randn(2, 3, 6, 10, device=device).to(dtype)
+    grad_y = torch.randn(batch, channels, *shape, device=device).to(dtype)
     actual = triton_gradients(lambda u, k, D: fftconv2d(u, k, D, backend="triton"), inputs, grad_y)
     expected = float64_gradients(direct_conv2d, inputs, grad_y)
     assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype], grad_y)
+
+
+# 2D grids above one program's points or sides, where the image fills at most half of each side (the zero padding of
+# a linear convolution), run in the spectrum's four parity classes, one (n1, n2) grid each (see
+# _triton_kernels._conv_rows), the skip term folded into the filter's spectrum.
+PARITY_CASES = {
+    "32x128": ((16, 40), (31, 79), torch.float32),  # a side above 64: classes of 16 x 64
+    "32x128-bf16": ((16, 40), (31, 79), torch.bfloat16),
+    "64x128-short-filter": ((20, 33), (5, 65), torch.float32),  # 32 x 128 would do, the classes need 32 x 64 each
+    "128x128": ((64, 64), (127, 127), torch.float32),  # Hyena-ISO's 64 x 64 images, full filters: classes of 64 x 64
+    "128x128-bf16": ((64, 64), (127, 127), torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("shape,kshape,dtype", PARITY_CASES.values(), ids=PARITY_CASES.keys())
+def test_2d_parity_classes_match_float64(device, shape, kshape, dtype):
+    plan = triton_fftconv.plan_2d(*shape, *kshape)
+    assert plan.parity and (2 * plan.n1, 2 * plan.n2) == plan.fft_shape
+    assert triton_fftconv.supports_shape((2, 3, *shape))
+    test_2d_gradients_match_float64(device, dtype, shape, kshape, batch=3, channels=1)  # a pair, and a row alone
+
+
+def test_parity_classes_round_trip():
+    """The parity layout holds each frequency once: (C, Nh, Nw) -> (C, 4, 2, n1, n2) -> back is the identity, and
+    class (s, t) at the position of frequencies (a, b) holds (2 a + s, 2 b + t)."""
+    plan = triton_fftconv.plan_2d(32, 32, 63, 63)  # 64 x 64 grid, not parity: classes of 32 x 32 built by hand
+    plan = triton_fftconv.Plan(32, 32, (64, 64), plan.lag0, 32, 32, 32, 1024, twiddle=False, parity=True)
+    spectrum = torch.randn(3, 64, 64, dtype=torch.complex64)
+    classes = triton_fftconv._parity_classes(spectrum, plan)
+    assert classes.shape == (3, 4, 2, 32, 32)
+    assert torch.equal(triton_fftconv._from_parity_classes(classes, plan), spectrum)
+    rows = triton_fftconv._frequencies(32, 32, torch.device("cpu"))  # frequency held at each position
+    assert torch.equal(classes[1, 2, 0, 5, 7], spectrum[1, 2 * rows[5] + 1, 2 * rows[7]].real)
 
 
 def test_gradients_match_torch_backend(device):
@@ -688,6 +721,7 @@ def test_long_sided_2d_grid_is_refused(device):
     """8 x 128 needs a 16 x 256 grid: few enough points, but a 256-point DFT matrix (512 KB) per program."""
     assert not triton_fftconv.supports_shape((2, 3, 8, 128)) and not triton_fftconv.supports_shape((2, 3, 128, 8))
     assert triton_fftconv.supports_shape((2, 3, 32, 32)) and triton_fftconv.supports_shape((2, 3, 8, 32))
+    assert triton_fftconv.supports_shape((2, 3, 64, 64)) and not triton_fftconv.supports_shape((2, 3, 65, 64))
     assert triton_fftconv.supports_shape((2, 3, 4096))
     u = torch.randn(1, 1, 8, 128, device=device)
     assert not triton_fftconv.supports(u)
@@ -695,12 +729,20 @@ def test_long_sided_2d_grid_is_refused(device):
         fftconv2d(u, torch.randn(1, 15, 255, device=device), backend="triton")
 
 
-@pytest.mark.parametrize("dtype,skip", [(torch.float32, True), (torch.bfloat16, False)], ids=["fp32-D", "bf16-noD"])
-def test_custom_ops_pass_opcheck(device, dtype, skip):
+@pytest.mark.parametrize(
+    "case,dtype,skip",
+    [("1d", torch.float32, True), ("1d", torch.bfloat16, False), ("2d-parity", torch.float32, True)],
+    ids=["fp32-D", "bf16-noD", "2d-parity-fp32-D"],
+)
+def test_custom_ops_pass_opcheck(device, case, dtype, skip):
     """Fake and real implementations agree on shapes and dtypes (also for grad_D when D is absent), autograd too."""
-    u, k, D, pre, post = random_inputs(device, dtype, 2, 2, 20, 20, gates=True)
+    if case == "1d":
+        u, k, D, pre, post = random_inputs(device, dtype, 2, 2, 20, 20, gates=True)
+    else:  # a 32 x 128 grid in parity classes: a (C, 4, 2, 16, 64) spectrum, no gates
+        u, k, D = torch.randn(2, 1, 16, 40, device=device).to(dtype), torch.randn(1, 31, 79), torch.randn(1)
+        k, D, pre, post = k.to(device) / 50, D.to(device), None, None
     D = D if skip else None
-    args = [None if t is None else t.requires_grad_() for t in (u, k, D, pre, post)] + [True]
+    args = [None if t is None else t.requires_grad_() for t in (u, k, D, pre, post)] + [case == "1d"]
     torch.library.opcheck(torch.ops.hyena_vision.fftconv.default, args)
     plain = [t.detach() if isinstance(t, torch.Tensor) else t for t in args]  # no double backward
     _, spectrum = torch.ops.hyena_vision.fftconv(*plain)

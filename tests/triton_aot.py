@@ -101,6 +101,8 @@ SCENARIOS = (
     ("1D causal L=1000000", 1_000_000, True, (BF16_GATED,), 8),  # four-step columns on 64 x 64, half columns
     ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
     ("2D 16x32", (16, 32), False, (BF16_GATED,), 8),  # 32 x 64 grid, radix-2 on its 64 columns, half rows and columns
+    ("2D 64x64", (64, 64), False, (BF16_GATED,), 8),  # 128 x 128 grid in parity classes of 64 x 64
+    ("2D 16x64", (16, 64), False, (FP32_PLAIN,), 8),  # 32 x 128 grid in parity classes of 16 x 64
 )
 
 

@@ -7,7 +7,8 @@ A length-N signal (N = N1 * N2) is laid on the grid row-major, ``x[n1, n2] = x[N
 with DFT matrices F1 (N1, N1), F2 (N2, N2) and twiddles T[k1, n2] = exp(-2 pi i k1 n2 / N): two complex matrix
 products done with ``tl.dot`` and one elementwise multiply. The inverse runs the same steps backwards with conjugates
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
-Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs.
+Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs;
+grids twice as large on each side run as four such DFTs, one per parity class of the spectrum (PARITY, _conv_rows).
 The sides of square grids from RADIX2_SIDE up (32 x 32, 64 x 64), and sides of 2 RADIX2_SIDE on any grid (the 64-point
 side of 32 x 64), split their DFT into a radix-2 step over two half-length DFTs (see _dft), so the DFT factors, the K
 side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand panels of the products in registers, and the
@@ -521,6 +522,79 @@ def _conv_pair(
 
 
 @triton.jit
+def _parity_twiddle(xr, xi, cls, N1: tl.constexpr, N2: tl.constexpr, CONJ: tl.constexpr):
+    """x (R, S) times W^(s n1 + t n2) (CONJ: its conjugate), W_(2 N1) along the rows and W_(2 N2) along the columns,
+    for the parity class cls = 2 s + t of a (2 N1, 2 N2) grid (see _conv_rows); a row factor, then a column factor,
+    """
+    rows_r, rows_i = _unit_root((cls // 2) * tl.arange(0, xr.shape[0])[:, None], 2 * N1)  # (R, 1)
+    cols_r, cols_i = _unit_root((cls % 2) * tl.arange(0, xr.shape[1])[None, :], 2 * N2)  # (1, S)
+    wr, wi = _cmul(rows_r, rows_i, cols_r, cols_i)  # (R, S)
+    if CONJ:
+        xr, xi = _cmul_conj(xr, xi, wr, wi)
+    else:
+        xr, xi = _cmul(xr, xi, wr, wi)
+    return xr, xi
+
+
+@triton.jit
+def _conv_rows(
+    row,
+    gate_row,
+    next_row,
+    gate_next,
+    offs,
+    mask,
+    second,
+    HAS_GATE: tl.constexpr,
+    spec,
+    a1r,
+    a1i,
+    z1r,
+    z1i,
+    a2r,
+    a2i,
+    z2r,
+    z2i,
+    tw_ptr,
+    work,
+    cls,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    TWIDDLE: tl.constexpr,
+    CONJ: tl.constexpr,
+    PRECISION: tl.constexpr,
+    PARITY: tl.constexpr,
+):
+    """_conv_pair of the packed pair x = gate * row + i gate_next * next_row (masks mask, second; HAS_GATE), loaded
+    here, on the (N1, N2) grid or, PARITY, one parity class cls of a (2 N1, 2 N2) grid too large for one program (2D
+    images up to N1 x N2).
+
+    PARITY: the spectrum's four parity classes (k1 % 2, k2 % 2) = (s, t), cls = 2 s + t, are each the (N1, N2) DFT of
+    the signal times W^(s n1 + t n2) (W_(2 N1) and W_(2 N2) along the two axes), since the signal is zero outside its
+    first (N1, N2) quadrant; the outputs there are the sum over the classes of each class's inverse times
+    W^-(s n1 + t n2). The class spectra sit one after another at spec ((4, 2, N1, N2)). Returned is the sum over the
+    classes up to cls, kept between calls in the work slot ((2, N1, N2) fp32, L1 / L2), not in registers; the barrier
+    orders the slot's accesses between threads. The callers run the classes as steps of their loop over pairs, not as
+    an inner loop: ptxas (sm_90, 8 warps, bf16x3) spilled 32-44 bytes with an inner loop over the classes even with no
+    twiddles and no sum (the transforms' 255 registers at 64 x 64 leave no room), none as steps."""
+    xr = _load_gated(row, gate_row, offs, mask, HAS_GATE)  # (R, S)
+    xi = _load_gated(next_row, gate_next, offs, second, HAS_GATE)
+    if PARITY:
+        xr, xi = _parity_twiddle(xr, xi, cls, N1, N2, False)
+        spec += cls * 2 * N1 * N2
+    yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, CONJ, PRECISION)
+    if PARITY:
+        yr, yi = _parity_twiddle(yr, yi, cls, N1, N2, True)
+        slot = tl.arange(0, offs.shape[0])[:, None] * N2 + tl.arange(0, offs.shape[1])[None, :]  # (R, S)
+        earlier = cls > 0  # the classes before this one have their sum in the slot
+        yr += tl.load(work + slot, mask=earlier, other=0.0)
+        yi += tl.load(work + N1 * N2 + slot, mask=earlier, other=0.0)
+        _store_row(work, slot, yr, yi, N1 * N2)
+        tl.debug_barrier()  # the sum is written before the next class reads it
+    return yr, yi
+
+
+@triton.jit
 def conv_fwd_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
@@ -530,6 +604,7 @@ def conv_fwd_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
+    work_ptr,  # PARITY: (programs, 2, N1, N2) fp32, each program's running sum over the classes (see _conv_rows)
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
@@ -553,6 +628,7 @@ def conv_fwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
     HALF_COLS: tl.constexpr,  # and / or only columns < N2 / 2 (2D)
+    PARITY: tl.constexpr,  # a 2D (2 N1, 2 N2) grid in four parity classes of (N1, N2) (see _conv_rows)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
@@ -579,21 +655,27 @@ def conv_fwd_kernel(
     S: tl.constexpr = N2 // 2 if HALF_COLS else N2
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
     factors = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
-    spec = spec_ptr + c * 2 * N1 * N2
+    CLASSES: tl.constexpr = 4 if PARITY else 1
+    spec = spec_ptr + c * CLASSES * 2 * N1 * N2
+    work = work_ptr + pid * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
-    # num_stages=1: no software pipelining of the next pair's loads (it doubles shared memory and adds spills)
-    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 as one complex signal
+    # rows b and b + 1 as one complex signal, one step per parity class (see _conv_rows); num_stages=1: no software
+    # pipelining of the next pair's loads (it doubles shared memory and adds spills)
+    for step in tl.range(0, tl.cdiv(end - b0, 2) * CLASSES, num_stages=1):
+        b = b0 + 2 * (step // CLASSES)
+        cls = step % CLASSES
+        done = cls == CLASSES - 1  # the outputs are complete (a branch: masked stores spilled 40 bytes, see _conv_rows)
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
-        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+        pair = (u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE)
         # (R, S) each: the two rows' outputs
-        yr, yi = _conv_pair(xr, xi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
-        rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
-        _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
-        rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
-        _skip_and_store(yi, *rows, offs, second, HAS_PRE, HAS_POST, HAS_D)
+        yr, yi = _conv_rows(*pair, spec, *factors, tw_ptr, work, cls, N1, N2, TWIDDLE, False, PRECISION, PARITY)
+        if done:
+            rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
+            _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+            rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
+            _skip_and_store(yi, *rows, offs, second, HAS_PRE, HAS_POST, HAS_D)
 
 
 @triton.jit
@@ -643,6 +725,7 @@ def conv_bwd_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
+    work_ptr,  # PARITY: (programs, 4, N1, N2) fp32, the running sums of d x and (HAS_POST) of s (see _conv_rows)
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
@@ -670,6 +753,7 @@ def conv_bwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # as in conv_fwd_kernel: the gradients occupy the signals' rows and columns
     HALF_COLS: tl.constexpr,
+    PARITY: tl.constexpr,  # as in conv_fwd_kernel
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
     packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel.
@@ -694,31 +778,39 @@ def conv_bwd_kernel(
     S: tl.constexpr = N2 // 2 if HALF_COLS else N2
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
     factors = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
-    spec = spec_ptr + c * 2 * N1 * N2
+    CLASSES: tl.constexpr = 4 if PARITY else 1
+    spec = spec_ptr + c * CLASSES * 2 * N1 * N2
+    work = work_ptr + pid * 4 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
-    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
+    # rows b and b + 1 packed, a step per parity class, no pipelining, as in conv_fwd_kernel
+    for step in tl.range(0, tl.cdiv(end - b0, 2) * CLASSES, num_stages=1):
+        b = b0 + 2 * (step // CLASSES)
+        cls = step % CLASSES
+        done = cls == CLASSES - 1  # the gradients are complete (a branch, as in conv_fwd_kernel)
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        if HAS_POST:
-            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
-            xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-            sr, si = _conv_pair(xr, xi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
-            rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
-            _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
-            rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
-            _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
-        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy, (R, S)
-        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        gr, gi = _conv_pair(hr, hi, spec, *factors, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
-        rows = (grad_y_row, u_row, pre_row, post_row)
-        _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT, offs, mask, HAS_PRE, HAS_POST)
-        rows = (grad_y_next, u_next, pre_next, post_next)
-        out = ((b + 1) * C + c) * LIMIT
-        _store_grad_input(gi, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE, HAS_POST)
+        if HAS_POST:  # its parity sums in the slot's second half
+            pair = (u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE)  # x = pre * u
+            sum_s = work + 2 * N1 * N2
+            sr, si = _conv_rows(*pair, spec, *factors, tw_ptr, sum_s, cls, N1, N2, TWIDDLE, False, PRECISION, PARITY)
+            if done:
+                rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
+                _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
+                rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+                _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+        pair = (grad_y_row, post_row, grad_y_next, post_next, offs, mask, second, HAS_POST)  # h = post * dy
+        gr, gi = _conv_rows(*pair, spec, *factors, tw_ptr, work, cls, N1, N2, TWIDDLE, True, PRECISION, PARITY)
+        if done:
+            rows = (grad_y_row, u_row, pre_row, post_row)
+            out = (b * C + c) * LIMIT
+            _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, mask, HAS_PRE, HAS_POST)
+            rows = (grad_y_next, u_next, pre_next, post_next)
+            out = ((b + 1) * C + c) * LIMIT
+            _store_grad_input(gi, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE, HAS_POST)
 
 
 @triton.jit
@@ -730,7 +822,7 @@ def conv_bwd_filter_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
-    work_ptr,  # (S, C, 2, 2, N1, N2) fp32 per program: X of the current pair (scratch); out: sum_b H conj(X)
+    work_ptr,  # (S, C, 1 + CLASSES, 2, N1, N2) fp32 per program: X of the current pair (scratch); out: sum_b H conj(X)
     grad_d_ptr,  # (S, C) fp32 out: per batch slice
     B,
     SLICE,  # batch rows per slice (the last slice may hold fewer)
@@ -754,6 +846,7 @@ def conv_bwd_filter_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signals' rows and columns, as in conv_fwd_kernel (grad_k fills the whole grid)
     HALF_COLS: tl.constexpr,
+    PARITY: tl.constexpr,  # as in conv_fwd_kernel: CLASSES = 4 cross spectra, one per parity class (see _conv_rows)
 ):
     """The cross spectrum sum_b H conj(X) (for grad_k) and grad_D of the backward (see conv_bwd_kernel), one program
     per (channel, batch slice), looping over the slice's rows in packed pairs: the slice's partial sums, which the host
@@ -773,6 +866,10 @@ def conv_bwd_filter_kernel(
     bf16x3, gated; stores / loads in bytes) 112 / 100 at 32 x 32 (transposed tiles), and with the final inverse in
     this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none (167 to 218 registers; 80 / 84
     at 64 x 64 before the twiddles were read per half, see _twiddled_radix2_step).
+
+    PARITY: each pair runs the four parity classes (see _conv_rows) in turn, X and H twiddled per class, into four
+    accumulators (the cross spectrum's classes); grad_D once per pair. This inner loop spills nothing (ptxas, sm_90,
+    8 warps, 255 registers at 64 x 64), unlike _conv_rows' (whose callers take the classes as steps instead).
     """
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
@@ -782,11 +879,13 @@ def conv_bwd_filter_kernel(
     S: tl.constexpr = N2 // 2 if HALF_COLS else N2
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
     grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
-    work_x = work_ptr + part * 4 * N1 * N2
-    work_acc = work_x + 2 * N1 * N2
+    CLASSES: tl.constexpr = 4 if PARITY else 1
+    work_x = work_ptr + part * (1 + CLASSES) * 2 * N1 * N2
+    work_acc = work_x + 2 * N1 * N2  # (CLASSES, 2, N1, N2)
     a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
-    _store_row(work_acc, grid, zeros, zeros, N1 * N2)
+    for cls in tl.range(0, CLASSES):
+        _store_row(work_acc + cls * 2 * N1 * N2, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
     for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
@@ -795,20 +894,27 @@ def conv_bwd_filter_kernel(
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
-        xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
-        _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
-        tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and X is visible to all threads)
-        hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
-        hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-        acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
-        acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
-        pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
-        ar, ai = _load_row(work_acc, grid, N1 * N2)
-        _store_row(work_acc, grid, ar + pr, ai + pi, N1 * N2)
-        tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
+        for cls in tl.range(0, CLASSES, num_stages=1):  # the signals are re-read per class (L1 / L2)
+            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
+            xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
+            if PARITY:
+                xr, xi = _parity_twiddle(xr, xi, cls, N1, N2, False)
+            xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+            _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
+            tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and all threads see X)
+            hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
+            hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
+            if cls == 0:
+                acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+                acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
+            if PARITY:
+                hr, hi = _parity_twiddle(hr, hi, cls, N1, N2, False)
+            hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+            pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
+            acc = work_acc + cls * 2 * N1 * N2
+            ar, ai = _load_row(acc, grid, N1 * N2)
+            _store_row(acc, grid, ar + pr, ai + pi, N1 * N2)
+            tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
     tl.store(grad_d_ptr + part, acc_d)
 
 

@@ -21,6 +21,13 @@ slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one
 partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
 deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
+2D grids above one program's (MAX_FFT_POINTS, sides up to MAX_FFT_SIDE; 64 x 64 images need 128 x 128) run in the
+same kernels as the spectrum's four parity classes (k1 % 2, k2 % 2), each an (Nh / 2, Nw / 2) grid holding the image
+(plan_2d makes the grid at least twice the image): a class's spectrum is the small grid's DFT of the image times a
+twiddle, and the outputs are the sum of the classes' twiddled inverses (see _triton_kernels._conv_rows), kept in a
+per-program fp32 work slot. The filter's spectrum, with the skip term folded in, and grad_k's inverse run there
+through torch.fft (once per call on (C, Nh, Nw)).
+
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the same
 fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward) in
 persistent programs (FUSED_L2_PROGRAMS_PER_SM per SM), but the FFT runs as column DFTs, row FFTs and inverse column DFTs
@@ -110,12 +117,13 @@ class Plan:
     """Where a signal and its filter sit on the (n1, n2) FFT grid.
 
     Fused plans (n1 * n2 <= MAX_FFT_POINTS) hold the whole grid in one program; 1D fused-L2 and multi-pass plans
-    split N into P = n1 columns and Q = n2 rows of the (P, Q) view.
+    split N into P = n1 columns and Q = n2 rows of the (P, Q) view; 2D parity plans hold one (n1, n2) parity class
+    of a (2 n1, 2 n2) grid at a time (see _triton_kernels._conv_rows).
     """
 
     n1: int
     n2: int
-    fft_shape: tuple[int, ...]  # (N,) for 1D, (Nh, Nw) for 2D; n1 * n2 == prod(fft_shape)
+    fft_shape: tuple[int, ...]  # (N,) for 1D, (Nh, Nw) for 2D; n1 * n2 == prod(fft_shape), a quarter of it in parity
     lag0: tuple[int, ...]  # index of lag 0 in k along each filter axis
     rows: int  # fused kernels: the signal occupies rows < rows, columns < cols, offsets row * stride + col < limit
     cols: int
@@ -124,6 +132,7 @@ class Plan:
     twiddle: bool  # True: 1D four-step FFT; False: 2D DFT of the grid
     direct: bool = False  # fused-L2 / multi-pass: column DFTs as one matrix product (see MAX_DIRECT_COLUMN)
     fused_l2: bool = False  # the fused-L2 variant
+    parity: bool = False  # 2D: the (Nh, Nw) grid's four parity classes, each an (n1, n2) = (Nh / 2, Nw / 2) grid
 
 
 def _pow2_at_least(n: int) -> int:
@@ -152,10 +161,18 @@ def plan_1d(length: int, klen: int, causal: bool) -> Plan:
 
 
 def plan_2d(height: int, width: int, kh: int, kw: int) -> Plan:
-    """FFT grid for u (B, C, height, width) and centred k (C, kh, kw)."""
+    """FFT grid for u (B, C, height, width) and centred k (C, kh, kw): one program's grid or, where that is too large,
+    the parity classes of a grid at least twice the image on each side (the image fills one class's grid; with full
+    filters, (2 height - 1, 2 width - 1), that is the smallest grid anyway)."""
     nh = max(MIN_SIDE, _pow2_at_least(height + (kh + 1) // 2 - 1))
     nw = max(MIN_SIDE, _pow2_at_least(width + (kw + 1) // 2 - 1))
-    return Plan(nh, nw, (nh, nw), ((kh - 1) // 2, (kw - 1) // 2), height, width, width, height * width, twiddle=False)
+    lag0, geometry = ((kh - 1) // 2, (kw - 1) // 2), (height, width, width, height * width)
+    plan = Plan(nh, nw, (nh, nw), lag0, *geometry, twiddle=False)
+    if _fits_one_program(plan):
+        return plan
+    nh, nw = max(nh, 2 * _pow2_at_least(height)), max(nw, 2 * _pow2_at_least(width))
+    parity = Plan(nh // 2, nw // 2, (nh, nw), lag0, *geometry, twiddle=False, parity=True)
+    return parity if _fits_one_program(parity) else plan
 
 
 def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
@@ -167,8 +184,9 @@ def _plan(u: torch.Tensor, k: torch.Tensor, causal: bool) -> Plan:
 
 
 def _fits_one_program(plan: Plan) -> bool:
-    """Whether a 2D grid fits one program (its points and the side of its DFT matrices)."""
-    return plan.n1 * plan.n2 <= MAX_FFT_POINTS and max(plan.n1, plan.n2) <= MAX_FFT_SIDE
+    """Whether a 2D grid (or parity class) fits one program (its points and the sides of its DFT matrices)."""
+    sides = sorted((plan.n1, plan.n2))
+    return plan.n1 * plan.n2 <= MAX_FFT_POINTS and MIN_SIDE <= sides[0] and sides[1] <= MAX_FFT_SIDE
 
 
 def supports_shape(shape: tuple[int, ...]) -> bool:
@@ -317,27 +335,28 @@ def variant(plan: Plan) -> str:
 
 
 def _checked_variant(plan: Plan, u: torch.Tensor) -> str:
-    """variant(plan), refusing 2D grids too large for one program."""
+    """variant(plan), refusing 2D grids too large for one program or, in parity classes, for four."""
     if not plan.twiddle and not _fits_one_program(plan):
         raise NotImplementedError(
-            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points and sides up to {MAX_FFT_SIDE}; "
-            f"u of shape {tuple(u.shape)} needs {plan.fft_shape} (use backend='torch')"
+            f"backend='triton' handles 2D FFT grids up to {MAX_FFT_POINTS} points and sides up to {MAX_FFT_SIDE}, "
+            f"or twice those sides where the image fills at most half of each; u of shape {tuple(u.shape)} needs "
+            f"{plan.fft_shape} (use backend='torch')"
         )
     return variant(plan)
 
 
 def _circular_filter(k: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """k (C, *kshape) placed on the FFT grid with lag 0 at the origin and negative lags wrapped: (C, n1, n2) fp32."""
+    """k (C, *kshape) placed on the FFT grid with lag 0 at the origin and negative lags wrapped: (C, *fft_shape)
+    fp32."""
     channels = k.shape[0]
     grid = k.new_zeros((channels, *plan.fft_shape), dtype=torch.float32)  # (C, N) or (C, Nh, Nw)
     grid[(slice(None), *(slice(0, size) for size in k.shape[1:]))] = k
     axes = tuple(range(1, grid.ndim))
-    grid = torch.roll(grid, shifts=tuple(-lag for lag in plan.lag0), dims=axes)
-    return grid.reshape(channels, plan.n1, plan.n2).contiguous()
+    return torch.roll(grid, shifts=tuple(-lag for lag in plan.lag0), dims=axes).contiguous()
 
 
 def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of _circular_filter: (C, n1, n2) -> (C, *kshape)."""
+    """Inverse of _circular_filter: (C, n1, n2) or (C, *fft_shape) -> (C, *kshape)."""
     grid = grid.reshape(grid.shape[0], *plan.fft_shape)  # (C, N) or (C, Nh, Nw)
     grid = torch.roll(grid, shifts=plan.lag0, dims=tuple(range(1, grid.ndim)))
     return grid[(slice(None), *(slice(0, size) for size in kshape))]
@@ -355,9 +374,21 @@ def _register_sizes(plan: Plan) -> dict:
     return {"N1": plan.n1, "N2": plan.n2, "TWIDDLE": plan.twiddle}
 
 
+def _parity_work(plan: Plan, programs: int, planes: int, like: torch.Tensor) -> torch.Tensor:
+    """Work slots of the fused-register forward (2 planes: a complex sum) and per-row backward (4: two) in parity
+    plans, (programs, planes, n1, n2) fp32: each program's running sums over the classes (see
+    _triton_kernels._conv_rows); else a placeholder (never read)."""
+    if not plan.parity:
+        return like
+    return torch.empty((programs, planes, plan.n1, plan.n2), dtype=torch.float32, device=like.device)
+
+
 def _fused_warps(plan: Plan, kernel: str) -> int:
-    """num_warps of the fused-register kernel named ``kernel`` on the plan's grid (see FUSED_WARPS)."""
-    return WIDE_GRID_WARPS if plan.n1 * plan.n2 > 2048 and kernel in WIDE_GRID_KERNELS else FUSED_WARPS
+    """num_warps of the fused-register kernel named ``kernel`` on the plan's grid (see FUSED_WARPS); parity plans'
+    kernels on 64 x 64 classes take 8 (ptxas, sm_90: at 4 warps the forward spilled 60 bytes, the cross spectrum's
+    156; at 8 none; not timed)."""
+    wide = kernel in WIDE_GRID_KERNELS or plan.parity
+    return WIDE_GRID_WARPS if plan.n1 * plan.n2 > 2048 and wide else FUSED_WARPS
 
 
 def _signal_geometry(plan: Plan) -> tuple[int, int, int, int]:
@@ -365,12 +396,47 @@ def _signal_geometry(plan: Plan) -> tuple[int, int, int, int]:
     return plan.rows, plan.cols, plan.stride, plan.limit
 
 
-def _filter_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """Spectrum of k divided by N, (C, 2, n1, n2) fp32, in the kernels' [k1, k2] layout."""
+def _spectrum_shape(plan: Plan, channels: int) -> tuple[int, ...]:
+    """Shape of a filter's spectrum (or cross spectrum) in the fused kernels' layout: (C, 2, n1, n2), in parity
+    classes (C, 4, 2, n1, n2)."""
+    return (channels, *((4,) if plan.parity else ()), 2, plan.n1, plan.n2)
+
+
+def _parity_classes(spectrum: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """(C, Nh, Nw) complex -> (C, 4, 2, n1, n2) fp32: class 2 s + t holds frequencies (2 a + s, 2 b + t) at the
+    positions of (a, b) in the kernels' layout (see _frequencies)."""
+    channels = spectrum.shape[0]
+    classes = spectrum.reshape(channels, plan.n1, 2, plan.n2, 2).permute(0, 2, 4, 1, 3)  # (C, s, t, a, b)
+    rows, cols = _frequencies(plan.n1, plan.n2, spectrum.device), _frequencies(plan.n2, plan.n1, spectrum.device)
+    classes = classes[:, :, :, rows][..., cols].reshape(channels, 4, plan.n1, plan.n2)  # positions
+    return torch.stack((classes.real, classes.imag), dim=2).float().contiguous()
+
+
+def _from_parity_classes(classes: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """Inverse of _parity_classes: (C, 4, 2, n1, n2) fp32 -> (C, Nh, Nw) complex."""
+    channels = classes.shape[0]
+    rows = torch.argsort(_frequencies(plan.n1, plan.n2, classes.device))  # frequency -> position
+    cols = torch.argsort(_frequencies(plan.n2, plan.n1, classes.device))
+    spectrum = torch.complex(classes[:, :, 0], classes[:, :, 1])[:, :, rows][..., cols]  # (C, 4, a, b)
+    spectrum = spectrum.reshape(channels, 2, 2, plan.n1, plan.n2).permute(0, 3, 1, 4, 2)  # (C, a, s, b, t)
+    return spectrum.reshape(channels, *plan.fft_shape)
+
+
+def _filter_spectrum(k: torch.Tensor, D: torch.Tensor | None, plan: Plan) -> torch.Tensor:
+    """Spectrum of k divided by N, in the kernels' [k1, k2] layout (_spectrum_shape): a kernel on one program's grid,
+    torch.fft in parity classes (once per call on (C, Nh, Nw): no batch). In parity classes it holds the skip term
+    too, the spectrum of D delta (D at every frequency), so those kernels take no D: re-reading the signal for it at
+    each class's step spilled (ptxas, sm_90, 8 warps: 68 bytes in the forward at 64 x 64)."""
+    if plan.parity:
+        grid = _circular_filter(k, plan)  # (C, Nh, Nw)
+        spectrum = torch.fft.fft2(grid)
+        if D is not None:
+            spectrum = spectrum + D.float()[:, None, None]
+        return _parity_classes(spectrum / grid[0].numel(), plan)
     dft1, dft2, twiddles = _constants(plan, k.device)
-    spectrum = torch.empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32, device=k.device)
+    spectrum = torch.empty(_spectrum_shape(plan, k.shape[0]), dtype=torch.float32, device=k.device)
     kernels.filter_spectrum_kernel[(k.shape[0],)](
-        _circular_filter(k, plan),
+        _circular_filter(k, plan).view(k.shape[0], plan.n1, plan.n2),
         dft1,
         dft2,
         twiddles,
@@ -649,8 +715,11 @@ def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]
     """What both fused-register kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (the operands
     after the inputs: skip D, filter spectrum, DFT constants; the constexprs and launch options)."""
     u, pre_gate, post_gate = signals[:3]
+    if plan.parity:
+        D = None  # the skip term is in the spectrum (see _filter_spectrum)
     operands = (_skip_fp32(D, u), spectrum, *_constants(plan, u.device))
-    return operands, {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+    meta = {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+    return operands, {**meta, "PARITY": plan.parity}
 
 
 def _half_grid(plan: Plan) -> dict[str, bool]:
@@ -679,7 +748,8 @@ def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
     warps = _fused_warps(plan, "conv_fwd_kernel")
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, y, *geometry, **meta, **_half_grid(plan), num_warps=warps)
+    work = _parity_work(plan, grid[0], 2, u)
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, work, y, *geometry, **meta, **_half_grid(plan), num_warps=warps)
     return y
 
 
@@ -760,14 +830,17 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         variant_name
     ]
     with _device_of(u):
-        spectrum = (_filter_spectrum if variant_name == "fused-register" else _multipass_spectrum)(k, plan)
+        if variant_name == "fused-register":
+            spectrum = _filter_spectrum(k, D, plan)
+        else:
+            spectrum = _multipass_spectrum(k, plan)
         return forward(u, spectrum, D, pre_gate, post_gate, plan), spectrum
 
 
 @_fftconv_op.register_fake
 def _(u, k, D, pre_gate, post_gate, causal):
     plan = _plan(u, k, causal)
-    spectrum = k.new_empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32)
+    spectrum = k.new_empty(_spectrum_shape(plan, k.shape[0]), dtype=torch.float32)
     return torch.empty_like(u, memory_format=torch.contiguous_format), spectrum
 
 
@@ -801,26 +874,31 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     sms = _sm_count(u.device)
     tile = batch_tile(batch, channels, sms)
     slices, rows = paired_batch_slices(batch, channels, sms)
-    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch) and the cross spectrum (out)
-    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (2, 2, plan.n1, plan.n2))
+    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch) and the cross spectra (out)
+    work_shape = (1 + (4 if plan.parity else 1), 2, plan.n1, plan.n2)
+    (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, work_shape)
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
     warps = _fused_warps(plan, "conv_bwd_kernel")
-    kernels.conv_bwd_kernel[grid](*signals, *operands, *outputs[:3], *geometry, **meta, **half, num_warps=warps)
-    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
+    work = _parity_work(plan, grid[0], 4, u)
+    kernels.conv_bwd_kernel[grid](*signals, *operands, work, *outputs[:3], *geometry, **meta, **half, num_warps=warps)
+    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "PARITY")}
     flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], **half}  # grad_D = sum h x needs no D
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
     warps = _fused_warps(plan, "conv_bwd_filter_kernel")
     kernels.conv_bwd_filter_kernel[(channels, slices)](
         *signals, *constants, *outputs[3:], *geometry, **sizes, **flags, num_warps=warps
     )
-    cross, grad_d = _slice_sums((outputs[3][:, :, 1], outputs[4]))  # (C, 2, n1, n2), (C,)
-    grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
-    warps = _fused_warps(plan, "filter_gradient_kernel")
-    scale = 1.0 / (plan.n1 * plan.n2)
-    kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, scale, **sizes, num_warps=warps)
+    cross, grad_d = _slice_sums((outputs[3][:, :, 1:], outputs[4]))  # (C, classes, 2, n1, n2), (C,)
+    if plan.parity:  # as filter_gradient_kernel: the real part of the normalised inverse, here on (C, Nh, Nw)
+        grad_k_grid = torch.fft.ifft2(_from_parity_classes(cross, plan)).real
+    else:
+        grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
+        warps = _fused_warps(plan, "filter_gradient_kernel")
+        scale, sizes = 1.0 / (plan.n1 * plan.n2), {name: sizes[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
+        kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, scale, **sizes, num_warps=warps)
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
 
