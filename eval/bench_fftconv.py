@@ -71,6 +71,7 @@ SWEEP = (
     ("every kernel at 4 warps", (1 << 11,), {"WIDE_GRID_KERNELS": ()}),
     ("4 warps, 2 programs per SM", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_WARPS": 4, "FUSED_L2_PROGRAMS_PER_SM": 2}),
     ("passes at 4 warps", (1 << 15,), {"_num_warps": lambda points: 4}),
+    ("split backward", (1 << 9, 1 << 10, 1 << 11), {"MERGED_BACKWARD": False}),
 )
 SETTINGS = {"triton": {}} | {f"triton, {name}": values for name, _, values in SWEEP}  # Triton row name: its constants
 CHECK_CHANNELS = 8  # channels compared with the float64 reference
@@ -126,8 +127,9 @@ class Model:
     """FLOP per output point and HBM bytes per element of the Triton path for (B, C, L), gated, causal (C, L) filter.
 
     Forward: 2 transforms + the spectral products per row, the filter's transform once per channel (shared by B rows);
-    backward: 4 transforms per row (x and h forward, d x and the recomputed k * x inverse) and the filter's gradient
-    inverse once per channel. The fused-register kernels and the multi-pass scheme pack two rows per complex transform
+    backward: 4 transforms per row (x and h forward, d x and the recomputed k * x inverse; the fused-register
+    backward's "split backward" sweep setting runs 6, x and h forward twice) and the filter's gradient inverse once
+    per channel. The fused-register kernels and the multi-pass scheme pack two rows per complex transform
     (see transform_flop), which also halves the spectral products per row and the multi-pass scratch per row. Bytes:
     gated forward reads u, pre, post and writes y; the backward reads dy, u, pre, post and writes du, dpre, dpost; the
     fused-L2 scratch is assumed to stay in L2 (each program re-reads its own right away; optimistic where all of it is

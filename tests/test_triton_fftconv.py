@@ -169,9 +169,31 @@ def test_2d_gradients_match_float64(device, dtype, shape=(6, 10), kshape=(7, 19)
     assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype], grad_y)
 
 
+@pytest.mark.parametrize("merged", [True, False], ids=["merged", "split"])
+@pytest.mark.parametrize("case", ["1d-gated", "2d"])
+def test_merged_and_split_backward_match_float64(device, monkeypatch, case, merged):
+    """MERGED_BACKWARD (the default): the cross spectrum's kernel also computes the per-row gradients, and
+    conv_bwd_kernel does not run; off (a bench_fftconv --sweep setting): conv_bwd_kernel computes them."""
+    monkeypatch.setattr(triton_fftconv, "MERGED_BACKWARD", merged)
+    launches = []
+    per_row = triton_fftconv.kernels.conv_bwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return per_row[grid]
+
+    monkeypatch.setattr(triton_fftconv.kernels, "conv_bwd_kernel", Spy())
+    if case == "2d":
+        test_2d_gradients_match_float64(device, torch.float32)
+    else:
+        test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
+    assert len(launches) == (0 if merged else 1)
+
+
 # 2D grids above one program's points or sides, where the image fills at most half of each side (the zero padding of
 # a linear convolution), run in the spectrum's four parity classes, one (n1, n2) grid each (see
-# _triton_kernels._conv_rows), the skip term folded into the filter's spectrum.
+# _triton_kernels._class_sum), the skip term folded into the filter's spectrum.
 PARITY_CASES = {
     "32x128": ((16, 40), (31, 79), torch.float32),  # a side above 64: classes of 16 x 64
     "32x128-bf16": ((16, 40), (31, 79), torch.bfloat16),
@@ -334,7 +356,7 @@ def test_filter_spectrum_computed_once_per_step(device, monkeypatch, length):
     name = "_filter_spectrum" if length == 37 else "_multipass_spectrum"
     calls = []
     original = getattr(triton_fftconv, name)
-    monkeypatch.setattr(triton_fftconv, name, lambda k, plan: calls.append(plan) or original(k, plan))
+    monkeypatch.setattr(triton_fftconv, name, lambda *args: calls.append(args) or original(*args))
     inputs = [t.requires_grad_() for t in random_inputs(device, torch.float32, 1, 2, length, length, gates=False)[:3]]
     fftconv(*inputs, backend="triton").sum().backward()
     assert len(calls) == 1 and all(t.grad is not None for t in inputs)
@@ -850,5 +872,6 @@ def test_bench_checks_rows_in_worker_processes(device, monkeypatch):
     bench = importlib.import_module("bench_fftconv")
     args = argparse.Namespace(dtypes=["fp32"], lengths=[40, 1024], sweep=True, batch=2, channels=2, compile_workers=2)
     checks = bench.check_in_parallel(args, device)
-    assert set(checks) == {("fp32", 40, "triton"), ("fp32", 1024, "triton"), ("fp32", 1024, "triton, 8 warps")}
+    settings_at_1024 = ("triton", "triton, 8 warps", "triton, split backward")
+    assert set(checks) == {("fp32", 40, "triton")} | {("fp32", 1024, name) for name in settings_at_1024}
     assert all(isinstance(errors, dict) and max(errors.values()) < 1e-5 for errors in checks.values()), checks

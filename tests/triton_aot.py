@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import time
+from unittest import mock
 
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported
 
@@ -80,29 +81,39 @@ def _forward_backward(y: torch.Tensor, inputs) -> None:
     torch.autograd.grad(y, [t for t in inputs if t is not None], torch.randn_like(y))
 
 
+SPLIT_BACKWARD = {"MERGED_BACKWARD": False}
 BF16_GATED = (torch.bfloat16, True, True)  # (u and gate dtype, gated, D): every HAS_* flag True, bf16 pointers
 FP32_PLAIN = (torch.float32, False, False)  # every HAS_* flag False, fp32 pointers
 # (name, 1D length or 2D (height, width), causal, input configs, SM count the launchers assume for these CPU
-# tensors): each plan variant at a real size. 8 SMs give the fused-register forward batch tiles of 2 rows (as at real
-# sizes, where B x C far exceeds the SMs; 132 would give this batch tiles of 1) and the backwards one batch slice per
-# channel (as when C >= SMs); 64 SMs split the fused-L2 backward's batch in 2 slices (as when C < SMs). The default
-# set (~2 min on 2 cores) compiles every kernel at every size these plans use; HYENA_AOT_FULL=1 adds the other
-# input config of each scenario (the full cross product, about twice as long).
+# tensors, triton_fftconv constants set while it runs): each plan variant at a real size. 8 SMs give the
+# fused-register forward batch tiles of 2 rows (as at real sizes, where B x C far exceeds the SMs; 132 would give
+# this batch tiles of 1) and the backwards one batch slice per channel (as when C >= SMs); 64 SMs split the fused-L2
+# backward's batch in 2 slices (as when C < SMs). The default set (~3 min on 2 cores) compiles every kernel at every
+# size these plans use; HYENA_AOT_FULL=1 adds the other input config of each scenario (the full cross product, about
+# twice as long).
 SCENARIOS = (
-    ("1D causal L=512", 512, True, (BF16_GATED,), 8),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
-    ("1D causal L=1024", 1024, True, (BF16_GATED,), 8),  # 32 x 64: a dense 32-point side, radix-2 on the 64-point one
-    ("1D causal L=2048", 2048, True, (BF16_GATED,), 8),  # 64 x 64 grid with twiddles: radix-2 over 32-point DFTs
-    ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8),  # same kernels as causal: checks the path only
-    ("1D causal L=4000", 4000, True, (BF16_GATED,), 8),  # fused-L2, P = 16 (whole columns, 16 x 32 rows)
-    ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8),  # fused-L2, P = 32 (half columns, 32 x 32 rows)
-    ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64),
-    ("1D causal L=20000", 20000, True, (BF16_GATED,), 8),  # direct column DFTs (P = 64)
-    ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8),  # four-step column FFTs
-    ("1D causal L=1000000", 1_000_000, True, (BF16_GATED,), 8),  # four-step columns on 64 x 64, half columns
-    ("2D 32x32", (32, 32), False, (BF16_GATED,), 8),  # no gates: only D follows the config
-    ("2D 16x32", (16, 32), False, (BF16_GATED,), 8),  # 32 x 64 grid, radix-2 on its 64 columns, half rows and columns
-    ("2D 64x64", (64, 64), False, (BF16_GATED,), 8),  # 128 x 128 grid in parity classes of 64 x 64
-    ("2D 16x64", (16, 64), False, (FP32_PLAIN,), 8),  # 32 x 128 grid in parity classes of 16 x 64
+    ("1D causal L=512", 512, True, (BF16_GATED,), 8, {}),  # square 32 x 32 grid: radix-2 steps over 16-point DFTs
+    # 32 x 64: a dense 32-point side, radix-2 on the 64-point one
+    ("1D causal L=1024", 1024, True, (BF16_GATED,), 8, {}),
+    ("1D causal L=2048", 2048, True, (BF16_GATED,), 8, {}),  # 64 x 64 grid with twiddles: radix-2 over 32-point DFTs
+    ("1D bidirectional L=1024", 1024, False, (BF16_GATED,), 8, {}),  # same kernels as causal: checks the path only
+    ("1D causal L=4000", 4000, True, (BF16_GATED,), 8, {}),  # fused-L2, P = 16 (whole columns, 16 x 32 rows)
+    ("1D causal L=16384", 16384, True, (FP32_PLAIN,), 8, {}),  # fused-L2, P = 32 (half columns, 32 x 32 rows)
+    ("1D causal L=16384, 2 batch slices", 16384, True, (FP32_PLAIN,), 64, {}),
+    ("1D causal L=20000", 20000, True, (BF16_GATED,), 8, {}),  # direct column DFTs (P = 64)
+    ("1D causal L=300000", 300000, True, (FP32_PLAIN,), 8, {}),  # four-step column FFTs
+    ("1D causal L=1000000", 1_000_000, True, (BF16_GATED,), 8, {}),  # four-step columns on 64 x 64, half columns
+    ("2D 32x32", (32, 32), False, (BF16_GATED,), 8, {}),  # no gates: only D follows the config
+    # 32 x 64 grid, radix-2 on its 64 columns, half rows and columns
+    ("2D 16x32", (16, 32), False, (BF16_GATED,), 8, {}),
+    ("2D 64x64", (64, 64), False, (BF16_GATED,), 8, {}),  # 128 x 128 grid in parity classes of 64 x 64
+    ("2D 16x64", (16, 64), False, (FP32_PLAIN,), 8, {}),  # 32 x 128 grid in parity classes of 16 x 64
+    # the fused-register backward's split form (a bench_fftconv --sweep setting): per-row gradients in their own kernel
+    ("1D causal L=512, split backward", 512, True, (BF16_GATED,), 8, SPLIT_BACKWARD),
+    ("1D causal L=1024, split backward", 1024, True, (BF16_GATED,), 8, SPLIT_BACKWARD),
+    ("1D causal L=2048, split backward", 2048, True, (BF16_GATED,), 8, SPLIT_BACKWARD),
+    ("2D 32x32, split backward", (32, 32), False, (BF16_GATED,), 8, SPLIT_BACKWARD),
+    ("2D 16x32, split backward", (16, 32), False, (BF16_GATED,), 8, SPLIT_BACKWARD),
 )
 
 
@@ -114,18 +125,19 @@ def record_launches(full: bool) -> tuple[list, list[str]]:
         if isinstance(value, JITFunction) and name.endswith("_kernel"):
             setattr(kernels, name, LaunchRecorder(value, backend, launches))
     plans = []
-    for name, size, causal, configs, sms in SCENARIOS:
+    for name, size, causal, configs, sms, constants in SCENARIOS:
         triton_fftconv.DEFAULT_SMS = sms
         for dtype, gated, skip in (BF16_GATED, FP32_PLAIN) if full else configs:
-            if isinstance(size, tuple):
-                u, k, D, _, _ = inputs = _inputs((BATCH, CHANNELS, *size), dtype, False, skip, size)
-                y = triton_fftconv.fftconv2d(u, k, D)
-                plan = triton_fftconv.plan_2d(*size, *size)
-            else:
-                u, k, D, pre, post = inputs = _inputs((BATCH, CHANNELS, size), dtype, gated, skip, (size,))
-                y = triton_fftconv.fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post)
-                plan = triton_fftconv.plan_1d(size, size, causal)
-            _forward_backward(y, inputs)
+            with mock.patch.multiple(triton_fftconv, **constants) if constants else contextlib.nullcontext():
+                if isinstance(size, tuple):
+                    u, k, D, _, _ = inputs = _inputs((BATCH, CHANNELS, *size), dtype, False, skip, size)
+                    y = triton_fftconv.fftconv2d(u, k, D)
+                    plan = triton_fftconv.plan_2d(*size, *size)
+                else:
+                    u, k, D, pre, post = inputs = _inputs((BATCH, CHANNELS, size), dtype, gated, skip, (size,))
+                    y = triton_fftconv.fftconv(u, k, D, causal=causal, pre_gate=pre, post_gate=post)
+                    plan = triton_fftconv.plan_1d(size, size, causal)
+                _forward_backward(y, inputs)
         plans.append(f"{name}: {triton_fftconv.variant(plan)}, grid {plan.n1} x {plan.n2}")
     return list(launches.values()), plans
 

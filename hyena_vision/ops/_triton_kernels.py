@@ -8,7 +8,7 @@ with DFT matrices F1 (N1, N1), F2 (N2, N2) and twiddles T[k1, n2] = exp(-2 pi i 
 products done with ``tl.dot`` and one elementwise multiply. The inverse runs the same steps backwards with conjugates
 and returns the signal in natural order, so spectra never leave the kernel in any other layout than [k1, k2].
 Without twiddles the same code is the 2D DFT of an (N1, N2) image (``F1 @ x @ F2``), which is how fftconv2d runs;
-grids twice as large on each side run as four such DFTs, one per parity class of the spectrum (PARITY, _conv_rows).
+grids twice as large on each side run as four such DFTs, one per parity class of the spectrum (PARITY, _class_sum).
 The sides of square grids from RADIX2_SIDE up (32 x 32, 64 x 64), and sides of 2 RADIX2_SIDE on any grid (the 64-point
 side of 32 x 64), split their DFT into a radix-2 step over two half-length DFTs (see _dft), so the DFT factors, the K
 side of every tl.dot, are 16 / 32 points: ptxas (sm_90) keeps the operand panels of the products in registers, and the
@@ -26,16 +26,16 @@ Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precis
 Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
-consecutive rows, channel-major, the DFT factors loaded once per tile), and so does the backward's per-row
-gradients kernel; the backward's filter kernel runs one per (channel, batch slice), writing the cross spectrum and
-grad_D as the slice's partial sums for a fixed-order host reduction, and one more small kernel inverts the summed
-cross spectrum into grad_k. All transform a tile's rows in pairs, two real signals as one complex one,
-z = x_b + i x_(b+1): the filter is real, so its convolution maps real to real, and the inverse of Z K has y_b as its
-real part and y_(b+1) as its imaginary part. A real row alone costs two thirds of a complex transform (a real first
-stage, only the real part of the last), a packed pair one complex transform for two rows: two thirds of the DFT
-products per row, half the spectral products. An odd last row of a tile or slice is paired with zeros. The rows of
-a pair share the transform's rounding error: a row much smaller than its partner gets a larger relative error than
-it would alone.
+consecutive rows, channel-major, the DFT factors loaded once per tile), and so does the backward's per-row gradients
+kernel where it runs (see conv_bwd_kernel); the backward's filter kernel runs one per (channel, batch slice), writing
+the cross spectrum and grad_D as the slice's partial sums for a fixed-order host reduction (and by default the per-row
+gradients too), and one more small kernel inverts the summed cross spectrum into grad_k. All transform a tile's rows in
+pairs, two real signals as one complex one, z = x_b + i x_(b+1): the filter is real, so its convolution maps real to
+real, and the inverse of Z K has y_b as its real part and y_(b+1) as its imaginary part. A real row alone costs two
+thirds of a complex transform (a real first stage, only the real part of the last), a packed pair one complex transform
+for two rows: two thirds of the DFT products per row, half the spectral products. An odd last row of a tile or slice is
+paired with zeros. The rows of a pair share the transform's rounding error: a row much smaller than its partner gets a
+larger relative error than it would alone.
 """
 
 import os
@@ -524,7 +524,7 @@ def _conv_pair(
 @triton.jit
 def _parity_twiddle(xr, xi, cls, N1: tl.constexpr, N2: tl.constexpr, CONJ: tl.constexpr):
     """x (R, S) times W^(s n1 + t n2) (CONJ: its conjugate), W_(2 N1) along the rows and W_(2 N2) along the columns,
-    for the parity class cls = 2 s + t of a (2 N1, 2 N2) grid (see _conv_rows); a row factor, then a column factor,
+    for the parity class cls = 2 s + t of a (2 N1, 2 N2) grid (see _class_sum); a row factor, then a column factor,
     """
     rows_r, rows_i = _unit_root((cls // 2) * tl.arange(0, xr.shape[0])[:, None], 2 * N1)  # (R, 1)
     cols_r, cols_i = _unit_root((cls % 2) * tl.arange(0, xr.shape[1])[None, :], 2 * N2)  # (1, S)
@@ -537,55 +537,33 @@ def _parity_twiddle(xr, xi, cls, N1: tl.constexpr, N2: tl.constexpr, CONJ: tl.co
 
 
 @triton.jit
-def _conv_rows(
-    row,
-    gate_row,
-    next_row,
-    gate_next,
-    offs,
-    mask,
-    second,
-    HAS_GATE: tl.constexpr,
-    spec,
-    a1r,
-    a1i,
-    z1r,
-    z1i,
-    a2r,
-    a2i,
-    z2r,
-    z2i,
-    tw_ptr,
-    work,
-    cls,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    TWIDDLE: tl.constexpr,
-    CONJ: tl.constexpr,
-    PRECISION: tl.constexpr,
-    PARITY: tl.constexpr,
-):
-    """_conv_pair of the packed pair x = gate * row + i gate_next * next_row (masks mask, second; HAS_GATE), loaded
-    here, on the (N1, N2) grid or, PARITY, one parity class cls of a (2 N1, 2 N2) grid too large for one program (2D
-    images up to N1 x N2).
-
-    PARITY: the spectrum's four parity classes (k1 % 2, k2 % 2) = (s, t), cls = 2 s + t, are each the (N1, N2) DFT of
-    the signal times W^(s n1 + t n2) (W_(2 N1) and W_(2 N2) along the two axes), since the signal is zero outside its
-    first (N1, N2) quadrant; the outputs there are the sum over the classes of each class's inverse times
-    W^-(s n1 + t n2). The class spectra sit one after another at spec ((4, 2, N1, N2)). Returned is the sum over the
-    classes up to cls, kept between calls in the work slot ((2, N1, N2) fp32, L1 / L2), not in registers; the barrier
-    orders the slot's accesses between threads. The callers run the classes as steps of their loop over pairs, not as
-    an inner loop: ptxas (sm_90, 8 warps, bf16x3) spilled 32-44 bytes with an inner loop over the classes even with no
-    twiddles and no sum (the transforms' 255 registers at 64 x 64 leave no room), none as steps."""
-    xr = _load_gated(row, gate_row, offs, mask, HAS_GATE)  # (R, S)
+def _class_input(row, gate_row, next_row, gate_next, offs, mask, second, HAS_GATE: tl.constexpr, cls, N1, N2, PARITY):
+    """The packed pair x = gate * row + i gate_next * next_row (masks mask, second; HAS_GATE), (R, S) each, and,
+    PARITY, times the twiddle of parity class cls (see _class_sum)."""
+    xr = _load_gated(row, gate_row, offs, mask, HAS_GATE)
     xi = _load_gated(next_row, gate_next, offs, second, HAS_GATE)
     if PARITY:
         xr, xi = _parity_twiddle(xr, xi, cls, N1, N2, False)
-        spec += cls * 2 * N1 * N2
-    yr, yi = _conv_pair(xr, xi, spec, a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, CONJ, PRECISION)
+    return xr, xi
+
+
+@triton.jit
+def _class_sum(yr, yi, work, cls, N1: tl.constexpr, N2: tl.constexpr, PARITY: tl.constexpr):
+    """The outputs (R, S) of a convolution from the pair's parity classes up to cls: y itself, or, PARITY, the sum
+    over the classes so far of each class's twiddled inverse y, kept between calls in the work slot ((2, N1, N2) fp32,
+    L1 / L2), not in registers.
+
+    PARITY: a (2 N1, 2 N2) grid too large for one program (2D images up to N1 x N2) runs as the spectrum's four parity
+    classes (k1 % 2, k2 % 2) = (s, t), cls = 2 s + t. Each is the (N1, N2) DFT of the signal times W^(s n1 + t n2)
+    (W_(2 N1) and W_(2 N2) along the two axes; _class_input), since the signal is zero outside its first (N1, N2)
+    quadrant; the outputs there are the sum over the classes of each class's inverse times W^-(s n1 + t n2). The class
+    spectra sit one after another ((4, 2, N1, N2) per channel); the barrier orders the slot's accesses between
+    threads. The callers run the classes as steps of their loop over pairs, not as an inner loop: ptxas (sm_90, 8
+    warps, bf16x3) spilled 32-44 bytes with an inner loop over the classes even with no twiddles and no sum (the
+    transforms' 255 registers at 64 x 64 leave no room), none as steps."""
     if PARITY:
         yr, yi = _parity_twiddle(yr, yi, cls, N1, N2, True)
-        slot = tl.arange(0, offs.shape[0])[:, None] * N2 + tl.arange(0, offs.shape[1])[None, :]  # (R, S)
+        slot = tl.arange(0, yr.shape[0])[:, None] * N2 + tl.arange(0, yr.shape[1])[None, :]  # (R, S)
         earlier = cls > 0  # the classes before this one have their sum in the slot
         yr += tl.load(work + slot, mask=earlier, other=0.0)
         yi += tl.load(work + N1 * N2 + slot, mask=earlier, other=0.0)
@@ -604,7 +582,7 @@ def conv_fwd_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
-    work_ptr,  # PARITY: (programs, 2, N1, N2) fp32, each program's running sum over the classes (see _conv_rows)
+    work_ptr,  # PARITY: (programs, 2, N1, N2) fp32, each program's running sum over the classes (see _class_sum)
     y_ptr,  # (B, C, LIMIT) out
     B,
     C,
@@ -628,7 +606,7 @@ def conv_fwd_kernel(
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
     HALF_COLS: tl.constexpr,  # and / or only columns < N2 / 2 (2D)
-    PARITY: tl.constexpr,  # a 2D (2 N1, 2 N2) grid in four parity classes of (N1, N2) (see _conv_rows)
+    PARITY: tl.constexpr,  # a 2D (2 N1, 2 N2) grid in four parity classes of (N1, N2) (see _class_sum)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
     * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
@@ -659,18 +637,18 @@ def conv_fwd_kernel(
     spec = spec_ptr + c * CLASSES * 2 * N1 * N2
     work = work_ptr + pid * 2 * N1 * N2
     end = tl.minimum(b0 + TILE, B)
-    # rows b and b + 1 as one complex signal, one step per parity class (see _conv_rows); num_stages=1: no software
+    # rows b and b + 1 as one complex signal, one step per parity class (see _class_sum); num_stages=1: no software
     # pipelining of the next pair's loads (it doubles shared memory and adds spills)
     for step in tl.range(0, tl.cdiv(end - b0, 2) * CLASSES, num_stages=1):
         b = b0 + 2 * (step // CLASSES)
         cls = step % CLASSES
-        done = cls == CLASSES - 1  # the outputs are complete (a branch: masked stores spilled 40 bytes, see _conv_rows)
+        done = cls == CLASSES - 1  # the outputs are complete (a branch: masked stores spilled 40 bytes, see _class_sum)
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
-        pair = (u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE)
-        # (R, S) each: the two rows' outputs
-        yr, yi = _conv_rows(*pair, spec, *factors, tw_ptr, work, cls, N1, N2, TWIDDLE, False, PRECISION, PARITY)
+        xr, xi = _class_input(u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE, cls, N1, N2, PARITY)
+        yr, yi = _conv_pair(xr, xi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+        yr, yi = _class_sum(yr, yi, work, cls, N1, N2, PARITY)  # (R, S) each: the two rows' outputs
         if done:
             rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
             _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
@@ -725,7 +703,7 @@ def conv_bwd_kernel(
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
-    work_ptr,  # PARITY: (programs, 4, N1, N2) fp32, the running sums of d x and (HAS_POST) of s (see _conv_rows)
+    work_ptr,  # PARITY: (programs, 4, N1, N2) fp32, the running sums of d x and (HAS_POST) of s (see _class_sum)
     grad_u_ptr,  # (B, C, LIMIT) out
     grad_pre_ptr,  # (B, C, LIMIT) out or dummy
     grad_post_ptr,  # (B, C, LIMIT) out or dummy
@@ -756,7 +734,9 @@ def conv_bwd_kernel(
     PARITY: tl.constexpr,  # as in conv_fwd_kernel
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
-    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel.
+    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which computes the
+    per-row gradients itself where the host merges them (MERGED_BACKWARD, not in parity plans), so this kernel runs
+    without that setting (a bench_fftconv --sweep row) and for parity plans.
 
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
@@ -794,16 +774,18 @@ def conv_bwd_kernel(
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
         if HAS_POST:  # its parity sums in the slot's second half
-            pair = (u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE)  # x = pre * u
-            sum_s = work + 2 * N1 * N2
-            sr, si = _conv_rows(*pair, spec, *factors, tw_ptr, sum_s, cls, N1, N2, TWIDDLE, False, PRECISION, PARITY)
+            xr, xi = _class_input(u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE, cls, N1, N2, PARITY)
+            sr, si = _conv_pair(xr, xi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
+            sr, si = _class_sum(sr, si, work + 2 * N1 * N2, cls, N1, N2, PARITY)
             if done:
                 rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
                 _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
                 rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
                 _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
         pair = (grad_y_row, post_row, grad_y_next, post_next, offs, mask, second, HAS_POST)  # h = post * dy
-        gr, gi = _conv_rows(*pair, spec, *factors, tw_ptr, work, cls, N1, N2, TWIDDLE, True, PRECISION, PARITY)
+        hr, hi = _class_input(*pair, cls, N1, N2, PARITY)
+        gr, gi = _conv_pair(hr, hi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
+        gr, gi = _class_sum(gr, gi, work, cls, N1, N2, PARITY)
         if done:
             rows = (grad_y_row, u_row, pre_row, post_row)
             out = (b * C + c) * LIMIT
@@ -824,6 +806,11 @@ def conv_bwd_filter_kernel(
     tw_ptr,
     work_ptr,  # (S, C, 1 + CLASSES, 2, N1, N2) fp32 per program: X of the current pair (scratch); out: sum_b H conj(X)
     grad_d_ptr,  # (S, C) fp32 out: per batch slice
+    d_ptr,  # ROW_GRADIENTS: (C,) fp32 or dummy, as in conv_bwd_kernel (else unused)
+    spec_ptr,  # ROW_GRADIENTS: (C, 2, N1, N2) fp32 filter spectrum / N
+    grad_u_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out
+    grad_pre_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out or dummy
+    grad_post_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out or dummy
     B,
     SLICE,  # batch rows per slice (the last slice may hold fewer)
     ROWS,
@@ -843,10 +830,12 @@ def conv_bwd_filter_kernel(
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,  # ROW_GRADIENTS: as in conv_bwd_kernel
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signals' rows and columns, as in conv_fwd_kernel (grad_k fills the whole grid)
     HALF_COLS: tl.constexpr,
-    PARITY: tl.constexpr,  # as in conv_fwd_kernel: CLASSES = 4 cross spectra, one per parity class (see _conv_rows)
+    PARITY: tl.constexpr,  # as in conv_fwd_kernel: CLASSES = 4 cross spectra, one per parity class (see _class_sum)
+    ROW_GRADIENTS: tl.constexpr,  # also the per-row gradients of conv_bwd_kernel, from the same spectra (not PARITY)
 ):
     """The cross spectrum sum_b H conj(X) (for grad_k) and grad_D of the backward (see conv_bwd_kernel), one program
     per (channel, batch slice), looping over the slice's rows in packed pairs: the slice's partial sums, which the host
@@ -867,10 +856,16 @@ def conv_bwd_filter_kernel(
     this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none (167 to 218 registers; 80 / 84
     at 64 x 64 before the twiddles were read per half, see _twiddled_radix2_step).
 
-    PARITY: each pair runs the four parity classes (see _conv_rows) in turn, X and H twiddled per class, into four
+    PARITY: each pair runs the four parity classes (see _class_sum) in turn, X and H twiddled per class, into four
     accumulators (the cross spectrum's classes); grad_D once per pair. This inner loop spills nothing (ptxas, sm_90,
-    8 warps, 255 registers at 64 x 64), unlike _conv_rows' (whose callers take the classes as steps instead).
+    8 warps, 255 registers at 64 x 64), unlike _class_sum' (whose callers take the classes as steps instead).
+
+    ROW_GRADIENTS: the per-row gradients too, in place of conv_bwd_kernel: d x from H conj(K) and (HAS_POST) s from
+    X K, the spectra this kernel computes anyway, so a pair takes 3 transforms ungated (conv_bwd_kernel and this
+    kernel: 4) and 4 gated (6), and the inputs are read once. Each inverse starts after a fence, with X in its slot,
+    as the transforms of _conv_pair. Not with PARITY (the classes' sums of d x would need slots of their own).
     """
+    tl.static_assert(not (ROW_GRADIENTS and PARITY), "ROW_GRADIENTS takes no parity classes")
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
@@ -882,7 +877,9 @@ def conv_bwd_filter_kernel(
     CLASSES: tl.constexpr = 4 if PARITY else 1
     work_x = work_ptr + part * (1 + CLASSES) * 2 * N1 * N2
     work_acc = work_x + 2 * N1 * N2  # (CLASSES, 2, N1, N2)
-    a1r, a1i, _, _, a2r, a2i, _, _ = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
+    a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
+    spec = spec_ptr + c * 2 * N1 * N2
+    d = tl.load(d_ptr + c) if HAS_D else 0.0
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
     for cls in tl.range(0, CLASSES):
         _store_row(work_acc + cls * 2 * N1 * N2, grid, zeros, zeros, N1 * N2)
@@ -902,6 +899,14 @@ def conv_bwd_filter_kernel(
             xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
             _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
             tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and all threads see X)
+            if ROW_GRADIENTS and HAS_POST:  # s = k * x, grad_post = dy * (s + D x)
+                sr, si = _cmul(xr, xi, *_load_complex(spec, N1, N2))
+                sr, si = _inverse_of_pair(sr, si, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+                rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
+                _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
+                rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
+                _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+                tl.debug_barrier()  # a fence: s's inverse is done before H's transform starts
             hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
             hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
             if cls == 0:
@@ -914,6 +919,14 @@ def conv_bwd_filter_kernel(
             acc = work_acc + cls * 2 * N1 * N2
             ar, ai = _load_row(acc, grid, N1 * N2)
             _store_row(acc, grid, ar + pr, ai + pi, N1 * N2)
+            if ROW_GRADIENTS:  # d x = corr(h, k) + D h (spectrum H conj(K)), grad_u = pre * d x, grad_pre = u * d x
+                gr, gi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
+                tl.debug_barrier()  # a fence: the inverse does not overlap H's transform (as in _conv_pair)
+                gr, gi = _inverse_of_pair(gr, gi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+                rows = (grad_y_row, u_row, pre_row, post_row, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
+                _store_grad_input(gr, d, *rows, offs, mask, HAS_PRE, HAS_POST)
+                rows = (grad_y_next, u_next, pre_next, post_next, grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
+                _store_grad_input(gi, d, *rows, offs, second, HAS_PRE, HAS_POST)
             tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
     tl.store(grad_d_ptr + part, acc_d)
 

@@ -13,18 +13,20 @@ FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in regi
 the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
 and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
 only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero padding and
-the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in three kernels
-(one fused kernel for every gradient held too much in registers, see _triton_kernels): the per-row gradients (u, gates)
-in batch tiles as the forward; the cross spectrum sum_b H conj(X) and grad_D, one program per (channel, batch slice)
-(see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them even) looping over the
-slice's rows in packed pairs; and grad_k, the inverse of the cross spectrum, one program per channel. The slices'
-partial sums, (S, C, ...) fp32, are added on the host over S in a fixed order: no atomics, so the backward is
-deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
+the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in two kernels:
+the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates), one program
+per (channel, batch slice) (see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps
+them even) looping over the slice's rows in packed pairs, the spectra passed between transforms through a per-program
+slot in L1 / L2 (see _triton_kernels.conv_bwd_filter_kernel); and grad_k, the inverse of the cross spectrum, one
+program per channel. Without MERGED_BACKWARD (and in 2D parity plans) the per-row gradients take a kernel of their
+own, in batch tiles as the forward, which transforms x and h a second time. The slices' partial sums, (S, C, ...)
+fp32, are added on the host over S in a fixed order: no atomics, so the backward is deterministic. Grids follow the
+device's SM count (DEFAULT_SMS for CPU tensors).
 
 2D grids above one program's (MAX_FFT_POINTS, sides up to MAX_FFT_SIDE; 64 x 64 images need 128 x 128) run in the
 same kernels as the spectrum's four parity classes (k1 % 2, k2 % 2), each an (Nh / 2, Nw / 2) grid holding the image
 (plan_2d makes the grid at least twice the image): a class's spectrum is the small grid's DFT of the image times a
-twiddle, and the outputs are the sum of the classes' twiddled inverses (see _triton_kernels._conv_rows), kept in a
+twiddle, and the outputs are the sum of the classes' twiddled inverses (see _triton_kernels._class_sum), kept in a
 per-program fp32 work slot. The filter's spectrum, with the skip term folded in, and grad_k's inverse run there
 through torch.fft (once per call on (C, Nh, Nw)).
 
@@ -79,6 +81,10 @@ MAX_FFT_SIDE = 64
 FUSED_WARPS = 4
 WIDE_GRID_WARPS = 8
 WIDE_GRID_KERNELS = ("filter_spectrum_kernel", "conv_bwd_kernel", "filter_gradient_kernel")
+# The fused-register backward's per-row gradients computed by the cross spectrum's kernel from the spectra it forms
+# anyway (3 transforms a packed pair ungated, 4 gated) instead of by a kernel of their own (4 and 6 in all): see
+# _triton_kernels.conv_bwd_filter_kernel (ROW_GRADIENTS). Not timed on a GPU: bench_fftconv.py --sweep times both.
+MERGED_BACKWARD = True
 MAX_FUSED_L2_POINTS = 1 << 15  # largest 1D grid of the fused-L2 variant (causal L <= 16K); longer: multi-pass scheme
 # Fused-L2 grid: P = N / FUSED_L2_ROW columns clamped to [FUSED_L2_MIN_COLUMN, FUSED_L2_MAX_COLUMN] (the K side of the
 # column DFT's tl.dot), Q = N / P rows. Chosen from ptxas (sm_90) reports: tl.dot keeps its operand panels (K = the
@@ -118,7 +124,7 @@ class Plan:
 
     Fused plans (n1 * n2 <= MAX_FFT_POINTS) hold the whole grid in one program; 1D fused-L2 and multi-pass plans
     split N into P = n1 columns and Q = n2 rows of the (P, Q) view; 2D parity plans hold one (n1, n2) parity class
-    of a (2 n1, 2 n2) grid at a time (see _triton_kernels._conv_rows).
+    of a (2 n1, 2 n2) grid at a time (see _triton_kernels._class_sum).
     """
 
     n1: int
@@ -377,17 +383,19 @@ def _register_sizes(plan: Plan) -> dict:
 def _parity_work(plan: Plan, programs: int, planes: int, like: torch.Tensor) -> torch.Tensor:
     """Work slots of the fused-register forward (2 planes: a complex sum) and per-row backward (4: two) in parity
     plans, (programs, planes, n1, n2) fp32: each program's running sums over the classes (see
-    _triton_kernels._conv_rows); else a placeholder (never read)."""
+    _triton_kernels._class_sum); else a placeholder (never read)."""
     if not plan.parity:
         return like
     return torch.empty((programs, planes, plan.n1, plan.n2), dtype=torch.float32, device=like.device)
 
 
-def _fused_warps(plan: Plan, kernel: str) -> int:
-    """num_warps of the fused-register kernel named ``kernel`` on the plan's grid (see FUSED_WARPS); parity plans'
-    kernels on 64 x 64 classes take 8 (ptxas, sm_90: at 4 warps the forward spilled 60 bytes, the cross spectrum's
-    156; at 8 none; not timed)."""
-    wide = kernel in WIDE_GRID_KERNELS or plan.parity
+def _fused_warps(plan: Plan, kernel: str, gated: bool = False) -> int:
+    """num_warps of the fused-register kernel named ``kernel`` on the plan's grid (see FUSED_WARPS). Also 8 on 64 x 64
+    grids (ptxas, sm_90, spill stores at 4 warps, none at 8; not timed): every kernel of parity plans (the forward 60
+    bytes, the cross spectrum's kernel 156), and with gates (``gated``: its extra inverse for grad_post) the cross
+    spectrum's kernel that computes the per-row gradients (MERGED_BACKWARD: 48 bytes; 2D at 8 warps spilled 116)."""
+    merged_gated = kernel == "conv_bwd_filter_kernel" and MERGED_BACKWARD and gated
+    wide = kernel in WIDE_GRID_KERNELS or plan.parity or merged_gated
     return WIDE_GRID_WARPS if plan.n1 * plan.n2 > 2048 and wide else FUSED_WARPS
 
 
@@ -867,9 +875,11 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
-    """Three kernels: the per-row gradients in batch tiles (as the forward); the cross spectrum sum_b H conj(X) and
-    grad_D per batch slice; the inverse of the slices' summed cross spectrum, grad_k (see _triton_kernels)."""
+    """The per-row gradients in batch tiles (as the forward); the cross spectrum sum_b H conj(X) and grad_D per batch
+    slice, with MERGED_BACKWARD (not in parity plans) the per-row gradients too, from the same spectra; the inverse
+    of the slices' summed cross spectrum, grad_k (see _triton_kernels)."""
     batch, channels = u.shape[:2]
+    merged = MERGED_BACKWARD and not plan.parity
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
     sms = _sm_count(u.device)
     tile = batch_tile(batch, channels, sms)
@@ -881,15 +891,27 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    warps = _fused_warps(plan, "conv_bwd_kernel")
-    work = _parity_work(plan, grid[0], 4, u)
-    kernels.conv_bwd_kernel[grid](*signals, *operands, work, *outputs[:3], *geometry, **meta, **half, num_warps=warps)
+    if not merged:
+        warps = _fused_warps(plan, "conv_bwd_kernel")
+        work = _parity_work(plan, grid[0], 4, u)
+        launch = (*signals, *operands, work, *outputs[:3], *geometry)
+        kernels.conv_bwd_kernel[grid](*launch, **meta, **half, num_warps=warps)
     constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "PARITY")}
-    flags = {"HAS_PRE": meta["HAS_PRE"], "HAS_POST": meta["HAS_POST"], **half}  # grad_D = sum h x needs no D
+    flags = {name: meta[name] for name in ("HAS_PRE", "HAS_POST", "HAS_D")}
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
-    warps = _fused_warps(plan, "conv_bwd_filter_kernel")
+    warps = _fused_warps(plan, "conv_bwd_filter_kernel", gated=post_gate is not None)
     kernels.conv_bwd_filter_kernel[(channels, slices)](
-        *signals, *constants, *outputs[3:], *geometry, **sizes, **flags, num_warps=warps
+        *signals,
+        *constants,
+        *outputs[3:],
+        *operands[:2],  # D, the spectrum and the per-row gradients' buffers: read and written with ROW_GRADIENTS
+        *outputs[:3],
+        *geometry,
+        **sizes,
+        **flags,
+        **half,
+        ROW_GRADIENTS=merged,
+        num_warps=warps,
     )
     cross, grad_d = _slice_sums((outputs[3][:, :, 1:], outputs[4]))  # (C, classes, 2, n1, n2), (C,)
     if plan.parity:  # as filter_gradient_kernel: the real part of the normalised inverse, here on (C, Nh, Nw)
