@@ -590,10 +590,11 @@ def main() -> None:
         )
         bandwidth = None
     print(header, flush=True)
-    results = benchmark(args, device, lambda rows: write_report(args, header, bandwidth, rows, []))
+    # 2D first: a few short rows, kept if a capped run (gpu_check.py) stops in the long 1D section
     results_2d = []
     if args.sizes_2d:
-        results_2d = benchmark_2d(args, device, lambda rows: write_report(args, header, bandwidth, results, rows))
+        results_2d = benchmark_2d(args, device, lambda rows: write_report(args, header, bandwidth, [], rows))
+    results = benchmark(args, device, lambda rows: write_report(args, header, bandwidth, rows, results_2d))
     print(write_report(args, header, bandwidth, results, results_2d))
     plot(results, args.dtypes, args.out / "bench_fftconv.png")
     print(f"wrote {args.out / 'bench_fftconv.md'} and {args.out / 'bench_fftconv.png'}")
