@@ -170,7 +170,7 @@ def test_2d_gradients_match_float64(device, dtype, shape=(6, 10), kshape=(7, 19)
 
 
 @pytest.mark.parametrize("merged", [True, False], ids=["merged", "split"])
-@pytest.mark.parametrize("case", ["1d-gated", "2d"])
+@pytest.mark.parametrize("case", ["1d-gated", "2d", "2d-parity"])
 def test_merged_and_split_backward_match_float64(device, monkeypatch, case, merged):
     """MERGED_BACKWARD (the default): the cross spectrum's kernel also computes the per-row gradients, and
     conv_bwd_kernel does not run; off (a bench_fftconv --sweep setting): conv_bwd_kernel computes them."""
@@ -186,6 +186,8 @@ def test_merged_and_split_backward_match_float64(device, monkeypatch, case, merg
     monkeypatch.setattr(triton_fftconv.kernels, "conv_bwd_kernel", Spy())
     if case == "2d":
         test_2d_gradients_match_float64(device, torch.float32)
+    elif case == "2d-parity":  # a 32 x 128 grid: classes of 16 x 64
+        test_2d_gradients_match_float64(device, torch.float32, (16, 40), (31, 79), batch=3, channels=1)
     else:
         test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
     assert len(launches) == (0 if merged else 1)

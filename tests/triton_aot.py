@@ -114,6 +114,7 @@ SCENARIOS = (
     ("1D causal L=2048, split backward", 2048, True, (BF16_GATED,), 8, SPLIT_BACKWARD),
     ("2D 32x32, split backward", (32, 32), False, (BF16_GATED,), 8, SPLIT_BACKWARD),
     ("2D 16x32, split backward", (16, 32), False, (BF16_GATED,), 8, SPLIT_BACKWARD),
+    ("2D 64x64, split backward", (64, 64), False, (BF16_GATED,), 8, SPLIT_BACKWARD),
 )
 
 

@@ -735,8 +735,8 @@ def conv_bwd_kernel(
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
     packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which computes the
-    per-row gradients itself where the host merges them (MERGED_BACKWARD, not in parity plans), so this kernel runs
-    without that setting (a bench_fftconv --sweep row) and for parity plans.
+    per-row gradients itself where the host merges them (MERGED_BACKWARD), so this kernel runs only without that
+    setting (a bench_fftconv --sweep row).
 
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
@@ -856,16 +856,17 @@ def conv_bwd_filter_kernel(
     this kernel, 452 / 444 at 32 x 64, 692 / 844 at 64 x 64 (268 / 268 in 2D); now none (167 to 218 registers; 80 / 84
     at 64 x 64 before the twiddles were read per half, see _twiddled_radix2_step).
 
-    PARITY: each pair runs the four parity classes (see _class_sum) in turn, X and H twiddled per class, into four
-    accumulators (the cross spectrum's classes); grad_D once per pair. This inner loop spills nothing (ptxas, sm_90,
-    8 warps, 255 registers at 64 x 64), unlike _class_sum' (whose callers take the classes as steps instead).
+    PARITY: a step per (pair, parity class) (see _class_sum), X and H twiddled per class, into four accumulators (the
+    cross spectrum's classes); grad_D once per pair.
 
     ROW_GRADIENTS: the per-row gradients too, in place of conv_bwd_kernel: d x from H conj(K) and (HAS_POST) s from
     X K, the spectra this kernel computes anyway, so a pair takes 3 transforms ungated (conv_bwd_kernel and this
     kernel: 4) and 4 gated (6), and the inputs are read once. Each inverse starts after a fence, with X in its slot,
-    as the transforms of _conv_pair. Not with PARITY (the classes' sums of d x would need slots of their own).
+    as the transforms of _conv_pair; with PARITY the classes' sums of d x and s take two more slots. ptxas (sm_90,
+    spill stores): none (142 / 209 / 254 registers at 32 x 32 / 32 x 64 / 64 x 64 gated bf16, the last at 8 warps:
+    48 bytes at 4; 254 / 173 in 2D at 4 warps, 116 bytes at 8; 255 on 64 x 64 parity classes at 8 warps); s's inverse
+    placed after d x's spilled 252 bytes.
     """
-    tl.static_assert(not (ROW_GRADIENTS and PARITY), "ROW_GRADIENTS takes no parity classes")
     c = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(0)
     b0 = tl.program_id(1).to(tl.int64) * SLICE
@@ -875,59 +876,66 @@ def conv_bwd_filter_kernel(
     offs, mask = _grid_offsets(ROWS, COLS, STRIDE, LIMIT, R, S)  # (R, S)
     grid, _ = _grid_offsets(N1, N2, N2, N1 * N2, N1, N2)  # (N1, N2): the whole grid
     CLASSES: tl.constexpr = 4 if PARITY else 1
-    work_x = work_ptr + part * (1 + CLASSES) * 2 * N1 * N2
+    SUMS: tl.constexpr = 2 if PARITY and ROW_GRADIENTS else 0  # the classes' sums of d x and s (see _class_sum)
+    work_x = work_ptr + part * (1 + CLASSES + SUMS) * 2 * N1 * N2
     work_acc = work_x + 2 * N1 * N2  # (CLASSES, 2, N1, N2)
+    sum_dx = work_acc + CLASSES * 2 * N1 * N2
     a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
-    spec = spec_ptr + c * 2 * N1 * N2
+    spec_c = spec_ptr + c * CLASSES * 2 * N1 * N2
     d = tl.load(d_ptr + c) if HAS_D else 0.0
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
-    for cls in tl.range(0, CLASSES):
-        _store_row(work_acc + cls * 2 * N1 * N2, grid, zeros, zeros, N1 * N2)
+    for j in tl.range(0, CLASSES):
+        _store_row(work_acc + j * 2 * N1 * N2, grid, zeros, zeros, N1 * N2)
     acc_d = 0.0  # sum_b sum_t h x over the slice
     end = tl.minimum(b0 + SLICE, B)
-    for b in tl.range(b0, end, 2, num_stages=1):  # rows b and b + 1 packed, no pipelining, as in conv_fwd_kernel
+    # rows b and b + 1 packed, a step per parity class, no pipelining, as in conv_fwd_kernel
+    for step in tl.range(0, tl.cdiv(end - b0, 2) * CLASSES, num_stages=1):
+        b = b0 + 2 * (step // CLASSES)
+        cls = step % CLASSES
+        done = cls == CLASSES - 1  # the per-row gradients are complete (a branch, as in conv_fwd_kernel)
+        spec = spec_c + cls * 2 * N1 * N2
         second = mask & (b + 1 < end)  # an odd last row is paired with zeros
         u_row, pre_row, post_row = _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC)
         u_next, pre_next, post_next = _input_rows(u_ptr, pre_ptr, post_ptr, b + 1, c, SUB, SUC, SPB, SPC, SQB, SQC)
         grad_y_row = grad_y_ptr + b * SGB + c * SGC
         grad_y_next = grad_y_row + SGB
-        for cls in tl.range(0, CLASSES, num_stages=1):  # the signals are re-read per class (L1 / L2)
-            xr = _load_gated(u_row, pre_row, offs, mask, HAS_PRE)  # (R, S)
-            xi = _load_gated(u_next, pre_next, offs, second, HAS_PRE)
-            if PARITY:
-                xr, xi = _parity_twiddle(xr, xi, cls, N1, N2, False)
-            xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
-            _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
-            tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and all threads see X)
-            if ROW_GRADIENTS and HAS_POST:  # s = k * x, grad_post = dy * (s + D x)
-                sr, si = _cmul(xr, xi, *_load_complex(spec, N1, N2))
-                sr, si = _inverse_of_pair(sr, si, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+        xr, xi = _class_input(u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE, cls, N1, N2, PARITY)
+        xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+        _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
+        tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and all threads see X)
+        if ROW_GRADIENTS and HAS_POST:  # s = k * x, grad_post = dy * (s + D x)
+            sr, si = _cmul(xr, xi, *_load_complex(spec, N1, N2))
+            sr, si = _inverse_of_pair(sr, si, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+            sr, si = _class_sum(sr, si, sum_dx + 2 * N1 * N2, cls, N1, N2, PARITY)
+            if done:
                 rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
                 _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
                 rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
                 _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
-                tl.debug_barrier()  # a fence: s's inverse is done before H's transform starts
+            tl.debug_barrier()  # a fence: s's inverse is done before H's transform starts
+        if cls == 0:
             hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
             hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
-            if cls == 0:
-                acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
-                acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
-            if PARITY:
-                hr, hi = _parity_twiddle(hr, hi, cls, N1, N2, False)
-            hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
-            pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
-            acc = work_acc + cls * 2 * N1 * N2
-            ar, ai = _load_row(acc, grid, N1 * N2)
-            _store_row(acc, grid, ar + pr, ai + pi, N1 * N2)
-            if ROW_GRADIENTS:  # d x = corr(h, k) + D h (spectrum H conj(K)), grad_u = pre * d x, grad_pre = u * d x
-                gr, gi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
-                tl.debug_barrier()  # a fence: the inverse does not overlap H's transform (as in _conv_pair)
-                gr, gi = _inverse_of_pair(gr, gi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+            acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)
+            acc_d += tl.sum(tl.sum(hi * _load_gated(u_next, pre_next, offs, second, HAS_PRE), axis=1), axis=0)
+        pair = (grad_y_row, post_row, grad_y_next, post_next, offs, mask, second, HAS_POST)  # h = post * dy
+        hr, hi = _class_input(*pair, cls, N1, N2, PARITY)
+        hr, hi = _spectrum_of_pair(hr, hi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+        pr, pi = _cmul_conj(hr, hi, *_load_row(work_x, grid, N1 * N2))
+        acc = work_acc + cls * 2 * N1 * N2
+        ar, ai = _load_row(acc, grid, N1 * N2)
+        _store_row(acc, grid, ar + pr, ai + pi, N1 * N2)
+        if ROW_GRADIENTS:  # d x = corr(h, k) + D h (spectrum H conj(K)), grad_u = pre * d x, grad_pre = u * d x
+            gr, gi = _cmul_conj(hr, hi, *_load_complex(spec, N1, N2))
+            tl.debug_barrier()  # a fence: the inverse does not overlap H's transform (as in _conv_pair)
+            gr, gi = _inverse_of_pair(gr, gi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
+            gr, gi = _class_sum(gr, gi, sum_dx, cls, N1, N2, PARITY)
+            if done:
                 rows = (grad_y_row, u_row, pre_row, post_row, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
                 _store_grad_input(gr, d, *rows, offs, mask, HAS_PRE, HAS_POST)
                 rows = (grad_y_next, u_next, pre_next, post_next, grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
                 _store_grad_input(gi, d, *rows, offs, second, HAS_PRE, HAS_POST)
-            tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
+        tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
     tl.store(grad_d_ptr + part, acc_d)
 
 

@@ -14,14 +14,13 @@ the gates and y cross memory once and the DFT factors are loaded once per tile (
 and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
 only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero padding and
 the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in two kernels:
-the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates), one program
-per (channel, batch slice) (see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps
-them even) looping over the slice's rows in packed pairs, the spectra passed between transforms through a per-program
-slot in L1 / L2 (see _triton_kernels.conv_bwd_filter_kernel); and grad_k, the inverse of the cross spectrum, one
-program per channel. Without MERGED_BACKWARD (and in 2D parity plans) the per-row gradients take a kernel of their
-own, in batch tiles as the forward, which transforms x and h a second time. The slices' partial sums, (S, C, ...)
-fp32, are added on the host over S in a fixed order: no atomics, so the backward is deterministic. Grids follow the
-device's SM count (DEFAULT_SMS for CPU tensors).
+the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates), one program per
+(channel, batch slice) (see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them
+even) looping over the slice's rows in packed pairs, the spectra passed between transforms through a per-program slot in
+L1 / L2 (see _triton_kernels.conv_bwd_filter_kernel); and grad_k, the inverse of the cross spectrum, one program per
+channel. Without MERGED_BACKWARD the per-row gradients take a kernel of their own, in batch tiles as the forward, which
+transforms x and h a second time. The slices' partial sums, (S, C, ...) fp32, are added on the host over S in a fixed
+order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
 
 2D grids above one program's (MAX_FFT_POINTS, sides up to MAX_FFT_SIDE; 64 x 64 images need 128 x 128) run in the
 same kernels as the spectrum's four parity classes (k1 % 2, k2 % 2), each an (Nh / 2, Nw / 2) grid holding the image
@@ -875,17 +874,19 @@ def _slice_sums(parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
-    """The per-row gradients in batch tiles (as the forward); the cross spectrum sum_b H conj(X) and grad_D per batch
-    slice, with MERGED_BACKWARD (not in parity plans) the per-row gradients too, from the same spectra; the inverse
-    of the slices' summed cross spectrum, grad_k (see _triton_kernels)."""
+    """The cross spectrum sum_b H conj(X) and grad_D per batch slice, with MERGED_BACKWARD the per-row gradients too,
+    from the same spectra (else those in batch tiles, as the forward, by a kernel of their own); the inverse of the
+    slices' summed cross spectrum, grad_k (see _triton_kernels)."""
     batch, channels = u.shape[:2]
-    merged = MERGED_BACKWARD and not plan.parity
+    merged = MERGED_BACKWARD
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
     sms = _sm_count(u.device)
     tile = batch_tile(batch, channels, sms)
     slices, rows = paired_batch_slices(batch, channels, sms)
-    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch) and the cross spectra (out)
-    work_shape = (1 + (4 if plan.parity else 1), 2, plan.n1, plan.n2)
+    # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch), the cross spectra (out) and,
+    # merged in parity plans, the classes' sums of d x and s
+    classes = 4 if plan.parity else 1
+    work_shape = (1 + classes + (2 if merged and plan.parity else 0), 2, plan.n1, plan.n2)
     (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, work_shape)
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
@@ -913,7 +914,7 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         ROW_GRADIENTS=merged,
         num_warps=warps,
     )
-    cross, grad_d = _slice_sums((outputs[3][:, :, 1:], outputs[4]))  # (C, classes, 2, n1, n2), (C,)
+    cross, grad_d = _slice_sums((outputs[3][:, :, 1 : 1 + classes], outputs[4]))  # (C, classes, 2, n1, n2), (C,)
     if plan.parity:  # as filter_gradient_kernel: the real part of the normalised inverse, here on (C, Nh, Nw)
         grad_k_grid = torch.fft.ifft2(_from_parity_classes(cross, plan)).real
     else:
