@@ -22,7 +22,8 @@ then show the model alone.
     python eval/bench_fftconv.py --kernel-times   # + device time per kernel of each Triton row's forward+backward
 
 The 2D section (``--sizes-2d``, H = W, 0 to skip) times ``fftconv2d`` with centred (C, 2H-1, 2W-1) kernels and a
-skip term, ungated as in Hyena-ISO, torch against Triton, in its own table.
+skip term, ungated as in Hyena-ISO, torch against Triton (with its FLOP / byte model; the model alone without a GPU),
+in its own table. It runs first.
 
 ``--sweep`` adds a Triton row for each setting in SWEEP at those of its lengths that were asked for: tuning constants
 timed beside their defaults in the same run.
@@ -95,12 +96,25 @@ def transform_flop(plan, packed: bool = True) -> float:
     forward's first stage and the inverse's last one where the kernels take it: the fused-register grid's rows
     (_half_grid), the fused-L2 and multi-pass columns (_half_columns; direct multi-pass columns in the forward pass
     only, see column_idft_kernel, so 6 instead of 8 per factor point on average); the filter's spectrum and grad_k's
-    inverse run whole."""
+    inverse run whole. 2D grids have no twiddles; an image on one program's grid fills half of its rows and half of
+    its columns (the first stage takes half the rows of half the columns, the second half its contraction); in parity
+    classes (a grid too large for one program) each class is a whole complex transform of an (n1, n2) grid with one
+    twiddle multiply, the four covering the grid's points (their filter spectrum, by torch.fft, is counted as this
+    kernel's)."""
 
-    def grid_flop(n1: int, n2: int, first: int) -> float:  # first: FLOP per factor point of the first stage
+    def grid_flop(n1: int, n2: int, first: float, second: float = 8) -> float:  # FLOP per factor point of each stage
         f1, f2 = triton_fftconv._factor(n1, n2), triton_fftconv._factor(n2, n1)
-        return first * f1 + 8 * f2 + (5 if f1 < n1 else 0) + (5 if f2 < n2 else 0)
+        return first * f1 + second * f2 + (5 if f1 < n1 else 0) + (5 if f2 < n2 else 0)
 
+    if not plan.twiddle:  # 2D
+        if plan.parity:
+            return (grid_flop(plan.n1, plan.n2, 8 if packed else 4) + 6) / (2 if packed else 1)
+        if not packed:
+            return grid_flop(plan.n1, plan.n2, 4)
+        half = triton_fftconv._half_grid(plan)
+        columns = 2 if half["HALF_COLS"] else 1
+        first = (4 if half["HALF_ROWS"] else 8) / columns
+        return grid_flop(plan.n1, plan.n2, first, 8 / columns) / 2
     variant = triton_fftconv.variant(plan)
     if variant == "fused-register":  # packed: complex F1 @ x (4 dots) per pair; alone: real F1 @ x (2 dots)
         if not packed:
@@ -166,6 +180,23 @@ class Model:
         if variant != "multi-pass" and dtype != torch.float32:
             precision = triton_fftconv.HALF_PRECISION
         return cls(variant, precision, fwd, fwd + bwd, fwd_bytes, fwd_bytes + bwd_bytes)
+
+    @classmethod
+    def of_2d(cls, batch: int, side: int, dtype: torch.dtype) -> "Model":
+        """The 2D convolution of Hyena-ISO (u (B, C, side, side), full centred filter, skip, no gates): forward as in
+        1D; backward 3 transforms per row (x and h forward, d x's inverse) and 2 spectral products (the cross spectrum,
+        d x). Bytes: u read and y written; dy and u read and du written."""
+        element_size = torch.tensor([], dtype=dtype).element_size()
+        plan = triton_fftconv.plan_2d(side, side, 2 * side - 1, 2 * side - 1)
+        points = math.prod(plan.fft_shape) / side**2  # grid points per output point
+        rows = batch / -(-batch // 2)  # rows per complex transform, as in 1D
+        transform = transform_flop(plan) * points * 2 / rows
+        alone = transform_flop(plan, packed=False) * points / batch  # the filter's spectrum (per channel)
+        fwd = 2 * transform + 12 * points / rows + alone
+        bwd = 3 * transform + 24 * points / rows + alone
+        variant = triton_fftconv.variant(plan) + (", parity classes" if plan.parity else "")
+        precision = triton_fftconv.FP32_PRECISION if dtype == torch.float32 else triton_fftconv.HALF_PRECISION
+        return cls(variant, precision, fwd, fwd + bwd, 2 * element_size, 5 * element_size)
 
     def roofline_ms(self, device: str, elements: int, backward: bool) -> float:
         flop, nbytes = (self.fwd_bwd_flop, self.fwd_bwd_bytes) if backward else (self.fwd_flop, self.fwd_bytes)
@@ -440,19 +471,26 @@ def benchmark_2d(args, device, report) -> list[Result]:
     """Hyena-ISO's 2D convolutions: u (B, C, H, W), centred k (C, 2H-1, 2W-1), skip D, no gates; ``report(results)``
     after each row."""
     results = []
-    backends = ("torch", "triton") if device == "cuda" else ("torch",)
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
         for side in args.sizes_2d:
             u = torch.randn(args.batch_2d, args.channels_2d, side, side, device=device, dtype=dtype)
             k = torch.randn(args.channels_2d, 2 * side - 1, 2 * side - 1, device=device) / side
             D = torch.randn(args.channels_2d, device=device)
-            for backend in backends:
+            model = Model.of_2d(args.batch_2d, side, dtype)
+            for backend in ("torch", "triton"):
 
                 def impl(u, k, D, backend=backend):
                     return fftconv2d(u, k, D, backend=backend)
 
-                results.append(run_case(backend, impl, (u, k, D), args, device, dtype_name, side))
+                if backend == "torch":
+                    result = run_case(backend, impl, (u, k, D), args, device, dtype_name, side)
+                elif device != "cuda":  # the model alone, as in 1D
+                    result = Result(dtype_name, side, backend, None, None, f"{model.variant}, no GPU", model)
+                else:
+                    result = run_case(backend, impl, (u, k, D), args, device, dtype_name, side)
+                    result.note, result.model = ", ".join(filter(None, (model.variant, result.note))), model
+                results.append(result)
                 print(f"2D {dtype_name} {side}x{side} {backend}: {results[-1]}", flush=True)
                 report(results)
     return results
@@ -463,8 +501,9 @@ def markdown_table_2d(results: list[Result], args) -> str:
     lines = [
         f"2D (Hyena-ISO): B={args.batch_2d} C={args.channels_2d}, ungated, skip term.",
         "",
-        "| dtype | H x W | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| dtype | H x W | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup | model FLOP/pt fwd, fwd+bwd "
+        "| model B/elt fwd, fwd+bwd | roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         ref = reference[(r.dtype, r.length)]
@@ -475,7 +514,7 @@ def markdown_table_2d(results: list[Result], args) -> str:
         lines.append(
             f"| {r.dtype} | {r.length} x {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | "
             f"{fmt(r.fwd_ms, '{:.3f}')} | {fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | "
-            f"{fmt(speedups[1], '{:.2f}x')} |"
+            f"{fmt(speedups[1], '{:.2f}x')} | {model_cells(r.model, args.batch_2d * args.channels_2d * r.length**2)} |"
         )
     return "\n".join(lines)
 

@@ -45,6 +45,13 @@ def test_bench_fftconv_model_counts_the_zero_padding_skip():
     four_step = triton_fftconv.plan_1d(1 << 20, 1 << 20, True)
     assert transform_flop(four_step) == (4 * 32 + 8 * 32 + 10 + 12 + 8 * 16 + 8 * 32 + 6) / 2
     assert transform_flop(four_step, packed=False) == 4 * 32 + 8 * 32 + 10 + 12 + 8 * 16 + 8 * 32 + 6
+    # 2D 32 x 32 images: 64 x 64 grid, radix-2 on both sides, no twiddles; the image fills half the rows of half the
+    # columns (first stage 4 * 32 / 2), the second stage contracts half its columns (8 * 32 / 2). 2D 64 x 64: parity
+    # classes of 64 x 64, each a whole complex transform and a twiddle multiply
+    assert transform_flop(triton_fftconv.plan_2d(32, 32, 63, 63)) == (2 * 32 + 4 * 32 + 10) / 2
+    parity = triton_fftconv.plan_2d(64, 64, 127, 127)
+    assert parity.parity and transform_flop(parity) == (8 * 32 + 8 * 32 + 10 + 6) / 2
+    assert transform_flop(parity, packed=False) == 4 * 32 + 8 * 32 + 10 + 6
 
 
 def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
@@ -54,7 +61,9 @@ def test_bench_fftconv_cpu_runs_reference_only(tmp_path, device):
     out = run_script("eval/bench_fftconv.py", *args, "--out", str(tmp_path))
     lines = (tmp_path / "bench_fftconv.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith("| fp32") and " x " not in line.split("|")[2]]
-    assert [line.split("|")[2:4] for line in lines if "| 6 x 6 |" in line] == [[" 6 x 6 ", " torch "]]  # 2D section
+    two_d = [line.split("|")[2:] for line in lines if "| 6 x 6 |" in line]  # the 2D section: torch, the Triton model
+    assert [row[:2] for row in two_d] == [[" 6 x 6 ", " torch "], [" 6 x 6 ", " triton (fused-register, no GPU) "]]
+    assert float(two_d[1][6].split(",")[0]) > 0 and two_d[1][7].split(",")[0].strip() == "8.0"  # fp32 u, y
     assert [row.split("|")[2].strip() for row in rows if "| torch |" in row] == ["64", "1024"]
     assert (tmp_path / "bench_fftconv.png").stat().st_size > 0
     triton_rows = {row.split("|")[2].strip(): row.split("|")[3:] for row in rows if "| triton (" in row}

@@ -746,6 +746,7 @@ def test_long_sided_2d_grid_is_refused(device):
     assert not triton_fftconv.supports_shape((2, 3, 8, 128)) and not triton_fftconv.supports_shape((2, 3, 128, 8))
     assert triton_fftconv.supports_shape((2, 3, 32, 32)) and triton_fftconv.supports_shape((2, 3, 8, 32))
     assert triton_fftconv.supports_shape((2, 3, 64, 64)) and not triton_fftconv.supports_shape((2, 3, 65, 64))
+    assert not triton_fftconv.supports_shape((2, 3, 8, 40))  # a 16 x 128 grid: parity classes of 8 rows, below 16
     assert triton_fftconv.supports_shape((2, 3, 4096))
     u = torch.randn(1, 1, 8, 128, device=device)
     assert not triton_fftconv.supports(u)
