@@ -201,7 +201,6 @@ PARITY_CASES = {
     "32x128-bf16": ((16, 40), (31, 79), torch.bfloat16),
     "64x128-short-filter": ((20, 33), (5, 65), torch.float32),  # 32 x 128 would do, the classes need 32 x 64 each
     "128x128": ((64, 64), (127, 127), torch.float32),  # Hyena-ISO's 64 x 64 images, full filters: classes of 64 x 64
-    "128x128-bf16": ((64, 64), (127, 127), torch.bfloat16),
 }
 
 
