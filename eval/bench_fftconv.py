@@ -29,11 +29,11 @@ in its own table. It runs first.
 timed beside their defaults in the same run.
 
 On a GPU each Triton row also gives the relative L2 error of y, grad u and grad k against a float64 torch reference on
-the first CHECK_CHANNELS channels: the hardware check of that launch at full size. ``--compile-workers N`` runs those
-checks first in N processes, so that the Triton compiles (seconds per kernel on one CPU core) run in parallel and the
-timed phase finds the kernels in Triton's cache. Times are medians of per-call CUDA events. The Markdown table is
-rewritten after every row, so a run stopped early keeps what it measured.
-"""
+the first CHECK_CHANNELS channels: the hardware check of that launch at full size (2D rows: in the main process, on the
+row's own inputs). ``--compile-workers N`` runs the 1D rows' checks first in N processes, so that the Triton compiles
+(seconds per kernel on one CPU core) run in parallel and the timed phase finds the kernels in Triton's cache. Times are
+medians of per-call CUDA events. The Markdown table is rewritten after every row, so a run stopped early keeps what it
+measured."""
 
 import argparse
 import concurrent.futures
@@ -365,21 +365,32 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected).norm() / expected.norm()).item()
 
 
-def check_triton(batch, channels, dtype_name, length, values: dict, device: str = "cuda") -> dict[str, float]:
-    """Relative L2 errors of the Triton y, grad u and grad k (under the plan constants ``values``) against a float64
-    torch reference on the first CHECK_CHANNELS channels, on fresh random inputs of the benchmark's full size, so
-    that it also compiles every kernel the timed calls launch."""
-    leaves = [t.requires_grad_() for t in make_inputs(batch, channels, length, DTYPES[dtype_name], device)]
+def float64_errors(conv, leaves: list[torch.Tensor]) -> dict[str, float]:
+    """Relative L2 errors of the Triton y, grad u and grad k of ``conv(*leaves, backend)`` against the same call in
+    float64 with the torch backend on the first CHECK_CHANNELS channels (leaves: u (B, C, ...), k, then the rest;
+    tensors with u's rank are sliced on their channel axis, the others on their first)."""
     grad_y = torch.randn_like(leaves[0])
-    with plan_constants(values):
-        y = conv_with_backend("triton")(*leaves)
-        grad_u, grad_k = torch.autograd.grad(y, leaves[:2], grad_y)
-    c = CHECK_CHANNELS
-    reference = [(t[:, :c] if t.ndim == 3 else t[:c]).detach().double().requires_grad_() for t in leaves]
-    y_ref = conv_with_backend("torch")(*reference)
+    y = conv(*leaves, backend="triton")
+    grad_u, grad_k = torch.autograd.grad(y, leaves[:2], grad_y)
+    c, rank = CHECK_CHANNELS, leaves[0].ndim
+    reference = [(t[:, :c] if t.ndim == rank else t[:c]).detach().double().requires_grad_() for t in leaves]
+    y_ref = conv(*reference, backend="torch")
     ref_u, ref_k = torch.autograd.grad(y_ref, reference[:2], grad_y[:, :c].double())
     pairs = {"y": (y[:, :c], y_ref), "du": (grad_u[:, :c], ref_u), "dk": (grad_k[:c], ref_k)}
     return {name: relative_error(actual.detach(), expected.detach()) for name, (actual, expected) in pairs.items()}
+
+
+def check_triton(batch, channels, dtype_name, length, values: dict, device: str = "cuda") -> dict[str, float]:
+    """float64_errors of the gated 1D convolution under the plan constants ``values``, on fresh random inputs of the
+    benchmark's full size, so that it also compiles every kernel the timed calls launch."""
+    leaves = [t.requires_grad_() for t in make_inputs(batch, channels, length, DTYPES[dtype_name], device)]
+    with plan_constants(values):
+        return float64_errors(lambda *t, backend: conv_with_backend(backend)(*t), leaves)
+
+
+def check_triton_2d(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> dict[str, float]:
+    """float64_errors of fftconv2d on a 2D row's own inputs (it also compiles the kernels the timed calls launch)."""
+    return float64_errors(fftconv2d, [t.detach().requires_grad_() for t in (u, k, D)])
 
 
 def check_row(batch, channels, dtype_name, length, name, device: str = "cuda") -> dict[str, float] | str:
@@ -488,12 +499,25 @@ def benchmark_2d(args, device, report) -> list[Result]:
                 elif device != "cuda":  # the model alone, as in 1D
                     result = Result(dtype_name, side, backend, None, None, f"{model.variant}, no GPU", model)
                 else:
-                    result = run_case(backend, impl, (u, k, D), args, device, dtype_name, side)
-                    result.note, result.model = ", ".join(filter(None, (model.variant, result.note))), model
+                    result = triton_case_2d(impl, (u, k, D), args, device, dtype_name, model)
                 results.append(result)
                 print(f"2D {dtype_name} {side}x{side} {backend}: {results[-1]}", flush=True)
                 report(results)
     return results
+
+
+def triton_case_2d(impl, inputs, args, device: str, dtype_name: str, model: Model) -> Result:
+    """A 2D Triton row (on the GPU; the interpreter in the tests): its float64 check and, if that ran, its times (as
+    triton_case in 1D)."""
+    side = inputs[0].shape[-1]
+    try:
+        errors = check_triton_2d(*inputs)
+    except (torch.cuda.OutOfMemoryError, NotImplementedError, RuntimeError) as error:
+        note = f"{model.variant}, check failed: {type(error).__name__}: {str(error)[:200]}"
+        return Result(dtype_name, side, "triton", None, None, note, model)
+    result = run_case("triton", impl, inputs, args, device, dtype_name, side)
+    result.note, result.model, result.errors = ", ".join(filter(None, (model.variant, result.note))), model, errors
+    return result
 
 
 def markdown_table_2d(results: list[Result], args) -> str:
@@ -502,8 +526,9 @@ def markdown_table_2d(results: list[Result], args) -> str:
         f"2D (Hyena-ISO): B={args.batch_2d} C={args.channels_2d}, ungated, skip term.",
         "",
         "| dtype | H x W | impl | fwd ms | fwd+bwd ms | fwd speedup | fwd+bwd speedup | model FLOP/pt fwd, fwd+bwd "
-        "| model B/elt fwd, fwd+bwd | roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model B/elt fwd, fwd+bwd | roofline H100 ms fwd, fwd+bwd | roofline H200 ms fwd, fwd+bwd "
+        "| rel. error y, du, dk vs float64 |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         ref = reference[(r.dtype, r.length)]
@@ -514,7 +539,8 @@ def markdown_table_2d(results: list[Result], args) -> str:
         lines.append(
             f"| {r.dtype} | {r.length} x {r.length} | {r.impl}{' (' + r.note + ')' if r.note else ''} | "
             f"{fmt(r.fwd_ms, '{:.3f}')} | {fmt(r.fwd_bwd_ms, '{:.3f}')} | {fmt(speedups[0], '{:.2f}x')} | "
-            f"{fmt(speedups[1], '{:.2f}x')} | {model_cells(r.model, args.batch_2d * args.channels_2d * r.length**2)} |"
+            f"{fmt(speedups[1], '{:.2f}x')} | {model_cells(r.model, args.batch_2d * args.channels_2d * r.length**2)} | "
+            f"{', '.join(f'{e:.1e}' for e in r.errors.values()) if r.errors else ''} |"
         )
     return "\n".join(lines)
 

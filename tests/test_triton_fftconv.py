@@ -863,6 +863,27 @@ def test_bench_check_compares_with_float64(device, dtype_name, tolerance):
     assert all(0 < error < tolerance for error in errors.values()), errors
 
 
+def test_bench_check_2d_compares_with_float64(device):
+    """The 2D rows' hardware check (bench_fftconv.check_triton_2d), here on a grid in parity classes."""
+    from hv_testing import load_script
+
+    bench = load_script("eval/bench_fftconv.py")
+    u, k, D = torch.randn(2, 2, 16, 40, device=device), torch.randn(2, 31, 79, device=device) / 50, torch.randn(2)
+    assert triton_fftconv.plan_2d(16, 40, 31, 79).parity
+    errors = bench.check_triton_2d(u, k, D.to(device))
+    assert set(errors) == {"y", "du", "dk"}
+    assert all(0 < error < 1e-5 for error in errors.values()), errors
+    # the whole row (check, then timing) on an 8 x 8 image, one program's 16 x 16 grid
+    import argparse
+
+    args = argparse.Namespace(warmup=1, iters=1)
+    inputs = (torch.randn(2, 2, 8, 8, device=device), torch.randn(2, 15, 15, device=device) / 15, D.to(device))
+    impl = lambda u, k, D: fftconv2d(u, k, D, backend="triton")  # noqa: E731
+    row = bench.triton_case_2d(impl, inputs, args, device, "fp32", bench.Model.of_2d(2, 8, torch.float32))
+    assert row.length == 8 and row.fwd_ms > 0 and row.fwd_bwd_ms > 0 and row.note == "fused-register"
+    assert all(0 < error < 1e-5 for error in row.errors.values()), row.errors
+
+
 def test_bench_checks_rows_in_worker_processes(device, monkeypatch):
     """bench_fftconv --compile-workers: every Triton row (default plan and sweep settings) checked in spawned
     processes, each with its float64 errors."""
