@@ -914,7 +914,7 @@ def conv_bwd_filter_kernel(
                 rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
                 _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
             tl.debug_barrier()  # a fence: s's inverse is done before H's transform starts
-        if cls == 0:
+        if cls == 0:  # h read here and again below (L1): held through to the twiddle, 64 x 64 parity spilled 4-8 B
             hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
             hi = _load_gated(grad_y_next, post_next, offs, second, HAS_POST)
             acc_d += tl.sum(tl.sum(hr * _load_gated(u_row, pre_row, offs, mask, HAS_PRE), axis=1), axis=0)

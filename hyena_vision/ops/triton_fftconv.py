@@ -881,7 +881,6 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     merged = MERGED_BACKWARD
     operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
     sms = _sm_count(u.device)
-    tile = batch_tile(batch, channels, sms)
     slices, rows = paired_batch_slices(batch, channels, sms)
     # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch), the cross spectra (out) and,
     # merged in parity plans, the classes' sums of d x and s
@@ -890,9 +889,10 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, work_shape)
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     signals, half = (grad_y, u, pre, post), _half_grid(plan)
-    geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
-    grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    if not merged:
+    if not merged:  # the per-row gradients in batch tiles, as the forward
+        tile = batch_tile(batch, channels, sms)
+        geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
+        grid = (channels * -(-batch // tile),)  # channel-major batch tiles
         warps = _fused_warps(plan, "conv_bwd_kernel")
         work = _parity_work(plan, grid[0], 4, u)
         launch = (*signals, *operands, work, *outputs[:3], *geometry)
