@@ -61,16 +61,17 @@ def _table(launches: list[dict]) -> str:
 
 
 def limit_problems(launches: list[dict]) -> list[str]:
-    """What breaks the sm_90 rules: registers over the warp count's limit, any spill (local memory), shared memory,
-    DFT products off the tensor cores."""
+    """What breaks the sm_90 rules: registers over the warp count's limit or the launch's maxnreg, any spill (local
+    memory), shared memory, DFT products off the tensor cores."""
     problems = []
     for launch in launches:
         name = f"{launch['kernel']} {launch['constexprs']} num_warps={launch['num_warps']}"
         if launch["registers"] is None:
             problems.append(f"{name}: no ptxas report")
             continue
-        if launch["registers"] > register_limit(launch["num_warps"]):
-            problems.append(f"{name}: {launch['registers']} registers > {register_limit(launch['num_warps'])}")
+        limit = min(register_limit(launch["num_warps"]), launch["maxnreg"] or 255)  # the launch's own cap too
+        if launch["registers"] > limit:
+            problems.append(f"{name}: {launch['registers']} registers > {limit}")
         if launch["spill_stores"] or launch["spill_loads"]:
             problems.append(f"{name}: spills {launch['spill_stores']} / {launch['spill_loads']} bytes (stores / loads)")
         if launch["shared"] > MAX_SHARED_BYTES:

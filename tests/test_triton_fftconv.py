@@ -193,6 +193,44 @@ def test_merged_and_split_backward_match_float64(device, monkeypatch, case, merg
     assert len(launches) == (0 if merged else 1)
 
 
+def test_launch_options_cap_registers_per_program_count():
+    """maxnreg: the register file (65,536 per SM) shared by the programs of an SM, in steps of 8, at most 248; none
+    where no program count is given (ptxas chooses)."""
+    options = triton_fftconv._launch_options
+    assert options(4) == {"num_warps": 4}
+    assert [options(w, 1)["maxnreg"] for w in (1, 4, 8, 16, 32)] == [248, 248, 248, 128, 64]
+    assert [options(4, p)["maxnreg"] for p in (2, 3, 4, 5)] == [248, 168, 128, 96]
+    assert options(8, 2) == {"num_warps": 8, "maxnreg": 128}
+
+
+def test_fused_programs_per_sm_caps_the_per_row_kernels(device, monkeypatch):
+    """FUSED_PROGRAMS_PER_SM (a bench_fftconv --sweep setting) reaches the fused-register per-row kernels' launches as
+    maxnreg, the once-per-channel kernels take none, and the results still match float64."""
+    monkeypatch.setattr(triton_fftconv, "FUSED_PROGRAMS_PER_SM", 3)
+    launches = {}
+
+    class Spy:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches[self.name] = (kwargs["num_warps"], kwargs.get("maxnreg"))
+                return self.kernel[grid](*args, **kwargs)
+
+            return launch
+
+    for name in ("filter_spectrum_kernel", "conv_fwd_kernel", "conv_bwd_filter_kernel", "filter_gradient_kernel"):
+        monkeypatch.setattr(triton_fftconv.kernels, name, Spy(name, getattr(triton_fftconv.kernels, name)))
+    test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
+    assert launches == {
+        "filter_spectrum_kernel": (4, None),
+        "conv_fwd_kernel": (4, 168),
+        "conv_bwd_filter_kernel": (4, 168),  # merged: the per-row gradients
+        "filter_gradient_kernel": (4, None),
+    }
+
+
 # 2D grids above one program's points or sides, where the image fills at most half of each side (the zero padding of
 # a linear convolution), run in the spectrum's four parity classes, one (n1, n2) grid each (see
 # _triton_kernels._class_sum), the skip term folded into the filter's spectrum.
@@ -895,6 +933,6 @@ def test_bench_checks_rows_in_worker_processes(device, monkeypatch):
     bench = importlib.import_module("bench_fftconv")
     args = argparse.Namespace(dtypes=["fp32"], lengths=[40, 1024], sweep=True, batch=2, channels=2, compile_workers=2)
     checks = bench.check_in_parallel(args, device)
-    settings_at_1024 = ("triton", "triton, 8 warps", "triton, split backward")
+    settings_at_1024 = ("triton", "triton, 8 warps", "triton, split backward", "triton, 3 programs per SM")
     assert set(checks) == {("fp32", 40, "triton")} | {("fp32", 1024, name) for name in settings_at_1024}
     assert all(isinstance(errors, dict) and max(errors.values()) < 1e-5 for errors in checks.values()), checks

@@ -10,8 +10,8 @@ Run as a script, in a process WITHOUT TRITON_INTERPRET (with it, triton.jit retu
    which binds the arguments with Triton's own launch binder for the sm_90 backend (the signature, specializations,
    constexprs and options a real launch would compile with) and executes nothing: outputs stay uninitialized.
 2. Compile each distinct launch once for GPUTarget("cuda", 90, 32) (ptxas included) and write one JSON record per
-   launch to REPORT.json: kernel, constexprs, pointer dtypes, num_warps, ptxas registers/spills, shared memory, whether
-   the PTX has tensor-core instructions (mma / wgmma), or the compile error.
+   launch to REPORT.json: kernel, constexprs, pointer dtypes, num_warps, maxnreg, ptxas registers/spills, shared
+   memory, whether the PTX has tensor-core instructions (mma / wgmma), or the compile error.
 """
 
 import concurrent.futures
@@ -156,6 +156,7 @@ def compile_launch(index: int) -> dict:
         "constexprs": {parameters[path[0]]: value for path, value in constexprs.items()},
         "pointers": sorted({dtype for dtype in signature.values() if dtype.startswith("*")}),
         "num_warps": options.num_warps,
+        "maxnreg": options.maxnreg,
     }
     knobs.nvidia.dump_ptxas_log = True  # make_cubin prints ptxas's -v output
     log = io.StringIO()

@@ -23,7 +23,9 @@ _fused_factors).
 
 Complex values are carried as (real, imaginary) pairs of fp32 tiles; half-precision inputs are widened on load. Every
 ``tl.dot`` goes through ``_dot``, whose PRECISION (a constexpr of each kernel) picks a tensor-core split.
-Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised.
+Spectra of filters are stored pre-scaled by 1/N, so the inverse transform here is unnormalised. The skip term D x is
+the filter's lag 0 (the host puts D there, see triton_fftconv._circular_filter): the spectra hold it and no kernel
+takes D; the backward kernels sum grad_D = sum h x themselves.
 
 Program layout of the fused-register kernels: the forward runs one program per batch tile of one channel (TILE
 consecutive rows, channel-major, the DFT factors loaded once per tile), and so does the backward's per-row gradients
@@ -148,26 +150,6 @@ def _store_output(y, post_row, y_row, offs, mask, HAS_POST: tl.constexpr):
     if HAS_POST:
         y = y * _load_signal(post_row, offs, mask)
     tl.store(y_row + offs, y.to(y_row.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _skip_and_store(
-    y,
-    u_row,
-    pre_row,
-    post_row,
-    d_ptr,
-    y_row,
-    offs,
-    mask,
-    HAS_PRE: tl.constexpr,
-    HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
-):
-    """The last pass's epilogue: y_row[offs] = post * (y + D * pre * u), re-reading u and the gates (from L2)."""
-    if HAS_D:
-        y = y + tl.load(d_ptr) * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
-    _store_output(y, post_row, y_row, offs, mask, HAS_POST)
 
 
 @triton.jit
@@ -365,7 +347,7 @@ def _input_rows(u_ptr, pre_ptr, post_ptr, b, c, SUB, SUC, SPB, SPC, SQB, SQC):
 
 @triton.jit
 def filter_spectrum_kernel(
-    k_ptr,  # (C, N1, N2) fp32 filter, lag 0 at [0, 0], negative lags wrapped to the end
+    k_ptr,  # (C, N1, N2) fp32 filter (with the skip term D at lag 0), lag 0 at [0, 0], negative lags wrapped
     dft1_ptr,  # (2, N1, N1) fp32
     dft2_ptr,  # (2, N2, N2) fp32
     tw_ptr,  # (2, N1, N2) fp32
@@ -578,8 +560,8 @@ def conv_fwd_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
-    d_ptr,  # (C,) fp32 or dummy
-    spec_ptr,  # (C, CLASSES, 2, N1, N2) fp32 filter spectrum / N (CLASSES: 4 with PARITY, else 1)
+    spec_ptr,  # (C, CLASSES, 2, N1, N2) fp32 spectrum / N of the filter with the skip term D at lag 0 (CLASSES: 4
+    # with PARITY, else 1)
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
@@ -603,17 +585,15 @@ def conv_fwd_kernel(
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signal and its outputs occupy only rows < N1 / 2 (zero padding, see _fused_factors)
     HALF_COLS: tl.constexpr,  # and / or only columns < N2 / 2 (2D)
     PARITY: tl.constexpr,  # a 2D (2 N1, 2 N2) grid in four parity classes of (N1, N2) (see _class_sum)
 ):
     """One program per batch tile of one channel (rows b0 .. b0 + TILE - 1 of channel c; rows past B skipped): y = post
-    * (k * (pre * u) + D * (pre * u)); u, gates and y cross memory once. The DFT factors are loaded once per program and
-    reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary parts of one complex
-    signal, see the module docstring; the host makes TILE even, see batch_tile). For the skip term the row's u and pre
-    are re-read (L1 / L2), not held through the transforms.
+    * (k * (pre * u) + D * (pre * u)), D in the spectrum; u, gates and y cross memory once. The DFT factors are loaded
+    once per program and reused by its TILE rows, transformed in packed pairs (rows b, b + 1 as the real and imaginary
+    parts of one complex signal, see the module docstring; the host makes TILE even, see batch_tile).
 
     Registers (ptxas, sm_90, 8 warps; bf16x3 with gates and D; spill stores / loads in bytes): none at any size (190
     registers at 32 x 64, 222 at 64 x 64; in 2D without gates, half rows and columns, 172 and 254). At 64 x 64 that
@@ -650,17 +630,14 @@ def conv_fwd_kernel(
         xr, xi = _class_input(u_row, pre_row, u_next, pre_next, offs, mask, second, HAS_PRE, cls, N1, N2, PARITY)
         yr, yi = _conv_pair(xr, xi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
         yr, yi = _class_sum(yr, yi, work, cls, N1, N2, PARITY)  # (R, S) each: the two rows' outputs
-        if done:
-            rows = (u_row, pre_row, post_row, d_ptr + c, y_ptr + (b * C + c) * LIMIT)  # the output is contiguous
-            _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
-            rows = (u_next, pre_next, post_next, d_ptr + c, y_ptr + ((b + 1) * C + c) * LIMIT)
-            _skip_and_store(yi, *rows, offs, second, HAS_PRE, HAS_POST, HAS_D)
+        if done:  # the outputs are contiguous
+            _store_output(yr, post_row, y_ptr + (b * C + c) * LIMIT, offs, mask, HAS_POST)
+            _store_output(yi, post_next, y_ptr + ((b + 1) * C + c) * LIMIT, offs, second, HAS_POST)
 
 
 @triton.jit
-def _store_grad_post(s, d, grad_y_row, u_row, pre_row, grad_post_row, offs, mask, HAS_PRE: tl.constexpr):
-    """grad_post = dy * (s + D x) for one row, given s = k * x (x = pre * u re-read)."""
-    s += d * _load_gated(u_row, pre_row, offs, mask, HAS_PRE)
+def _store_grad_post(s, grad_y_row, grad_post_row, offs, mask):
+    """grad_post = dy * s for one row, given s = k * x + D x."""
     grad_post = _load_signal(grad_y_row, offs, mask) * s
     tl.store(grad_post_row + offs, grad_post.to(grad_post_row.dtype.element_ty), mask=mask)
 
@@ -668,22 +645,16 @@ def _store_grad_post(s, d, grad_y_row, u_row, pre_row, grad_post_row, offs, mask
 @triton.jit
 def _store_grad_input(
     grad_x,
-    d,
-    grad_y_row,
     u_row,
     pre_row,
-    post_row,
     grad_u_ptr,
     grad_pre_ptr,
     out,
     offs,
     mask,
     HAS_PRE: tl.constexpr,
-    HAS_POST: tl.constexpr,
 ):
-    """grad_u = pre * d x and grad_pre = u * d x for one row (output offset out), given corr(h, k): d x = corr + D h
-    (h = post * dy re-read)."""
-    grad_x += d * _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)
+    """grad_u = pre * d x and grad_pre = u * d x for one row (output offset out), given d x = corr(h, k) + D h."""
     if HAS_PRE:
         grad_u = grad_x * _load_signal(pre_row, offs, mask)
         grad_pre = grad_x * _load_signal(u_row, offs, mask)
@@ -699,8 +670,7 @@ def conv_bwd_kernel(
     u_ptr,
     pre_ptr,
     post_ptr,
-    d_ptr,  # (C,) fp32 or dummy
-    spec_ptr,  # (C, CLASSES, 2, N1, N2) fp32 filter spectrum / N, as in conv_fwd_kernel
+    spec_ptr,  # (C, CLASSES, 2, N1, N2) fp32 filter spectrum / N with D, as in conv_fwd_kernel
     dft1_ptr,
     dft2_ptr,
     tw_ptr,
@@ -728,21 +698,21 @@ def conv_bwd_kernel(
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # as in conv_fwd_kernel: the gradients occupy the signals' rows and columns
     HALF_COLS: tl.constexpr,
     PARITY: tl.constexpr,  # as in conv_fwd_kernel
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
-    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which computes the
-    per-row gradients itself where the host merges them (MERGED_BACKWARD), so this kernel runs only without that
-    setting (a bench_fftconv --sweep row).
+    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which
+    computes the per-row gradients itself where the host merges them (MERGED_BACKWARD), so this kernel runs only
+    without that setting (a bench_fftconv --sweep row).
 
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
-    d post = dy * s, d x = corr(h, k) + D h (spectrum H conj(K)), d u = pre * d x, d pre = u * d x.
-    Packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise, the inverses of X K and H conj(K) give s and d x
-    of both rows. As in the forward, HALF_ROWS / HALF_COLS skip the zero padding and the outputs never written.
+    d post = dy * s, d x = corr(h, k) + D h, d u = pre * d x, d pre = u * d x. With K the spectrum of k + D delta, s
+    and d x are the inverses of X K and H conj(K); packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise,
+    of both rows. As in the forward, HALF_ROWS / HALF_COLS skip the zero padding and the
+    outputs never written.
 
     Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
     single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's
@@ -762,7 +732,6 @@ def conv_bwd_kernel(
     CLASSES: tl.constexpr = 4 if PARITY else 1
     spec = spec_ptr + c * CLASSES * 2 * N1 * N2
     work = work_ptr + pid * 4 * N1 * N2
-    d = tl.load(d_ptr + c) if HAS_D else 0.0
     end = tl.minimum(b0 + TILE, B)
     # rows b and b + 1 packed, a step per parity class, no pipelining, as in conv_fwd_kernel
     for step in tl.range(0, tl.cdiv(end - b0, 2) * CLASSES, num_stages=1):
@@ -779,21 +748,17 @@ def conv_bwd_kernel(
             sr, si = _conv_pair(xr, xi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, False, PRECISION)
             sr, si = _class_sum(sr, si, work + 2 * N1 * N2, cls, N1, N2, PARITY)
             if done:
-                rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
-                _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
-                rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
-                _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+                _store_grad_post(sr, grad_y_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask)
+                _store_grad_post(si, grad_y_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT, offs, second)
         pair = (grad_y_row, post_row, grad_y_next, post_next, offs, mask, second, HAS_POST)  # h = post * dy
         hr, hi = _class_input(*pair, cls, N1, N2, PARITY)
         gr, gi = _conv_pair(hr, hi, spec + cls * 2 * N1 * N2, *factors, tw_ptr, N1, N2, TWIDDLE, True, PRECISION)
         gr, gi = _class_sum(gr, gi, work, cls, N1, N2, PARITY)
         if done:
-            rows = (grad_y_row, u_row, pre_row, post_row)
             out = (b * C + c) * LIMIT
-            _store_grad_input(gr, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, mask, HAS_PRE, HAS_POST)
-            rows = (grad_y_next, u_next, pre_next, post_next)
+            _store_grad_input(gr, u_row, pre_row, grad_u_ptr, grad_pre_ptr, out, offs, mask, HAS_PRE)
             out = ((b + 1) * C + c) * LIMIT
-            _store_grad_input(gi, d, *rows, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE, HAS_POST)
+            _store_grad_input(gi, u_next, pre_next, grad_u_ptr, grad_pre_ptr, out, offs, second, HAS_PRE)
 
 
 @triton.jit
@@ -807,8 +772,7 @@ def conv_bwd_filter_kernel(
     tw_ptr,
     work_ptr,  # (S, C, 1 + CLASSES + SUMS, 2, N1, N2) fp32 per program: X (scratch), sum_b H conj(X) (out), sums
     grad_d_ptr,  # (S, C) fp32 out: per batch slice
-    d_ptr,  # ROW_GRADIENTS: (C,) fp32 or dummy, as in conv_bwd_kernel (else unused)
-    spec_ptr,  # ROW_GRADIENTS: (C, CLASSES, 2, N1, N2) fp32 filter spectrum / N, as in conv_fwd_kernel
+    spec_ptr,  # ROW_GRADIENTS: (C, CLASSES, 2, N1, N2) fp32 filter spectrum / N with D, as in conv_fwd_kernel
     grad_u_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out
     grad_pre_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out or dummy
     grad_post_ptr,  # ROW_GRADIENTS: (B, C, LIMIT) out or dummy
@@ -831,7 +795,6 @@ def conv_bwd_filter_kernel(
     TWIDDLE: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,  # ROW_GRADIENTS: as in conv_bwd_kernel
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_ROWS: tl.constexpr,  # the signals' rows and columns, as in conv_fwd_kernel (grad_k fills the whole grid)
     HALF_COLS: tl.constexpr,
@@ -883,7 +846,6 @@ def conv_bwd_filter_kernel(
     sum_dx = work_acc + CLASSES * 2 * N1 * N2
     a1r, a1i, z1r, z1i, a2r, a2i, z2r, z2i = _fused_factors(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, HALF_ROWS, HALF_COLS)
     spec_c = spec_ptr + c * CLASSES * 2 * N1 * N2
-    d = tl.load(d_ptr + c) if HAS_D else 0.0
     zeros = tl.zeros(grid.shape, dtype=tl.float32)
     for j in tl.range(0, CLASSES):
         _store_row(work_acc + j * 2 * N1 * N2, grid, zeros, zeros, N1 * N2)
@@ -904,15 +866,13 @@ def conv_bwd_filter_kernel(
         xr, xi = _spectrum_of_pair(xr, xi, a1r, a1i, a2r, a2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
         _store_row(work_x, grid, xr, xi, N1 * N2)  # not held through H's transforms (registers)
         tl.debug_barrier()  # a fence: nothing of X's transform is deferred into H's (and all threads see X)
-        if ROW_GRADIENTS and HAS_POST:  # s = k * x, grad_post = dy * (s + D x)
+        if ROW_GRADIENTS and HAS_POST:  # s = k * x + D x (spectrum X K), grad_post = dy * s
             sr, si = _cmul(xr, xi, *_load_complex(spec, N1, N2))
             sr, si = _inverse_of_pair(sr, si, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
             sr, si = _class_sum(sr, si, sum_dx + 2 * N1 * N2, cls, N1, N2, PARITY)
             if done:
-                rows = (grad_y_row, u_row, pre_row, grad_post_ptr + (b * C + c) * LIMIT)
-                _store_grad_post(sr, d, *rows, offs, mask, HAS_PRE)
-                rows = (grad_y_next, u_next, pre_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT)
-                _store_grad_post(si, d, *rows, offs, second, HAS_PRE)
+                _store_grad_post(sr, grad_y_row, grad_post_ptr + (b * C + c) * LIMIT, offs, mask)
+                _store_grad_post(si, grad_y_next, grad_post_ptr + ((b + 1) * C + c) * LIMIT, offs, second)
             tl.debug_barrier()  # a fence: s's inverse is done before H's transform starts
         if cls == 0:  # h read here and again below (L1): held through to the twiddle, 64 x 64 parity spilled 4-8 B
             hr = _load_gated(grad_y_row, post_row, offs, mask, HAS_POST)  # post * dy
@@ -932,10 +892,10 @@ def conv_bwd_filter_kernel(
             gr, gi = _inverse_of_pair(gr, gi, z1r, z1i, z2r, z2i, tw_ptr, N1, N2, TWIDDLE, PRECISION, False)
             gr, gi = _class_sum(gr, gi, sum_dx, cls, N1, N2, PARITY)
             if done:
-                rows = (grad_y_row, u_row, pre_row, post_row, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
-                _store_grad_input(gr, d, *rows, offs, mask, HAS_PRE, HAS_POST)
-                rows = (grad_y_next, u_next, pre_next, post_next, grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
-                _store_grad_input(gi, d, *rows, offs, second, HAS_PRE, HAS_POST)
+                rows = (u_row, pre_row, grad_u_ptr, grad_pre_ptr, (b * C + c) * LIMIT)
+                _store_grad_input(gr, *rows, offs, mask, HAS_PRE)
+                rows = (u_next, pre_next, grad_u_ptr, grad_pre_ptr, ((b + 1) * C + c) * LIMIT)
+                _store_grad_input(gi, *rows, offs, second, HAS_PRE)
         tl.debug_barrier()  # the accumulator's update is complete before the next pair reads it or X is rewritten
     tl.store(grad_d_ptr + part, acc_d)
 
@@ -1147,40 +1107,17 @@ def row_fft_kernel(
 
 
 @triton.jit
-def _store_pair(
-    yr,
-    yi,
-    u_ptr,
-    pre_ptr,
-    post_ptr,
-    d_ptr,
-    y_ptr,
-    start,
-    out,
-    second,
-    SB,
-    SYB,
-    offs,
-    mask,
-    HAS_PRE: tl.constexpr,
-    HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
-):
-    """Pass 3's epilogue for a packed pair: _skip_and_store of its first row's output yr (input rows at start, output
+def _store_pair(yr, yi, post_ptr, y_ptr, start, out, second, SB, SYB, offs, mask, HAS_POST: tl.constexpr):
+    """Pass 3's epilogue for a packed pair: _store_output of its first row's output yr (post-gate row at start, output
     row at out) and of its second row's yi (one batch stride further), the second where it exists."""
-    rows = (u_ptr + start, pre_ptr + start, post_ptr + start, d_ptr, y_ptr + out)
-    _skip_and_store(yr, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
-    rows = (u_ptr + start + SB, pre_ptr + start + SB, post_ptr + start + SB, d_ptr, y_ptr + out + SYB)
-    _skip_and_store(yi, *rows, offs, mask & second, HAS_PRE, HAS_POST, HAS_D)
+    _store_output(yr, post_ptr + start, y_ptr + out, offs, mask, HAS_POST)
+    _store_output(yi, post_ptr + start + SB, y_ptr + out + SYB, offs, mask & second, HAS_POST)
 
 
 @triton.jit
 def column_ifft_kernel(
     scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32
-    u_ptr,  # (NB, CC, LIMIT) view or dummy: the skip term D * pre * u
-    pre_ptr,
-    post_ptr,
-    d_ptr,  # (CC,) fp32 or dummy
+    post_ptr,  # (NB, CC, LIMIT) view (strides SB, SC) or dummy
     y_ptr,  # (NB, CC, LIMIT) view out (strides SYB, SYC)
     dftp1_ptr,
     dftp2_ptr,
@@ -1196,18 +1133,16 @@ def column_ifft_kernel(
     scale,
     P1: tl.constexpr,
     P2: tl.constexpr,
-    HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_P: tl.constexpr,  # only outputs p < P / 2 are written: grid rows < P1 / 2
     LONE: tl.constexpr,  # as in column_fft_kernel: the real part only
 ):
-    """Pass 3: y[b + r, c, Q p + q] = post * (scale * IFFT_P(conj twiddle * scratch[j, :, :, q])[p] + D * pre * u),
-    the real part for the pair's first row (r = 0), the imaginary part for its second (r = 1)."""
+    """Pass 3: y[b + r, c, Q p + q] = post * scale * IFFT_P(conj twiddle * scratch[j, :, :, q])[p], the real part for
+    the pair's first row (r = 0), the imaginary part for its second (r = 1)."""
     j, q = _pair_and_column(Q)
     n_points = P1 * P2 * Q
-    start, c, second = _pair_rows(j, NB, CC, SB, SC)
+    start, _, second = _pair_rows(j, NB, CC, SB, SC)
     out = _pair_rows(j, NB, CC, SYB, SYC)[0]
     grid = tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2)[None, :]  # (P1, P2): s
     zr, zi = _load_row(scratch_ptr + j * 2 * n_points, grid * Q + q, n_points)
@@ -1216,8 +1151,8 @@ def column_ifft_kernel(
     yr, yi = _inverse_of_pair(zr, zi, z1r, z1i, z2r, z2i, twp_ptr, P1, P2, True, PRECISION, LONE)  # (R, P2): p
     R: tl.constexpr = P1 // 2 if HALF_P else P1
     offs = (tl.arange(0, R)[:, None] * P2 + tl.arange(0, P2)[None, :]) * Q + q
-    rows = (u_ptr, pre_ptr, post_ptr, d_ptr + c, y_ptr, start, out, second, SB, SYB)
-    _store_pair(yr * scale, yi * scale, *rows, offs, offs < LIMIT, HAS_PRE, HAS_POST, HAS_D)
+    rows = (post_ptr, y_ptr, start, out, second, SB, SYB)
+    _store_pair(yr * scale, yi * scale, *rows, offs, offs < LIMIT, HAS_POST)
 
 
 # Short columns (P <= 64): pass 1 and pass 3 as one DFT-matrix product on a (PP, BQ) tile of BQ adjacent columns
@@ -1279,10 +1214,7 @@ def column_dft_kernel(
 @triton.jit
 def column_idft_kernel(
     scratch_ptr,  # (ceil(NB / 2) * CC, 2, P, Q) fp32
-    u_ptr,  # (NB, CC, LIMIT) view or dummy: the skip term D * pre * u
-    pre_ptr,
-    post_ptr,
-    d_ptr,  # (CC,) fp32 or dummy
+    post_ptr,  # (NB, CC, LIMIT) view (strides SB, SC) or dummy
     y_ptr,  # (NB, CC, LIMIT) view out (strides SYB, SYC)
     dftp_ptr,  # (2, PP, PP) fp32
     NB,
@@ -1297,17 +1229,15 @@ def column_idft_kernel(
     scale,
     PP: tl.constexpr,
     BQ: tl.constexpr,
-    HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
 ):
     """Pass 3 for short columns: the pair's rows from scale * conj(F_P) @ (conj twiddle * scratch) (real part: first
-    row, imaginary part: second), plus D * pre * u, times post. All P rows are computed (no HALF_P: the (P / 2, P)
+    row, imaginary part: second), times post. All P rows are computed (no HALF_P: the (P / 2, P)
     block as tl.dot's first operand spilled 840-916 bytes, ptxas sm_90, P = 64, 4 warps; the whole product none)."""
     j = tl.program_id(0).to(tl.int64)
     n_points = P * Q
-    start, c, second = _pair_rows(j, NB, CC, SB, SC)
+    start, _, second = _pair_rows(j, NB, CC, SB, SC)
     out = _pair_rows(j, NB, CC, SYB, SYC)[0]
     p, q, offs, rows_ok, mask = _column_block(Q, LIMIT, P, PP, BQ)
     zr = tl.load(scratch_ptr + j * 2 * n_points + offs, mask=rows_ok, other=0.0)  # (PP, BQ), indexed [fp, q]
@@ -1315,8 +1245,8 @@ def column_idft_kernel(
     zr, zi = _cmul_conj(zr, zi, *_direct_twiddle(p, q, n_points))
     fr, fi = _load_complex(dftp_ptr, PP, PP)
     yr, yi = _dft_direct(zr, zi, fr, fi, False, True, True, PRECISION)  # (PP, BQ), indexed [p, q]
-    rows = (u_ptr, pre_ptr, post_ptr, d_ptr + c, y_ptr, start, out, second, SB, SYB)
-    _store_pair(yr * scale, yi * scale, *rows, offs, mask, HAS_PRE, HAS_POST, HAS_D)
+    rows = (post_ptr, y_ptr, start, out, second, SB, SYB)
+    _store_pair(yr * scale, yi * scale, *rows, offs, mask, HAS_POST)
 
 
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS, up to MAX_FUSED_L2_POINTS): the multi-pass (P, Q) view with short
@@ -1391,8 +1321,7 @@ def conv_fwd_l2_kernel(
     u_ptr,  # (B, C, LIMIT) any float dtype, rows contiguous (strides SUB, SUC)
     pre_ptr,  # (B, C, LIMIT) or dummy
     post_ptr,  # (B, C, LIMIT) or dummy
-    d_ptr,  # (C,) fp32 or dummy
-    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N, multi-pass layout
+    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N (with the skip term D), multi-pass layout
     dftp_ptr,  # (2, P, P) fp32
     dftq1_ptr,  # (2, Q1, Q1) fp32
     dftq2_ptr,  # (2, Q2, Q2) fp32
@@ -1414,11 +1343,11 @@ def conv_fwd_l2_kernel(
     BQ: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_P: tl.constexpr,  # the signal and y occupy rows p < P / 2 of the (P, Q) view (see _half_blocks)
 ):
-    """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u."""
+    """Persistent programs, each looping over (b, c) rows channel-major: y = post * (k * x + D x), x = pre * u (D x
+    from the spectrum)."""
     Q: tl.constexpr = Q1 * Q2
     N: tl.constexpr = P * Q
     HALF: tl.constexpr = (P // 2 + 1) * Q  # scratch plane: column-spectrum rows fp <= P / 2
@@ -1446,13 +1375,10 @@ def conv_fwd_l2_kernel(
             zr, zi = _ifft_complex(zr, zi, g1r, g1i, g2r, g2i, twr, twi, True, PRECISION)
             _store_row(work_rows, offs, zr, zi, HALF)
         tl.debug_barrier()
-        for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, skip, post-gate
+        for q0 in range(0, Q, BQ):  # pass 3: inverse column DFTs, post-gate
             q, offs = _column_tile(q0, Q, R, BQ)
-            mask = offs < LIMIT
             y = _column_idft(work_rows, lr, li, q, Q, N, HALF, PRECISION)  # (R, BQ)
-            _skip_and_store(
-                y, u_row, pre_row, post_row, d_ptr + c, y_ptr + row * LIMIT, offs, mask, HAS_PRE, HAS_POST, HAS_D
-            )
+            _store_output(y, post_row, y_ptr + row * LIMIT, offs, offs < LIMIT, HAS_POST)
 
 
 @triton.jit
@@ -1461,8 +1387,7 @@ def conv_bwd_l2_kernel(
     u_ptr,
     pre_ptr,
     post_ptr,
-    d_ptr,  # (C,) fp32 or dummy
-    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N, multi-pass layout
+    spec_ptr,  # (C, 2, P, Q) fp32 filter spectrum / N (with the skip term D), multi-pass layout
     dftp_ptr,
     dftq1_ptr,
     dftq2_ptr,
@@ -1492,7 +1417,6 @@ def conv_bwd_l2_kernel(
     BQ: tl.constexpr,
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
-    HAS_D: tl.constexpr,
     PRECISION: tl.constexpr,  # of the DFT products (see _dot)
     HALF_P: tl.constexpr,  # the signals and gradients occupy rows p < P / 2 (grad_k fills the whole view)
 ):
@@ -1525,7 +1449,6 @@ def conv_bwd_l2_kernel(
         c = item // SLICES  # consecutive items share a channel (its spectrum is read from L2)
         b0 = item % SLICES * SLICE
         part = item % SLICES * C + c  # of the (S, C) partial sums
-        d = tl.load(d_ptr + c) if HAS_D else 0.0
         zeros = tl.zeros((Q1, Q2), dtype=tl.float32)
         for fp in range(P // 2 + 1):
             _store_row(work_acc, _row_offsets(fp, Q1, Q2), zeros, zeros, HALF)
@@ -1565,22 +1488,15 @@ def conv_bwd_l2_kernel(
             for q0 in range(0, Q, BQ):  # pass 3: column inverses, gradients of the row (inputs re-read from L2)
                 q, offs = _column_tile(q0, Q, R, BQ)
                 mask = offs < LIMIT
-                u = _load_signal(u_row, offs, mask)  # (R, BQ)
-                x = u
+                if HAS_POST:  # s = k * x + D x
+                    s = _column_idft(rows_x, lr, li, q, Q, N, HALF, PRECISION)  # (R, BQ)
+                    grad_post = (_load_signal(grad_y_row, offs, mask) * s).to(grad_post_ptr.dtype.element_ty)
+                    tl.store(grad_post_ptr + row * LIMIT + offs, grad_post, mask=mask)
+                grad_x = _column_idft(rows_h, lr, li, q, Q, N, HALF, PRECISION)  # corr(h, k) + D h
                 if HAS_PRE:
-                    pre = _load_signal(pre_row, offs, mask)
-                    x = u * pre
-                h = _load_signal(grad_y_row, offs, mask)
-                if HAS_POST:
-                    s = _column_idft(rows_x, lr, li, q, Q, N, HALF, PRECISION) + d * x
-                    tl.store(grad_post_ptr + row * LIMIT + offs, (h * s).to(grad_post_ptr.dtype.element_ty), mask=mask)
-                    h = h * _load_signal(post_row, offs, mask)
-                grad_x = _column_idft(rows_h, lr, li, q, Q, N, HALF, PRECISION) + d * h
-                if HAS_PRE:
-                    tl.store(
-                        grad_pre_ptr + row * LIMIT + offs, (grad_x * u).to(grad_pre_ptr.dtype.element_ty), mask=mask
-                    )
-                    grad_x = grad_x * pre
+                    grad_pre = grad_x * _load_signal(u_row, offs, mask)
+                    tl.store(grad_pre_ptr + row * LIMIT + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+                    grad_x = grad_x * _load_signal(pre_row, offs, mask)
                 tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
         # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2b, before the
         # barrier that ended it), then column inverses scaled by 1 / N

@@ -9,9 +9,10 @@ returns it beside y and autograd saves it (8 C N bytes, 25 MB at C = 768, N = 40
 of recomputing it from k. Then each forward program takes a batch tile of one channel (TILE consecutive rows, see
 batch_tile: up to MAX_BATCH_TILE while the grid keeps WAVES programs per SM) and runs, two rows at a time packed as one
 complex signal (the filter is real, so the real and imaginary parts of the result are the two rows' outputs), gate ->
-FFT -> multiply -> inverse FFT -> D skip -> gate with every intermediate in registers (see ``_triton_kernels``), so u,
-the gates and y cross memory once and the DFT factors are loaded once per tile (the twiddles, the channel's spectrum
-and, for the skip term, the row's inputs are re-read from cache where used, see conv_fwd_kernel); where the signal fills
+FFT -> multiply -> inverse FFT -> gate with every intermediate in registers (see ``_triton_kernels``; the skip term D x
+is in the spectrum, that of k + D delta), so u, the gates and y cross memory once and the DFT factors are loaded once
+per tile (the twiddles and the channel's spectrum are re-read from cache where used, see conv_fwd_kernel); where the
+signal fills
 only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero padding and
 the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in two kernels:
 the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates), one program per
@@ -26,8 +27,8 @@ order: no atomics, so the backward is deterministic. Grids follow the device's S
 same kernels as the spectrum's four parity classes (k1 % 2, k2 % 2), each an (Nh / 2, Nw / 2) grid holding the image
 (plan_2d makes the grid at least twice the image): a class's spectrum is the small grid's DFT of the image times a
 twiddle, and the outputs are the sum of the classes' twiddled inverses (see _triton_kernels._class_sum), kept in a
-per-program fp32 work slot. The filter's spectrum, with the skip term folded in, and grad_k's inverse run there
-through torch.fft (once per call on (C, Nh, Nw)).
+per-program fp32 work slot. The filter's spectrum and grad_k's inverse run there through torch.fft (once per call on
+(C, Nh, Nw)).
 
 1D grids above MAX_FFT_POINTS up to MAX_FUSED_L2_POINTS (causal 2048 < L <= 16K) take the fused-L2 variant: the same
 fusion (one row at a time in the forward, (channel, batch slice) work items with partial sums in the backward) in
@@ -79,6 +80,11 @@ MAX_FFT_SIDE = 64
 # filter's spectrum 288 bytes, its gradient 664, the per-row backward 24), which keep 8 warps there.
 FUSED_WARPS = 4
 WIDE_GRID_WARPS = 8
+# Programs per SM the fused-register per-row kernels' registers are capped for (ptxas .maxnreg, see _launch_options);
+# None: ptxas chooses (2 programs of 4 warps per SM at L = 1K and 2K). Capped for more they spill (ptxas, sm_90,
+# bf16, gated, 4 warps: for 3, 168 registers, the forward 56 bytes at L = 1K, 192 at 2K, the merged backward 128 at
+# 1K); bench_fftconv.py --sweep times 3 against the default: whether more programs in flight are worth the spills.
+FUSED_PROGRAMS_PER_SM = None
 WIDE_GRID_KERNELS = ("filter_spectrum_kernel", "conv_bwd_kernel", "filter_gradient_kernel")
 # The fused-register backward's per-row gradients computed by the cross spectrum's kernel from the spectra it forms
 # anyway (3 transforms a packed pair ungated, 4 gated) instead of by a kernel of their own (4 and 6 in all): see
@@ -93,7 +99,9 @@ FUSED_L2_MIN_COLUMN = MIN_SIDE
 FUSED_L2_MAX_COLUMN = 2 * MIN_SIDE
 FUSED_L2_TILE = 1 << 11  # fused-L2: elements of a (P, BQ) column tile
 # Fused-L2 programs: warps each (ptxas, sm_90: 16 warps, 128 registers a thread, spill far more) and persistent
-# programs per SM (one: at 8 warps and up to 255 registers a thread, one program fills an SM's register file)
+# programs per SM (one: at 8 warps and up to 248 registers a thread, one program fills an SM's register file), their
+# registers capped for that many (_launch_options): uncapped, ptxas traded 88 bytes of spills for an occupancy of two
+# that the grid never uses (the forward at L = 4K, bf16, gated: 128 registers; capped, 182 and no spills)
 FUSED_L2_WARPS = 8
 FUSED_L2_PROGRAMS_PER_SM = 1
 MAX_ROW_POINTS = 1 << 10  # multi-pass: longest row FFT (Q), in registers like the fused kernel (64 x 64 spilled more)
@@ -107,6 +115,10 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # ahead-of-time compile): the fused-register forward takes batch tiles of up to MAX_BATCH_TILE rows while its grid
 # keeps at least WAVES programs per SM; the backwards split each channel's batch into slices until every SM has work.
 DEFAULT_SMS = 132
+REGISTER_FILE = 1 << 16  # 32-bit registers per SM (sm_80, sm_90)
+# Registers of a thread under a cap at most (ptxas allows 255): capped at 255, the fused-L2 forward on 32 x 32 rows in
+# fp32 and the 64 x 64 parity forward spilled 4 and 16 bytes (sm_90), capped at 248 none
+MAX_REGISTERS = 248
 MAX_BATCH_TILE = 8
 WAVES = 2
 # Precision of the kernels' DFT products (tl.dot, see _triton_kernels._dot), all on tensor cores: a bf16 hi / lo split
@@ -283,6 +295,17 @@ def _constants(plan: Plan, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return _grid_constants(plan.n1, plan.n2, plan.twiddle, device)
 
 
+def _launch_options(warps: int, programs_per_sm: int | None = None) -> dict[str, int]:
+    """num_warps of a launch and, where ``programs_per_sm`` is given, maxnreg: the registers a thread may hold when
+    that many programs of ``warps`` warps share an SM's REGISTER_FILE, in steps of 8 (the allocation unit), at most
+    MAX_REGISTERS. Elsewhere ptxas chooses: with a cap of 248 (or 255) on every launch, three that compile without
+    spills uncapped spilled 4-52 bytes (sm_90)."""
+    if programs_per_sm is None:
+        return {"num_warps": warps}
+    cap = REGISTER_FILE // (32 * warps * programs_per_sm) // 8 * 8
+    return {"num_warps": warps, "maxnreg": min(MAX_REGISTERS, cap)}
+
+
 def _num_warps(points: int) -> int:
     """Warps for a multi-pass column or row program holding ~a dozen fp32 tiles of `points` elements: 8 from 1024
     points up (ptxas, sm_90: at 16 warps a thread may hold 128 registers, at 8 the register file's 255, and 64 x 64
@@ -350,14 +373,24 @@ def _checked_variant(plan: Plan, u: torch.Tensor) -> str:
     return variant(plan)
 
 
-def _circular_filter(k: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """k (C, *kshape) placed on the FFT grid with lag 0 at the origin and negative lags wrapped: (C, *fft_shape)
-    fp32."""
+def _circular_filter(k: torch.Tensor, D: torch.Tensor | None, plan: Plan) -> torch.Tensor:
+    """k + D delta: k (C, *kshape) placed on the FFT grid with lag 0 at the origin and negative lags wrapped, plus the
+    skip term D (C,) at lag 0: (C, *fft_shape) fp32.
+
+    Every variant's filter spectrum is that of this grid, so D x comes with k * x (and in the backward D h with
+    corr(h, k)) and no kernel takes D (grad_D, sum h x, is summed beside the cross spectrum). A skip term of its own
+    re-read u and pre where the output was stored (from L1 / L2 in the fused kernels, from HBM in the multi-pass
+    scheme's last pass) and cost registers: 212 against 202 in the fused-register forward at L = 1K (ptxas, sm_90, 4
+    warps, bf16, gated), 68 bytes of spills in the 2D parity forward at 64 x 64. Through the FFT, D x takes the
+    transforms' rounding relative to y (about 1e-7 in fp32)."""
     channels = k.shape[0]
     grid = k.new_zeros((channels, *plan.fft_shape), dtype=torch.float32)  # (C, N) or (C, Nh, Nw)
     grid[(slice(None), *(slice(0, size) for size in k.shape[1:]))] = k
     axes = tuple(range(1, grid.ndim))
-    return torch.roll(grid, shifts=tuple(-lag for lag in plan.lag0), dims=axes).contiguous()
+    grid = torch.roll(grid, shifts=tuple(-lag for lag in plan.lag0), dims=axes).contiguous()
+    if D is not None:
+        grid.view(channels, -1)[:, 0] += D.float()
+    return grid
 
 
 def _filter_from_grid(grid: torch.Tensor, plan: Plan, kshape: tuple[int, ...]) -> torch.Tensor:
@@ -430,20 +463,15 @@ def _from_parity_classes(classes: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 
 def _filter_spectrum(k: torch.Tensor, D: torch.Tensor | None, plan: Plan) -> torch.Tensor:
-    """Spectrum of k divided by N, in the kernels' [k1, k2] layout (_spectrum_shape): a kernel on one program's grid,
-    torch.fft in parity classes (once per call on (C, Nh, Nw): no batch). In parity classes it holds the skip term
-    too, the spectrum of D delta (D at every frequency), so those kernels take no D: re-reading the signal for it at
-    each class's step spilled (ptxas, sm_90, 8 warps: 68 bytes in the forward at 64 x 64)."""
+    """Spectrum of k + D delta (see _circular_filter) divided by N, in the kernels' [k1, k2] layout (_spectrum_shape):
+    a kernel on one program's grid, torch.fft in parity classes (once per call on (C, Nh, Nw): no batch)."""
     if plan.parity:
-        grid = _circular_filter(k, plan)  # (C, Nh, Nw)
-        spectrum = torch.fft.fft2(grid)
-        if D is not None:
-            spectrum = spectrum + D.float()[:, None, None]
-        return _parity_classes(spectrum / grid[0].numel(), plan)
+        grid = _circular_filter(k, D, plan)  # (C, Nh, Nw)
+        return _parity_classes(torch.fft.fft2(grid) / grid[0].numel(), plan)
     dft1, dft2, twiddles = _constants(plan, k.device)
     spectrum = torch.empty(_spectrum_shape(plan, k.shape[0]), dtype=torch.float32, device=k.device)
     kernels.filter_spectrum_kernel[(k.shape[0],)](
-        _circular_filter(k, plan).view(k.shape[0], plan.n1, plan.n2),
+        _circular_filter(k, D, plan).view(k.shape[0], plan.n1, plan.n2),
         dft1,
         dft2,
         twiddles,
@@ -473,9 +501,9 @@ def _in_place(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor], list[i
     return pointers, strides
 
 
-def _flags(D: torch.Tensor | None, pre_gate: torch.Tensor | None, post_gate: torch.Tensor | None) -> dict[str, bool]:
-    """The kernels' HAS_* constexprs: which of the skip term and the gates are present."""
-    return {"HAS_PRE": pre_gate is not None, "HAS_POST": post_gate is not None, "HAS_D": D is not None}
+def _flags(pre_gate: torch.Tensor | None, post_gate: torch.Tensor | None) -> dict[str, bool]:
+    """The kernels' HAS_* constexprs: which gates are present."""
+    return {"HAS_PRE": pre_gate is not None, "HAS_POST": post_gate is not None}
 
 
 def _precision(*signals: torch.Tensor | None) -> str:
@@ -487,10 +515,6 @@ def _precision(*signals: torch.Tensor | None) -> str:
 def _contiguous(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """t made contiguous, or a placeholder pointer (never read) when the optional tensor is absent."""
     return like if t is None else t.contiguous()
-
-
-def _skip_fp32(D: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return like if D is None else D.float().contiguous()
 
 
 # Multi-pass scheme (1D grids above MAX_FUSED_L2_POINTS): plan.n1 = P and plan.n2 = Q are the outer factors of N, each
@@ -573,30 +597,23 @@ def _row_pass(scratch, spectrum, plan, *, scale, forward, multiply, conj, invers
     )
 
 
-def _column_ifft(scratch, out, plan, *, scale, skip=None, pre_gate=None, D=None, post_gate=None) -> None:
-    """Pass 3: out (nb, cc, limit) = post_gate * (scale * inverse of scratch + D * pre_gate * skip), all optional (skip
-    and the gates share their strides; D (cc,) is the chunk's)."""
-    inputs = out if skip is None else skip
-    head = (
-        scratch,
-        inputs,
-        inputs if pre_gate is None else pre_gate,
-        inputs if post_gate is None else post_gate,
-        _skip_fp32(D, out),
-        out,
-    )
+def _column_ifft(scratch, out, plan, *, scale, post_gate=None) -> None:
+    """Pass 3: out (nb, cc, limit) = post_gate * scale * inverse of scratch (post_gate optional)."""
+    gate = out if post_gate is None else post_gate
+    head = (scratch, gate, out)
     pair = (kernels.column_idft_kernel, kernels.column_ifft_kernel)
-    strides = (*inputs.stride()[:2], *out.stride()[:2])
-    flags = _flags(D, pre_gate, post_gate)
+    strides = (*gate.stride()[:2], *out.stride()[:2])
+    flags = {"HAS_POST": post_gate is not None}
     if not plan.direct:  # the direct inverse computes every row (see column_idft_kernel)
         flags["HALF_P"] = _half_columns(plan, out.shape[2])
     _column_pass(pair, plan, out, head, strides, (scale,), flags)
 
 
-def _multipass_spectrum(k: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """Spectrum of k divided by N, (C, 2, P, Q) fp32, in the multi-pass layout (each channel a pair of its own)."""
+def _multipass_spectrum(k: torch.Tensor, D: torch.Tensor | None, plan: Plan) -> torch.Tensor:
+    """Spectrum of k + D delta (see _circular_filter) divided by N, (C, 2, P, Q) fp32, in the multi-pass layout (each
+    channel a pair of its own)."""
     spectrum = torch.empty((k.shape[0], 2, plan.n1, plan.n2), dtype=torch.float32, device=k.device)
-    _column_fft(_circular_filter(k, plan).view(1, k.shape[0], -1), None, spectrum, plan)
+    _column_fft(_circular_filter(k, D, plan).view(1, k.shape[0], -1), None, spectrum, plan)
     scale = 1.0 / (plan.n1 * plan.n2)
     _row_pass(spectrum, None, plan, scale=scale, forward=True, multiply=False, conj=False, inverse=False)
     return spectrum
@@ -625,20 +642,20 @@ def _piece(t: torch.Tensor | None, *index: slice) -> torch.Tensor | None:
     return None if t is None else t[index]
 
 
-def _multipass_conv(u, pre_gate, spectrum, D, post_gate, out, plan):
-    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); spectrum and D are the
-    chunk's channels."""
+def _multipass_conv(u, pre_gate, spectrum, post_gate, out, plan):
+    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); spectrum (with D) is the
+    chunk's channels'."""
     scratch = _scratch(u, plan)  # (pairs, 2, P, Q)
     _column_fft(u, pre_gate, scratch, plan)
     _row_pass(scratch, spectrum, plan, scale=1.0, forward=True, multiply=True, conj=False, inverse=True)
-    _column_ifft(scratch, out, plan, scale=1.0, skip=u, pre_gate=pre_gate, D=D, post_gate=post_gate)
+    _column_ifft(scratch, out, plan, scale=1.0, post_gate=post_gate)
 
 
-def _conv_of_spectra(spectra, u, pre_gate, spectrum, D, out, plan, *, conj):
-    """out = k * (pre_gate * u) + D * pre_gate * u for a chunk whose spectra (_multipass_spectra, overwritten) the
-    backward already has; k conjugated for correlation."""
+def _conv_of_spectra(spectra, spectrum, out, plan, *, conj):
+    """out = k * x + D x for a chunk whose spectra of x (_multipass_spectra, overwritten) the backward already has; k
+    and D conjugated for correlation."""
     _row_pass(spectra, spectrum, plan, scale=1.0, forward=False, multiply=True, conj=conj, inverse=True)
-    _column_ifft(spectra, out, plan, scale=1.0, skip=u, pre_gate=pre_gate, D=D)
+    _column_ifft(spectra, out, plan, scale=1.0)
 
 
 def _multipass_spectra(u, pre_gate, plan) -> torch.Tensor:
@@ -659,11 +676,11 @@ def _shared_strides(*signals: torch.Tensor | None) -> tuple[torch.Tensor | None,
     return tuple(None if t is None else t.contiguous() for t in signals)
 
 
-def _multipass_forward(u, spectrum, D, pre_gate, post_gate, plan):
+def _multipass_forward(u, spectrum, pre_gate, post_gate, plan):
     u, pre_gate, post_gate = _shared_strides(u, pre_gate, post_gate)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     for rows, chans in _row_chunks(u.shape[0], u.shape[1], plan):
-        pieces = (u[rows, chans], _piece(pre_gate, rows, chans), spectrum[chans], _piece(D, chans))
+        pieces = (u[rows, chans], _piece(pre_gate, rows, chans), spectrum[chans])
         _multipass_conv(*pieces, _piece(post_gate, rows, chans), y[rows, chans], plan)
     return y
 
@@ -678,7 +695,7 @@ def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     for rows, chans in _row_chunks(u.shape[0], channels, plan):
         u_piece, pre_piece, g_piece = u[rows, chans], _piece(pre_gate, rows, chans), grad_y[rows, chans].float()
         x = u_piece.float() if pre_piece is None else u_piece.float() * pre_piece  # (nb, cc, L)
-        h, k_spectrum, d = g_piece, spectrum[chans], _piece(D, chans)
+        h, k_spectrum = g_piece, spectrum[chans]
         if post_gate is not None:
             h = g_piece * post_gate[rows, chans]
         # spectra of packed pairs: the real part of the inverse of sum H conj(X) is the sum of both rows'
@@ -692,10 +709,10 @@ def _multipass_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         # the convolutions below start from these spectra (overwritten) instead of transforming x and h again
         if post_gate is not None:
             conv = torch.empty_like(x)  # k * x + D x
-            _conv_of_spectra(x_spectra, u_piece, pre_piece, k_spectrum, d, conv, plan, conj=False)
+            _conv_of_spectra(x_spectra, k_spectrum, conv, plan, conj=False)
             grad_post[rows, chans] = g_piece * conv
         grad_x = torch.empty_like(x)  # corr(h, k) + D h
-        _conv_of_spectra(h_spectra, h, None, k_spectrum, d, grad_x, plan, conj=True)
+        _conv_of_spectra(h_spectra, k_spectrum, grad_x, plan, conj=True)
         grad_u[rows, chans] = grad_x if pre_piece is None else grad_x * pre_piece
         if pre_gate is not None:
             grad_pre[rows, chans] = grad_x * u_piece
@@ -718,14 +735,13 @@ def _device_of(u: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext()
 
 
-def _fused_launch(spectrum, D, signals: tuple, plan: Plan) -> tuple[tuple, dict]:
+def _fused_launch(spectrum, signals: tuple, plan: Plan) -> tuple[tuple, dict]:
     """What both fused-register kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]): (the operands
-    after the inputs: skip D, filter spectrum, DFT constants; the constexprs and launch options)."""
+    after the inputs: the filter spectrum, which holds the skip term (see _filter_spectrum), and the DFT constants;
+    the constexprs)."""
     u, pre_gate, post_gate = signals[:3]
-    if plan.parity:
-        D = None  # the skip term is in the spectrum (see _filter_spectrum)
-    operands = (_skip_fp32(D, u), spectrum, *_constants(plan, u.device))
-    meta = {**_register_sizes(plan), **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+    operands = (spectrum, *_constants(plan, u.device))
+    meta = {**_register_sizes(plan), **_flags(pre_gate, post_gate), "PRECISION": _precision(*signals)}
     return operands, {**meta, "PARITY": plan.parity}
 
 
@@ -746,17 +762,17 @@ def _half_grid(plan: Plan) -> dict[str, bool]:
     return {"HALF_ROWS": rows, "HALF_COLS": cols}
 
 
-def _fused_forward(u, spectrum, D, pre_gate, post_gate, plan):
+def _fused_forward(u, spectrum, pre_gate, post_gate, plan):
     batch, channels = u.shape[:2]
-    operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate), plan)
+    operands, meta = _fused_launch(spectrum, (u, pre_gate, post_gate), plan)
     tile = batch_tile(batch, channels, _sm_count(u.device))
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
     geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
     grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-    warps = _fused_warps(plan, "conv_fwd_kernel")
+    options = _launch_options(_fused_warps(plan, "conv_fwd_kernel"), FUSED_PROGRAMS_PER_SM)
     work = _parity_work(plan, grid[0], 2, u)
-    kernels.conv_fwd_kernel[grid](*inputs, *operands, work, y, *geometry, **meta, **_half_grid(plan), num_warps=warps)
+    kernels.conv_fwd_kernel[grid](*inputs, *operands, work, y, *geometry, **meta, **_half_grid(plan), **options)
     return y
 
 
@@ -775,7 +791,7 @@ def _fused_l2_setup(plan: Plan, device: torch.device) -> tuple[list[torch.Tensor
         "BQ": min(FUSED_L2_TILE // plan.n1, plan.n2),
         "HALF_P": _half_columns(plan, plan.limit),
     }
-    sizes["num_warps"] = FUSED_L2_WARPS
+    sizes.update(_launch_options(FUSED_L2_WARPS, FUSED_L2_PROGRAMS_PER_SM))
     return [_dft_matrix(plan.n1, device), dftq1, dftq2, twiddles], sizes
 
 
@@ -792,21 +808,21 @@ def _fused_l2_scratch(programs: int, planes: int, plan: Plan, device: torch.devi
     return torch.empty((programs, planes, plan.n1 // 2 + 1, plan.n2), dtype=torch.float32, device=device)
 
 
-def _fused_l2_launch(spectrum, D, signals: tuple, plan: Plan, programs: int, planes: int):
+def _fused_l2_launch(spectrum, signals: tuple, plan: Plan, programs: int, planes: int):
     """What both fused-L2 kernels take, for ``signals`` (u, pre_gate, post_gate[, grad_y]) and ``programs``
-    persistent programs: (the operands after the inputs (skip D, filter spectrum, DFT constants, scratch of
-    ``planes`` planes per program), the constexprs and launch options)."""
+    persistent programs: (the operands after the inputs (filter spectrum, DFT constants, scratch of ``planes`` planes
+    per program), the constexprs and launch options)."""
     u, pre_gate, post_gate = signals[:3]
     constants, sizes = _fused_l2_setup(plan, u.device)
     scratch = _fused_l2_scratch(programs, planes, plan, u.device)
-    operands = (_skip_fp32(D, u), spectrum, *constants, scratch)
-    return operands, {**sizes, **_flags(D, pre_gate, post_gate), "PRECISION": _precision(*signals)}
+    operands = (spectrum, *constants, scratch)
+    return operands, {**sizes, **_flags(pre_gate, post_gate), "PRECISION": _precision(*signals)}
 
 
-def _fused_l2_forward(u, spectrum, D, pre_gate, post_gate, plan):
+def _fused_l2_forward(u, spectrum, pre_gate, post_gate, plan):
     batch, channels, length = u.shape
     programs = _programs(batch * channels, _sm_count(u.device))
-    operands, meta = _fused_l2_launch(spectrum, D, (u, pre_gate, post_gate), plan, programs, 4)
+    operands, meta = _fused_l2_launch(spectrum, (u, pre_gate, post_gate), plan, programs, 4)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     inputs, strides = _in_place(u, pre_gate, post_gate)
     kernels.conv_fwd_l2_kernel[(programs,)](*inputs, *operands, y, batch, channels, length, *strides, **meta)
@@ -818,7 +834,7 @@ def _fused_l2_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     points, sms = plan.n1 * plan.n2, _sm_count(u.device)
     slices, rows = batch_slices(batch, channels, _programs(batch * channels, sms))
     programs = _programs(channels * slices, sms)
-    operands, meta = _fused_l2_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan, programs, 10)
+    operands, meta = _fused_l2_launch(spectrum, (u, pre_gate, post_gate, grad_y), plan, programs, 10)
     (grad_u, grad_pre, grad_post), outputs = _gradient_buffers(u, pre_gate, post_gate, slices, (points,))
     (u, pre, post, grad_y), strides = _in_place(u, pre_gate, post_gate, grad_y)
     geometry = (batch, channels, slices, rows, length, *strides)
@@ -840,8 +856,8 @@ def _fftconv_op(u, k, D, pre_gate, post_gate, causal):
         if variant_name == "fused-register":
             spectrum = _filter_spectrum(k, D, plan)
         else:
-            spectrum = _multipass_spectrum(k, plan)
-        return forward(u, spectrum, D, pre_gate, post_gate, plan), spectrum
+            spectrum = _multipass_spectrum(k, D, plan)
+        return forward(u, spectrum, pre_gate, post_gate, plan), spectrum
 
 
 @_fftconv_op.register_fake
@@ -879,7 +895,7 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     slices' summed cross spectrum, grad_k (see _triton_kernels)."""
     batch, channels = u.shape[:2]
     merged = MERGED_BACKWARD
-    operands, meta = _fused_launch(spectrum, D, (u, pre_gate, post_gate, grad_y), plan)
+    operands, meta = _fused_launch(spectrum, (u, pre_gate, post_gate, grad_y), plan)
     sms = _sm_count(u.device)
     slices, rows = paired_batch_slices(batch, channels, sms)
     # the per-slice "grad_k" buffer holds the filter kernel's work space: X (scratch), the cross spectra (out) and,
@@ -893,26 +909,27 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         tile = batch_tile(batch, channels, sms)
         geometry = (batch, channels, tile, *_signal_geometry(plan), *strides)
         grid = (channels * -(-batch // tile),)  # channel-major batch tiles
-        warps = _fused_warps(plan, "conv_bwd_kernel")
+        options = _launch_options(_fused_warps(plan, "conv_bwd_kernel"), FUSED_PROGRAMS_PER_SM)
         work = _parity_work(plan, grid[0], 4, u)
         launch = (*signals, *operands, work, *outputs[:3], *geometry)
-        kernels.conv_bwd_kernel[grid](*launch, **meta, **half, num_warps=warps)
-    constants, sizes = operands[2:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "PARITY")}
-    flags = {name: meta[name] for name in ("HAS_PRE", "HAS_POST", "HAS_D")}
+        kernels.conv_bwd_kernel[grid](*launch, **meta, **half, **options)
+    constants, sizes = operands[1:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "PARITY")}
+    flags = {name: meta[name] for name in ("HAS_PRE", "HAS_POST")}
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
     warps = _fused_warps(plan, "conv_bwd_filter_kernel", gated=post_gate is not None)
+    options = _launch_options(warps, FUSED_PROGRAMS_PER_SM if merged else None)  # merged: the per-row kernel
     kernels.conv_bwd_filter_kernel[(channels, slices)](
         *signals,
         *constants,
         *outputs[3:],
-        *operands[:2],  # D, the spectrum and the per-row gradients' buffers: read and written with ROW_GRADIENTS
+        operands[0],  # the spectrum and the per-row gradients' buffers: read and written with ROW_GRADIENTS
         *outputs[:3],
         *geometry,
         **sizes,
         **flags,
         **half,
         ROW_GRADIENTS=merged,
-        num_warps=warps,
+        **options,
     )
     cross, grad_d = _slice_sums((outputs[3][:, :, 1 : 1 + classes], outputs[4]))  # (C, classes, 2, n1, n2), (C,)
     if plan.parity:  # as filter_gradient_kernel: the real part of the normalised inverse, here on (C, Nh, Nw)
