@@ -67,16 +67,17 @@ FWD_BWD_TENSORS = FWD_TENSORS + 7  # backward: dy, u, pre, post read; du, dpre, 
 # fused-register kernels at 8 warps (the default before that run); on 64 x 64 grids every kernel at 4 warps (faster
 # there, but three kernels spill 24-664 bytes at 4, so the default keeps them at 8); the fused-L2 kernels at 4 warps,
 # two persistent programs per SM (ptxas: 0-60 bytes of spills); the multi-pass passes at 4 warps (no spills); the
-# fused-register per-row kernels' registers capped for 3 programs per SM instead of 2 (168 a thread: 56-192 bytes of
-# spills), and 2 fused-L2 programs per SM at 8 warps (128 registers: the forward with 16 x 32 rows spills none, the
-# backward 184 bytes): whether more programs in flight are worth the spills.
+# fused-register per-row kernels' registers capped for 3 programs per SM instead of 2 at L = 1K (168 a thread: the
+# forward spills 56 bytes, the merged backward 128), and 2 fused-L2 programs per SM at 8 warps (128 registers: the
+# forward, with 16 x 32 rows at L = 4K and 8K, spills none, the backward 104 and 364 bytes): whether more programs in
+# flight are worth the spills.
 SWEEP = (
     ("8 warps", (1 << 10, 1 << 11), {"FUSED_WARPS": 8}),
     ("every kernel at 4 warps", (1 << 11,), {"WIDE_GRID_KERNELS": ()}),
     ("4 warps, 2 programs per SM", (1 << 12, 1 << 13, 1 << 14), {"FUSED_L2_WARPS": 4, "FUSED_L2_PROGRAMS_PER_SM": 2}),
     ("passes at 4 warps", (1 << 15,), {"_num_warps": lambda points: 4}),
     ("split backward", (1 << 9, 1 << 10, 1 << 11), {"MERGED_BACKWARD": False}),
-    ("3 programs per SM", (1 << 10, 1 << 11), {"FUSED_PROGRAMS_PER_SM": 3}),
+    ("3 programs per SM", (1 << 10,), {"FUSED_PROGRAMS_PER_SM": 3}),
     ("8 warps, 2 programs per SM", (1 << 12, 1 << 13), {"FUSED_L2_PROGRAMS_PER_SM": 2}),
 )
 SETTINGS = {"triton": {}} | {f"triton, {name}": values for name, _, values in SWEEP}  # Triton row name: its constants
@@ -179,7 +180,7 @@ class Model:
         fwd_bytes, bwd_bytes = 4 * element_size, 7 * element_size
         if variant == "multi-pass":
             scratch = 4 * 8 * points / rows  # per pair: pass 1 writes, pass 2 reads and writes, pass 3 reads
-            fwd_bytes += scratch + 2 * element_size  # pass 3 re-reads u and pre for the skip term
+            fwd_bytes += scratch  # pass 3 reads only the scratch and post (the skip term is in the spectrum)
             bwd_bytes += 4 * scratch + 10 * 4
         precision = triton_fftconv.FP32_PRECISION
         if variant != "multi-pass" and dtype != torch.float32:

@@ -939,7 +939,7 @@ def filter_gradient_kernel(
 # Pass 1 (one program per (packed pair, q), columns fastest: _pair_and_column): length-P FFT of column q, times the
 # twiddle W_N^(q fp), into a complex scratch. Pass 2 (one program per (packed pair, column-spectrum row s)): length-Q
 # FFT of a scratch row, multiply by the filter spectrum, inverse length-Q FFT, in place. Pass 3 (per (packed pair, q),
-# as pass 1): conjugate twiddle, inverse length-P FFT, skip and gates. Each length-P / length-Q FFT is the
+# as pass 1): conjugate twiddle, inverse length-P FFT, post-gate. Each length-P / length-Q FFT is the
 # in-register four-step above on a (P1, P2) / (Q1, Q2) grid; scratch rows are indexed by the P-FFT's output tile
 # position s = a * P2 + b (frequency fp = k1 + P1 * k2 for the frequencies k1, k2 at positions a, b: see _frequency,
 # _outer_twiddle), scratch columns by q.
@@ -1252,7 +1252,7 @@ def column_idft_kernel(
 # Fused-L2 variant (1D grids above MAX_FFT_POINTS, up to MAX_FUSED_L2_POINTS): the multi-pass (P, Q) view with short
 # columns (P = 16 or 32, so a column DFT is one (P, P) @ (P, BQ) tl.dot), all three passes in one program per (b, c)
 # row. The program writes its row's column DFTs to its own fp32 scratch, transforms, multiplies and inverts each
-# scratch row in registers in place, then reads the columns back for the inverse column DFTs, the skip and the gates.
+# scratch row in registers in place, then reads the columns back for the inverse column DFTs and the post-gate.
 # Every signal is real, so only the column-spectrum rows fp <= P / 2 are kept (scratch (2, P / 2 + 1, Q)) and
 # row-transformed: the spectrum of a real signal is Hermitian, X[N - f] = conj(X[f]), and after the row inverse and
 # the conjugate twiddle the missing rows are mirror images, Z[P - fp, q] = conj(Z[fp, q]) (see _column_idft). Where

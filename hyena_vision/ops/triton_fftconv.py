@@ -36,7 +36,7 @@ persistent programs (FUSED_L2_PROGRAMS_PER_SM per SM), but the FFT runs as colum
 through a small per-program fp32 scratch, written and re-read right away (see _triton_kernels), so u, the gates and y
 cross HBM once; where the signal fills only the first half of each column, the column passes skip the zero padding and
 the discarded outputs (HALF_P). Longer grids take a three-pass scheme (column FFTs, row FFTs with the spectrum multiply,
-inverse column FFTs with skip and gates) through an fp32 scratch in HBM, processed in chunks of at most SCRATCH_BYTES;
+inverse column FFTs with the post-gate) through an fp32 scratch in HBM, processed in chunks of at most SCRATCH_BYTES;
 it too transforms batch rows in packed pairs (one complex scratch row per pair: half the scratch traffic and row FFTs
 per row) and skips the zero padding in its column passes (HALF_P, see _half_columns); its backward combines the same
 passes with elementwise torch ops. `variant` names the path of a plan. Intermediates are fp32 (inputs in fp16/bf16/fp32;
