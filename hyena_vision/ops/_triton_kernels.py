@@ -704,15 +704,14 @@ def conv_bwd_kernel(
     PARITY: tl.constexpr,  # as in conv_fwd_kernel
 ):
     """The backward's per-row gradients, one program per batch tile of one channel (as conv_fwd_kernel), rows in
-    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which
-    computes the per-row gradients itself where the host merges them (MERGED_BACKWARD), so this kernel runs only
-    without that setting (a bench_fftconv --sweep row).
+    packed pairs, intermediates recomputed; grad_k and grad_D come from conv_bwd_filter_kernel, which computes the
+    per-row gradients itself where the host merges them (MERGED_BACKWARD), so this kernel runs only without that
+    setting (a bench_fftconv --sweep row).
 
     With x = pre * u, s = k * x + D x, y = post * s and h = post * dy:
     d post = dy * s, d x = corr(h, k) + D h, d u = pre * d x, d pre = u * d x. With K the spectrum of k + D delta, s
     and d x are the inverses of X K and H conj(K); packed as in conv_fwd_kernel, X = X_b + i X_(b+1) and H likewise,
-    of both rows. As in the forward, HALF_ROWS / HALF_COLS skip the zero padding and the
-    outputs never written.
+    of both rows. As in the forward, HALF_ROWS / HALF_COLS skip the zero padding and the outputs never written.
 
     Each pair runs two of the forward's transform chains one after the other, holding no spectrum across them. The
     single backward kernel this replaces also accumulated sum_b H conj(X), holding X and the accumulator through H's

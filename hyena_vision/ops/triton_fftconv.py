@@ -12,16 +12,16 @@ complex signal (the filter is real, so the real and imaginary parts of the resul
 FFT -> multiply -> inverse FFT -> gate with every intermediate in registers (see ``_triton_kernels``; the skip term D x
 is in the spectrum, that of k + D delta), so u, the gates and y cross memory once and the DFT factors are loaded once
 per tile (the twiddles and the channel's spectrum are re-read from cache where used, see conv_fwd_kernel); where the
-signal fills
-only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero padding and
-the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in two kernels:
-the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates), one program per
-(channel, batch slice) (see batch_slices: enough slices that every SM has a program; paired_batch_slices keeps them
-even) looping over the slice's rows in packed pairs, the spectra passed between transforms through a per-program slot in
-L1 / L2 (see _triton_kernels.conv_bwd_filter_kernel); and grad_k, the inverse of the cross spectrum, one program per
-channel. Without MERGED_BACKWARD the per-row gradients take a kernel of their own, in batch tiles as the forward, which
-transforms x and h a second time. The slices' partial sums, (S, C, ...) fp32, are added on the host over S in a fixed
-order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for CPU tensors).
+signal fills only the first half of the grid's rows (in 2D also of its columns), the first and last stages skip the zero
+padding and the discarded outputs (_half_grid). The backward recomputes the input's spectrum instead of storing it, in
+two kernels: the cross spectrum sum_b H conj(X), grad_D and, from the same spectra, the per-row gradients (u, gates),
+one program per (channel, batch slice) (see batch_slices: enough slices that every SM has a program; paired_batch_slices
+keeps them even) looping over the slice's rows in packed pairs, the spectra passed between transforms through a
+per-program slot in L1 / L2 (see _triton_kernels.conv_bwd_filter_kernel); and grad_k, the inverse of the cross spectrum,
+one program per channel. Without MERGED_BACKWARD the per-row gradients take a kernel of their own, in batch tiles as the
+forward, which transforms x and h a second time. The slices' partial sums, (S, C, ...) fp32, are added on the host over
+S in a fixed order: no atomics, so the backward is deterministic. Grids follow the device's SM count (DEFAULT_SMS for
+CPU tensors).
 
 2D grids above one program's (MAX_FFT_POINTS, sides up to MAX_FFT_SIDE; 64 x 64 images need 128 x 128) run in the
 same kernels as the spectrum's four parity classes (k1 % 2, k2 % 2), each an (Nh / 2, Nw / 2) grid holding the image
@@ -80,12 +80,12 @@ MAX_FFT_SIDE = 64
 # filter's spectrum 288 bytes, its gradient 664, the per-row backward 24), which keep 8 warps there.
 FUSED_WARPS = 4
 WIDE_GRID_WARPS = 8
+WIDE_GRID_KERNELS = ("filter_spectrum_kernel", "conv_bwd_kernel", "filter_gradient_kernel")
 # Programs per SM the fused-register per-row kernels' registers are capped for (ptxas .maxnreg, see _launch_options);
 # None: ptxas chooses (2 programs of 4 warps per SM at L = 1K and 2K). Capped for more they spill (ptxas, sm_90,
 # bf16, gated, 4 warps: for 3, 168 registers, the forward 56 bytes at L = 1K, 192 at 2K, the merged backward 128 at
 # 1K); bench_fftconv.py --sweep times 3 against the default: whether more programs in flight are worth the spills.
 FUSED_PROGRAMS_PER_SM = None
-WIDE_GRID_KERNELS = ("filter_spectrum_kernel", "conv_bwd_kernel", "filter_gradient_kernel")
 # The fused-register backward's per-row gradients computed by the cross spectrum's kernel from the spectra it forms
 # anyway (3 transforms a packed pair ungated, 4 gated) instead of by a kernel of their own (4 and 6 in all): see
 # _triton_kernels.conv_bwd_filter_kernel (ROW_GRADIENTS). Not timed on a GPU: bench_fftconv.py --sweep times both.
@@ -643,8 +643,8 @@ def _piece(t: torch.Tensor | None, *index: slice) -> torch.Tensor | None:
 
 
 def _multipass_conv(u, pre_gate, spectrum, post_gate, out, plan):
-    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L); spectrum (with D) is the
-    chunk's channels'."""
+    """out = post_gate * (k * (pre_gate * u) + D * pre_gate * u) for a chunk (nb, cc, L), given the spectrum of k + D
+    delta of the chunk's channels."""
     scratch = _scratch(u, plan)  # (pairs, 2, P, Q)
     _column_fft(u, pre_gate, scratch, plan)
     _row_pass(scratch, spectrum, plan, scale=1.0, forward=True, multiply=True, conj=False, inverse=True)
@@ -652,8 +652,8 @@ def _multipass_conv(u, pre_gate, spectrum, post_gate, out, plan):
 
 
 def _conv_of_spectra(spectra, spectrum, out, plan, *, conj):
-    """out = k * x + D x for a chunk whose spectra of x (_multipass_spectra, overwritten) the backward already has; k
-    and D conjugated for correlation."""
+    """out = k * x + D x for a chunk whose spectra of x (_multipass_spectra, overwritten) the backward already has; the
+    filter's spectrum conjugated for correlation."""
     _row_pass(spectra, spectrum, plan, scale=1.0, forward=False, multiply=True, conj=conj, inverse=True)
     _column_ifft(spectra, out, plan, scale=1.0)
 
