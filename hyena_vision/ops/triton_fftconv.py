@@ -913,8 +913,7 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         work = _parity_work(plan, grid[0], 4, u)
         launch = (*signals, *operands, work, *outputs[:3], *geometry)
         kernels.conv_bwd_kernel[grid](*launch, **meta, **half, **options)
-    constants, sizes = operands[1:], {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION", "PARITY")}
-    flags = {name: meta[name] for name in ("HAS_PRE", "HAS_POST")}
+    constants = operands[1:]
     geometry = (batch, rows, *_signal_geometry(plan), *strides)
     warps = _fused_warps(plan, "conv_bwd_filter_kernel", gated=post_gate is not None)
     options = _launch_options(warps, FUSED_PROGRAMS_PER_SM if merged else None)  # merged: the per-row kernel
@@ -925,8 +924,7 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
         operands[0],  # the spectrum and the per-row gradients' buffers: read and written with ROW_GRADIENTS
         *outputs[:3],
         *geometry,
-        **sizes,
-        **flags,
+        **meta,
         **half,
         ROW_GRADIENTS=merged,
         **options,
@@ -937,7 +935,7 @@ def _fused_backward(grad_y, u, k, spectrum, D, pre_gate, post_gate, plan):
     else:
         grad_k_grid = torch.empty((channels, plan.n1, plan.n2), dtype=torch.float32, device=u.device)
         warps = _fused_warps(plan, "filter_gradient_kernel")
-        scale, sizes = 1.0 / (plan.n1 * plan.n2), {name: sizes[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
+        scale, sizes = 1.0 / (plan.n1 * plan.n2), {name: meta[name] for name in ("N1", "N2", "TWIDDLE", "PRECISION")}
         kernels.filter_gradient_kernel[(channels,)](cross, *constants, grad_k_grid, scale, **sizes, num_warps=warps)
     grad_k, grad_d = _filter_gradients(grad_k_grid, grad_d, k, D, plan)
     return grad_u, grad_k, grad_d, grad_pre, grad_post
