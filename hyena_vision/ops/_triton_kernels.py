@@ -1489,14 +1489,9 @@ def conv_bwd_l2_kernel(
                 mask = offs < LIMIT
                 if HAS_POST:  # s = k * x + D x
                     s = _column_idft(rows_x, lr, li, q, Q, N, HALF, PRECISION)  # (R, BQ)
-                    grad_post = (_load_signal(grad_y_row, offs, mask) * s).to(grad_post_ptr.dtype.element_ty)
-                    tl.store(grad_post_ptr + row * LIMIT + offs, grad_post, mask=mask)
+                    _store_grad_post(s, grad_y_row, grad_post_ptr + row * LIMIT, offs, mask)
                 grad_x = _column_idft(rows_h, lr, li, q, Q, N, HALF, PRECISION)  # corr(h, k) + D h
-                if HAS_PRE:
-                    grad_pre = grad_x * _load_signal(u_row, offs, mask)
-                    tl.store(grad_pre_ptr + row * LIMIT + offs, grad_pre.to(grad_pre_ptr.dtype.element_ty), mask=mask)
-                    grad_x = grad_x * _load_signal(pre_row, offs, mask)
-                tl.store(grad_u_ptr + row * LIMIT + offs, grad_x.to(grad_u_ptr.dtype.element_ty), mask=mask)
+                _store_grad_input(grad_x, u_row, pre_row, grad_u_ptr, grad_pre_ptr, row * LIMIT, offs, mask, HAS_PRE)
         # grad_k: row inverses of the accumulated cross spectrum into region A (last read by pass 2b, before the
         # barrier that ended it), then column inverses scaled by 1 / N
         for fp in range(P // 2 + 1):
