@@ -169,21 +169,34 @@ def test_2d_gradients_match_float64(device, dtype, shape=(6, 10), kshape=(7, 19)
     assert_gradients_close(inputs, actual, expected, TOLERANCE[dtype], grad_y)
 
 
+def spy_on_launches(monkeypatch, *names: str) -> dict[str, list[dict]]:
+    """Wraps the named kernels of triton_fftconv.kernels: each launch runs as before, its keyword arguments
+    (constexprs, num_warps, maxnreg) appended to its kernel's list."""
+    launches = {name: [] for name in names}
+
+    class Spy:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches[self.name].append(kwargs)
+                return self.kernel[grid](*args, **kwargs)
+
+            return launch
+
+    for name in names:
+        monkeypatch.setattr(triton_fftconv.kernels, name, Spy(name, getattr(triton_fftconv.kernels, name)))
+    return launches
+
+
 @pytest.mark.parametrize("merged", [True, False], ids=["merged", "split"])
 @pytest.mark.parametrize("case", ["1d-gated", "2d", "2d-parity"])
 def test_merged_and_split_backward_match_float64(device, monkeypatch, case, merged):
     """MERGED_BACKWARD (the default): the cross spectrum's kernel also computes the per-row gradients, and
     conv_bwd_kernel does not run; off (a bench_fftconv --sweep setting): conv_bwd_kernel computes them."""
     monkeypatch.setattr(triton_fftconv, "MERGED_BACKWARD", merged)
-    launches = []
-    per_row = triton_fftconv.kernels.conv_bwd_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return per_row[grid]
-
-    monkeypatch.setattr(triton_fftconv.kernels, "conv_bwd_kernel", Spy())
+    launches = spy_on_launches(monkeypatch, "conv_bwd_kernel")["conv_bwd_kernel"]
     if case == "2d":
         test_2d_gradients_match_float64(device, torch.float32)
     elif case == "2d-parity":  # a 32 x 128 grid: classes of 16 x 64
@@ -207,27 +220,14 @@ def test_fused_programs_per_sm_caps_the_per_row_kernels(device, monkeypatch):
     """FUSED_PROGRAMS_PER_SM (a bench_fftconv --sweep setting) reaches the fused-register per-row kernels' launches as
     maxnreg, the once-per-channel kernels take none, and the results still match float64."""
     monkeypatch.setattr(triton_fftconv, "FUSED_PROGRAMS_PER_SM", 3)
-    launches = {}
-
-    class Spy:
-        def __init__(self, name, kernel):
-            self.name, self.kernel = name, kernel
-
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                launches[self.name] = (kwargs["num_warps"], kwargs.get("maxnreg"))
-                return self.kernel[grid](*args, **kwargs)
-
-            return launch
-
-    for name in ("filter_spectrum_kernel", "conv_fwd_kernel", "conv_bwd_filter_kernel", "filter_gradient_kernel"):
-        monkeypatch.setattr(triton_fftconv.kernels, name, Spy(name, getattr(triton_fftconv.kernels, name)))
+    names = ("filter_spectrum_kernel", "conv_fwd_kernel", "conv_bwd_filter_kernel", "filter_gradient_kernel")
+    launches = spy_on_launches(monkeypatch, *names)
     test_1d_gradients_match_float64(device, torch.float32, True, 37, 37, True)
-    assert launches == {
-        "filter_spectrum_kernel": (4, None),
-        "conv_fwd_kernel": (4, 168),
-        "conv_bwd_filter_kernel": (4, 168),  # merged: the per-row gradients
-        "filter_gradient_kernel": (4, None),
+    assert {name: {(kw["num_warps"], kw.get("maxnreg")) for kw in calls} for name, calls in launches.items()} == {
+        "filter_spectrum_kernel": {(4, None)},
+        "conv_fwd_kernel": {(4, 168)},
+        "conv_bwd_filter_kernel": {(4, 168)},  # merged: the per-row gradients
+        "filter_gradient_kernel": {(4, None)},
     }
 
 
